@@ -20,7 +20,7 @@ abcgen_bootstrap() {
     [ -n "$extras" ] && target="$root[$extras]"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
         -c "$root/bin/constraints.txt" -e "$target" 2>&1 \
-        | grep -v "is neither a file nor a directory" >&2
+        | { grep -v "is neither a file nor a directory" >&2 || true; }
     if [ "${PIPESTATUS[0]}" -ne 0 ]; then
         echo "abcgen: installing dependencies failed (see above)" >&2
         return 1
