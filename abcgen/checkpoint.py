@@ -1,0 +1,88 @@
+"""One self-contained checkpoint file per model: config, vocabulary, weights, metadata.
+
+Checkpoints hold only tensors and plain Python data, and are always read with
+torch.load(weights_only=True), so opening one can never run code.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from abcgen import __version__
+from abcgen.errors import AbcgenError
+from abcgen.model import CharModel, ModelConfig, build_model
+from abcgen.vocab import Vocab
+
+FORMAT = "abcgen-checkpoint"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    model: CharModel
+    vocab: Vocab
+    meta: dict = field(default_factory=dict)
+    training: dict | None = None  # optimizer, schedule, RNG and stream state (last.pt only)
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.model.config
+
+
+def save_checkpoint(path: Path, model: CharModel, vocab: Vocab, meta: dict, training=None):
+    """Write the checkpoint atomically: a temporary file beside it, then a rename."""
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": model.config.to_dict(),
+        "vocab": vocab.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "meta": {**meta, "abcgen_version": __version__},
+    }
+    if training is not None:
+        payload["training"] = training
+    atomic_torch_save(payload, Path(path))
+
+
+def atomic_torch_save(obj, path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path, device="cpu") -> Checkpoint:
+    """Read a checkpoint; any problem with the file becomes one clear AbcgenError."""
+    path = Path(path)
+    if not path.is_file():
+        raise AbcgenError(f"model file {path} does not exist; train one with `abcgen train`")
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise AbcgenError(
+            f"{path} is not a readable abcgen model (truncated, corrupt or unsafe): {reason[:200]}"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise AbcgenError(f"{path} is not an abcgen model file")
+    try:
+        config = ModelConfig.from_dict(payload["config"])
+        model = build_model(config)
+        model.load_state_dict(payload["state_dict"])
+        vocab = Vocab.from_dict(payload["vocab"])
+    except (KeyError, TypeError, RuntimeError) as error:
+        raise AbcgenError(f"{path} is a damaged abcgen model: {str(error)[:200]}") from None
+    model.to(device).eval()
+    return Checkpoint(model, vocab, payload.get("meta", {}), payload.get("training"))

@@ -1,0 +1,421 @@
+"""Training: stateful truncated back-propagation through time over parallel streams.
+
+The training text (every training tune, separated by blank lines) is cut into
+`batch_size` contiguous streams that are read side by side, `seq_len` characters
+at a time. The recurrent state flows from one window to the next (detached, so
+gradients stop at the window), and every character of every stream is a target
+once per epoch. Adam with gradient clipping, a short warm-up and a cosine decay.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from abcgen.checkpoint import load_checkpoint, save_checkpoint
+from abcgen.corpus import Corpus, header_value, load_corpus
+from abcgen.errors import AbcgenError
+from abcgen.model import CharModel, ModelConfig, build_model, tree_map
+from abcgen.vocab import Vocab
+
+LN2 = math.log(2)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int | None = 30
+    max_time: float | None = None
+    batch_size: int = 64
+    seq_len: int = 128
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.05
+    warmup_steps: int = 20
+    clip: float = 1.0
+    patience: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"  # auto | bf16 | fp32
+
+
+class TrainingInterrupted(Exception):
+    """Raised after SIGINT/SIGTERM once last.pt is safely written."""
+
+    def __init__(self, signum: int, last_path: Path):
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
+        self.last_path = last_path
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    best_path: Path
+    last_path: Path
+    best_val_loss: float
+    best_val_acc: float
+    epochs: int
+    elapsed_s: float
+    stopped_because: str
+
+
+# ---------------------------------------------------------------- devices and data
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available(),
+        "mps": torch.backends.mps.is_available(),
+    }
+    if not available.get(name, False):
+        raise AbcgenError(f"device {name!r} is not available here; use --device cpu or auto")
+    return torch.device(name)
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """bf16 autocast where the hardware has fast bf16, unless fp32 is asked for."""
+    if precision == "fp32":
+        return False
+    if device.type == "cuda":
+        supported = torch.cuda.is_bf16_supported()
+    elif device.type == "cpu":
+        supported = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+    else:
+        supported = False
+    if precision == "bf16" and not supported:
+        raise AbcgenError(f"bf16 is not supported on this {device.type}; use --precision fp32")
+    return supported
+
+
+def make_streams(ids: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and targets as (batch, n) tensors of `batch` contiguous streams."""
+    n = (len(ids) - 1) // batch
+    if n < 2:
+        raise AbcgenError(
+            f"the corpus is too small for one batch: {len(ids)} characters for "
+            f"{batch} streams; use a smaller --batch-size or a bigger corpus"
+        )
+    inputs = ids[: n * batch].view(batch, n)
+    targets = ids[1 : n * batch + 1].view(batch, n)
+    return inputs, targets
+
+
+def windows(n: int, seq_len: int) -> list[tuple[int, int]]:
+    return [(start, min(start + seq_len, n)) for start in range(0, n, seq_len)]
+
+
+def known_tunes(tunes: list[str], vocab: Vocab) -> list[str]:
+    """The tunes whose every character the vocabulary knows."""
+    return [tune for tune in tunes if not vocab.unknown(tune)]
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def evaluate(model: CharModel, text_ids: torch.Tensor, batch: int = 16, seq_len: int = 256,
+             bf16: bool = False) -> dict:
+    """Mean loss (nats per character) and next-character accuracy over a text."""
+    model.eval()
+    device = next(model.parameters()).device
+    batch = max(1, min(batch, (len(text_ids) - 1) // 2))
+    inputs, targets = make_streams(text_ids, batch)
+    inputs, targets = inputs.to(device), targets.to(device)
+    total_loss, correct, count, state = 0.0, 0, 0, None
+    for start, end in windows(inputs.shape[1], seq_len):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits, state = model(inputs[:, start:end], state)
+        logits = logits.float().reshape(-1, logits.shape[-1])
+        target = targets[:, start:end].reshape(-1)
+        total_loss += nn.functional.cross_entropy(logits, target, reduction="sum").item()
+        correct += (logits.argmax(-1) == target).sum().item()
+        count += target.numel()
+    return {"loss": total_loss / count, "bpc": total_loss / count / LN2, "acc": correct / count}
+
+
+# ---------------------------------------------------------------- the run
+
+
+class StopFlag:
+    """Catches SIGINT/SIGTERM during training so the current step can finish."""
+
+    def __init__(self):
+        self.signum = None
+        self.previous = {}
+
+    def __enter__(self):
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self.previous[signum] = signal.signal(signum, self.catch)
+            except ValueError:  # not in the main thread: leave signals alone
+                pass
+        return self
+
+    def catch(self, signum, frame):
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+def lr_factor(step: int, progress: float, config: TrainConfig) -> float:
+    warmup = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return warmup * (config.min_lr_ratio + (1 - config.min_lr_ratio) * cosine)
+
+
+def check_out_dir(out_dir: Path, resume: bool, force: bool):
+    existing = [p.name for p in (out_dir / "best.pt", out_dir / "last.pt") if p.exists()]
+    if existing and not (resume or force):
+        raise AbcgenError(
+            f"{out_dir} already holds a model ({', '.join(existing)}); "
+            "use --resume to continue it, --force to replace it, or --out for another folder"
+        )
+    if resume and not (out_dir / "last.pt").exists():
+        raise AbcgenError(f"nothing to resume: {out_dir / 'last.pt'} does not exist")
+
+
+def validate(model_config: ModelConfig, config: TrainConfig):
+    problems = [
+        (config.batch_size < 1, "--batch-size must be at least 1"),
+        (config.seq_len < 1, "--seq-len must be at least 1"),
+        (not config.lr > 0, "--lr must be greater than 0"),
+        (config.epochs is not None and config.epochs < 1, "--epochs must be at least 1"),
+        (config.max_time is not None and config.max_time <= 0, "--max-time must be greater than 0"),
+        (config.patience is not None and config.patience < 1, "--patience must be at least 1"),
+        (model_config.hidden < 1, "--hidden must be at least 1"),
+        (model_config.layers < 1, "--layers must be at least 1"),
+        (not 0 <= model_config.dropout < 1, "--dropout must be in [0, 1)"),
+    ]
+    for bad, message in problems:
+        if bad:
+            raise AbcgenError(message)
+
+
+def train(corpus: Corpus | str | Path, out_dir: str | Path, model_config: dict | None = None,
+          config: TrainConfig | None = None, resume: bool = False, force: bool = False,
+          progress: bool = True, log=None) -> TrainResult:
+    """Train a model on a corpus and write best.pt, last.pt and metrics.jsonl to out_dir."""
+    config = config or TrainConfig()
+    log = log or (lambda message: print(message, file=sys.stderr))
+    out_dir = Path(out_dir)
+    check_out_dir(out_dir, resume, force)
+    if not isinstance(corpus, Corpus):
+        corpus = load_corpus(corpus)
+
+    run = Run.resume(out_dir, corpus, config) if resume else Run.start(
+        out_dir, corpus, model_config or {}, config)
+    return run.loop(progress, log)
+
+
+class Run:
+    """Everything a training run carries between steps; saved whole in last.pt."""
+
+    def __init__(self, out_dir, corpus, model, vocab, config, device, bf16):
+        self.out_dir, self.corpus, self.model, self.vocab = out_dir, corpus, model, vocab
+        self.config, self.device, self.bf16 = config, device, bf16
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        train_ids = torch.tensor(vocab.encode(corpus.text("train")), dtype=torch.long)
+        self.inputs, self.targets = (t.to(device) for t in make_streams(train_ids, config.batch_size))
+        val_tunes = known_tunes(corpus.val, vocab) or known_tunes(corpus.train[:20], vocab)
+        self.val_ids = torch.tensor(vocab.encode("".join(t + "\n\n" for t in val_tunes)))
+        self.windows = windows(self.inputs.shape[1], config.seq_len)
+        self.epoch, self.window, self.step, self.elapsed = 0, 0, 0, 0.0
+        self.state = None
+        self.best_val_loss, self.best_val_acc, self.bad_evals = math.inf, 0.0, 0
+        self.loss_sum, self.loss_count = 0.0, 0
+
+    @classmethod
+    def start(cls, out_dir, corpus, model_config, config):
+        validate(ModelConfig(vocab_size=1, **model_config), config)
+        torch.manual_seed(config.seed)
+        vocab = Vocab.from_text(corpus.text("train"))
+        device = pick_device(config.device)
+        model = build_model(ModelConfig(vocab_size=len(vocab), **model_config)).to(device)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "metrics.jsonl").write_text("")
+        (out_dir / "best.pt").unlink(missing_ok=True)
+        return cls(out_dir, corpus, model, vocab, config, device, use_bf16(config.precision, device))
+
+    @classmethod
+    def resume(cls, out_dir, corpus, config):
+        last = load_checkpoint(out_dir / "last.pt")
+        saved = last.training or {}
+        if "optimizer" not in saved:
+            raise AbcgenError(f"{out_dir / 'last.pt'} has no training state to resume from")
+        if saved.get("corpus_fingerprint") != corpus.fingerprint:
+            raise AbcgenError(
+                f"{out_dir} was trained on another corpus (fingerprint "
+                f"{saved.get('corpus_fingerprint')}); train it on the same files or use --force"
+            )
+        kept = TrainConfig(**saved["config"])
+        # Options that may change on resume: how long to go on, and on what device.
+        kept.epochs, kept.max_time, kept.patience = config.epochs, config.max_time, config.patience
+        kept.device = config.device
+        device = pick_device(kept.device)
+        run = cls(out_dir, corpus, last.model.to(device), last.vocab, kept, device,
+                  use_bf16(kept.precision, device))
+        run.optimizer.load_state_dict(saved["optimizer"])
+        run.epoch, run.window, run.step = saved["epoch"], saved["window"], saved["step"]
+        run.elapsed = saved["elapsed"]
+        run.best_val_loss, run.best_val_acc = saved["best_val_loss"], saved["best_val_acc"]
+        run.bad_evals = saved["bad_evals"]
+        run.loss_sum, run.loss_count = saved["loss_sum"], saved["loss_count"]
+        run.state = tree_map(lambda t: t.to(device), saved["state"])
+        if isinstance(run.state, list):
+            run.state = tuple(run.state)
+        torch.set_rng_state(saved["rng"])
+        return run
+
+    # -- saving
+
+    def meta(self, metrics=None) -> dict:
+        return {
+            "corpus": self.corpus.name,
+            "corpus_fingerprint": self.corpus.fingerprint,
+            "epoch": self.epoch,
+            "step": self.step,
+            "train_config": asdict(self.config),
+            "metrics": metrics or {},
+            "meters": dict(Counter(header_value(t, "M") for t in self.corpus.train)),
+            "keys": dict(Counter(header_value(t, "K") for t in self.corpus.train)),
+        }
+
+    def save_last(self, metrics=None):
+        training = {
+            "config": asdict(self.config),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch, "window": self.window, "step": self.step,
+            "elapsed": self.elapsed,
+            "best_val_loss": self.best_val_loss, "best_val_acc": self.best_val_acc,
+            "bad_evals": self.bad_evals,
+            "loss_sum": self.loss_sum, "loss_count": self.loss_count,
+            "state": tree_map(lambda t: t.cpu(), self.state),
+            "rng": torch.get_rng_state(),
+            "corpus_fingerprint": self.corpus.fingerprint,
+        }
+        save_checkpoint(self.out_dir / "last.pt", self.model, self.vocab, self.meta(metrics), training)
+
+    # -- the loop
+
+    def progress_fraction(self) -> float:
+        parts = []
+        if self.config.epochs:
+            parts.append(self.step / (self.config.epochs * len(self.windows)))
+        if self.config.max_time:
+            parts.append(self.elapsed / self.config.max_time)
+        return max(parts) if parts else 0.0
+
+    def train_step(self) -> float:
+        self.model.train()
+        start, end = self.windows[self.window]
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.lr * lr_factor(self.step, self.progress_fraction(), self.config)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            logits, state = self.model(self.inputs[:, start:end], self.state)
+        loss = nn.functional.cross_entropy(
+            logits.float().reshape(-1, logits.shape[-1]), self.targets[:, start:end].reshape(-1))
+        if not torch.isfinite(loss):
+            raise AbcgenError(
+                f"training diverged: the loss became {loss.item()} at step {self.step}; "
+                "best.pt is unchanged; try a lower --lr"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
+        self.optimizer.step()
+        self.state = self.model.detach_state(state)
+        self.step += 1
+        self.window += 1
+        return loss.item()
+
+    def evaluate_and_save(self, chars_per_s: float) -> dict:
+        result = evaluate(self.model, self.val_ids, bf16=self.bf16)
+        metrics = {
+            "epoch": self.epoch + self.window / len(self.windows),
+            "step": self.step,
+            "elapsed_s": round(self.elapsed, 2),
+            "train_loss": self.loss_sum / max(1, self.loss_count),
+            "val_loss": result["loss"],
+            "val_bpc": result["bpc"],
+            "val_acc": result["acc"],
+            "chars_per_s": round(chars_per_s),
+            "lr": self.optimizer.param_groups[0]["lr"],
+        }
+        self.loss_sum, self.loss_count = 0.0, 0
+        with open(self.out_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+        if result["loss"] < self.best_val_loss:
+            self.best_val_loss, self.best_val_acc, self.bad_evals = result["loss"], result["acc"], 0
+            save_checkpoint(self.out_dir / "best.pt", self.model, self.vocab, self.meta(metrics))
+        else:
+            self.bad_evals += 1
+        return metrics
+
+    def finished(self) -> str | None:
+        if self.config.epochs and self.epoch >= self.config.epochs:
+            return f"{self.config.epochs} epochs done"
+        if self.config.max_time and self.elapsed >= self.config.max_time:
+            return f"time limit of {self.config.max_time:g} s reached"
+        if self.config.patience and self.bad_evals >= self.config.patience:
+            return f"no improvement in {self.config.patience} evaluations (early stop)"
+        return None
+
+    def loop(self, progress: bool, log) -> TrainResult:
+        from tqdm import tqdm
+
+        chars_per_step = self.inputs.shape[0] * self.config.seq_len
+        total = self.config.epochs * len(self.windows) if self.config.epochs else None
+        bar = tqdm(total=total, initial=self.step if total else 0, unit="step",
+                   disable=not progress or not sys.stderr.isatty(), file=sys.stderr,
+                   dynamic_ncols=True, leave=False)
+        metrics = None
+        with StopFlag() as stop, bar:
+            while not (reason := self.finished()):
+                started, chars, elapsed_before = time.perf_counter(), 0, self.elapsed
+                while self.window < len(self.windows):
+                    loss = self.train_step()
+                    self.loss_sum, self.loss_count = self.loss_sum + loss, self.loss_count + 1
+                    chars += chars_per_step
+                    self.elapsed += time.perf_counter() - started
+                    started = time.perf_counter()
+                    bar.update(1)
+                    bar.set_postfix(epoch=self.epoch + 1, loss=f"{loss:.3f}",
+                                    chars_s=f"{self.loss_count * chars_per_step / max(self.elapsed, 1e-9):.0f}",
+                                    refresh=False)
+                    if stop.signum is not None:
+                        self.save_last(metrics)
+                        raise TrainingInterrupted(stop.signum, self.out_dir / "last.pt")
+                    if self.config.max_time and self.elapsed >= self.config.max_time:
+                        break
+                speed = chars / max(1e-9, self.elapsed - elapsed_before)
+                if self.window >= len(self.windows):
+                    self.epoch, self.window, self.state = self.epoch + 1, 0, None
+                metrics = self.evaluate_and_save(speed)
+                if progress:
+                    bar.write(format_metrics(metrics), file=sys.stderr)
+                self.save_last(metrics)
+        return TrainResult(self.out_dir, self.out_dir / "best.pt", self.out_dir / "last.pt",
+                           self.best_val_loss, self.best_val_acc, self.epoch, self.elapsed, reason)
+
+
+def format_metrics(m: dict) -> str:
+    return (f"epoch {m['epoch']:.2f}  step {m['step']}  train {m['train_loss']:.3f}  "
+            f"val {m['val_loss']:.3f} ({m['val_bpc']:.3f} bpc, {m['val_acc']:.1%} acc)  "
+            f"{m['chars_per_s']:,} chars/s  {m['elapsed_s']:.0f}s")
