@@ -45,3 +45,216 @@ def main():
 
 
 # ---- commands are added below, one section per pipeline stage ----
+
+
+# ---- download ----
+
+
+@cli.command("download")
+@click.argument("name", default="nottingham")
+@click.option(
+    "--dest",
+    type=click.Path(file_okay=False),
+    help="Folder to write the files into.  [default: corpora/NAME]",
+)
+@click.option(
+    "--base-url",
+    metavar="URL",
+    help="Fetch from this mirror instead of the canonical address (also: env ABCGEN_MIRROR).",
+)
+@click.option("--force", is_flag=True, help="Fetch every file again, even those already present and verified.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary; errors are still shown.")
+def download_command(name, dest, base_url, force, quiet):
+    """Download corpus NAME (default: nottingham) and verify each file's sha256.
+
+    Files already present and verified are skipped, so running again fetches only what
+    is missing.
+    """
+    from abcgen.download import fetch
+
+    result = fetch(name, dest=dest, base_url=base_url, force=force, progress=not quiet)
+    if quiet:
+        return
+    total, fetched = len(result.paths), len(result.downloaded)
+    if fetched:
+        click.echo(
+            f"{result.corpus}: {total} files in {result.dest} "
+            f"({fetched} downloaded, {total - fetched} already present)",
+            err=True,
+        )
+    else:
+        click.echo(
+            f"{result.corpus}: all {total} files already present and verified in {result.dest}; "
+            "nothing downloaded (--force fetches them again)",
+            err=True,
+        )
+
+
+# ---- corpus
+
+
+@cli.command()
+@click.argument("path")
+@click.option("--json", "as_json", is_flag=True, help="Print the statistics as one JSON object.")
+@click.option("--dump", type=click.Choice(["train", "val", "test"]),
+              help="Print that split's normalised tunes as ABC instead of statistics.")
+def corpus(path, as_json, dump):
+    """Read, normalise and split the tunes in PATH (a folder, an .abc file, or - for stdin)."""
+    import json
+
+    from abcgen.corpus import join_tunes, load_corpus, summary
+
+    loaded = load_corpus(path)
+    for reason, count in loaded.dropped.items():
+        click.echo(f"dropped {count} tune(s): {reason}", err=True)
+    if dump:
+        click.echo(join_tunes(loaded.split(dump), renumber=True), nl=False)
+        return
+    stats = summary(loaded)
+    if as_json:
+        click.echo(json.dumps(stats, indent=2))
+        return
+    splits = stats["splits"]
+    click.echo(f"corpus      {stats['name']} ({stats['files']} files, fingerprint {stats['fingerprint']})")
+    click.echo(f"tunes       {stats['tunes']:,} (train {splits['train']:,}, val {splits['val']:,}, "
+               f"test {splits['test']:,})")
+    click.echo(f"characters  {stats['characters']:,}")
+    click.echo(f"vocabulary  {stats['vocabulary_size']} characters (training split)")
+    click.echo("meters      " + ", ".join(f"{m} {n}" for m, n in stats["meters"].items()))
+    click.echo("keys        " + ", ".join(f"{k} {n}" for k, n in stats["keys"].items()))
+
+
+# ---- train and info
+
+DEVICES = click.Choice(["auto", "cpu", "cuda", "mps"])
+
+
+@cli.command()
+@click.argument("path")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Folder for best.pt, last.pt and metrics.jsonl [default: runs/<corpus folder name>].")
+@click.option("--epochs", type=int, default=None,
+              help="Passes over the training split [default: 30, or unlimited with --max-time].")
+@click.option("--max-time", type=float, help="Stop after this many seconds of training.")
+@click.option("--batch-size", type=int, default=64, show_default=True,
+              help="Parallel streams per step.")
+@click.option("--seq-len", type=int, default=128, show_default=True,
+              help="Characters per stream per step (truncated back-propagation length).")
+@click.option("--lr", type=float, default=3e-3, show_default=True, help="Peak learning rate (Adam).")
+@click.option("--patience", type=int, help="Stop after this many evaluations without a better validation loss.")
+@click.option("--arch", default="lstm", show_default=True, help="Model architecture.")
+@click.option("--layers", type=int, default=2, show_default=True, help="Recurrent layers.")
+@click.option("--hidden", type=int, default=128, show_default=True, help="Units per layer.")
+@click.option("--dropout", type=float, default=0.1, show_default=True, help="Dropout between layers and before the output.")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
+              help="bf16 autocast where the hardware supports it (auto), or plain float32.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed: same seed, same model.")
+@click.option("--device", type=DEVICES, default="auto", show_default=True, help="Where to train.")
+@click.option("--resume", is_flag=True, help="Continue the run saved in OUT/last.pt.")
+@click.option("--force", is_flag=True, help="Replace a model already in OUT.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or per-epoch lines.")
+def train(path, out_dir, epochs, max_time, batch_size, seq_len, lr, patience, arch, layers, hidden,
+          dropout, precision, seed, device, resume, force, quiet):
+    """Train a character model on the ABC tunes in PATH."""
+    from pathlib import Path
+
+    from abcgen.train import TrainConfig, TrainingInterrupted, train as run_training
+
+    if not Path(path).exists():
+        raise AbcgenError(f"{path} does not exist; run `abcgen download` to fetch the Nottingham corpus")
+    out_dir = Path(out_dir or Path("runs") / (Path(path).resolve().stem or "corpus"))
+    config = TrainConfig(
+        epochs=epochs if epochs is not None else (None if max_time else 30), max_time=max_time,
+        batch_size=batch_size, seq_len=seq_len, lr=lr, patience=patience, seed=seed,
+        device=device, precision=precision)
+    model_config = {"arch": arch, "layers": layers, "hidden": hidden, "dropout": dropout}
+    try:
+        result = run_training(path, out_dir, model_config, config, resume=resume, force=force,
+                              progress=not quiet)
+    except TrainingInterrupted as stop:
+        click.echo(f"Stopped; progress saved in {stop.last_path}. Resume with:\n"
+                   f"  abcgen train {path} --out {out_dir} --resume", err=True)
+        sys.exit(128 + stop.signum)
+    import math
+
+    click.echo(
+        f"Done ({result.stopped_because}): best validation {result.best_val_loss / math.log(2):.3f} bpc, "
+        f"{result.best_val_acc:.1%} accuracy, {result.elapsed_s:.0f} s of training. "
+        f"Model: {result.best_path}. Sample from it with:\n"
+        f"  abcgen sample --model {result.best_path}", err=True)
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the information as one JSON object.")
+def info(model, as_json):
+    """Show a model's configuration, vocabulary size, parameter count and metrics."""
+    import json
+
+    from abcgen.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(model)
+    details = {
+        "path": model,
+        "config": checkpoint.config.to_dict(),
+        "vocabulary_size": len(checkpoint.vocab),
+        "parameters": checkpoint.model.num_parameters(),
+        **checkpoint.meta,
+    }
+    if as_json:
+        click.echo(json.dumps(details, indent=2))
+        return
+    for key, value in details.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in value.items())
+        click.echo(f"{key:20s}{value}")
+
+
+# ---- sample
+
+
+@cli.command()
+@click.option("--model", "model_path", type=click.Path(dir_okay=False),
+              help="Model file [default: $ABCGEN_MODEL, else the shipped Nottingham model].")
+@click.option("--temperature", "-t", type=float, default=0.8, show_default=True,
+              help="Higher is more adventurous, lower more conventional; must be > 0.")
+@click.option("--top-k", type=int, help="Sample only among the k likeliest characters.")
+@click.option("-n", "--num", type=int, default=1, show_default=True, help="How many tunes.")
+@click.option("--seed", type=int, help="Random seed: the same seed gives the same tunes.")
+@click.option("--max-chars", type=int, default=2000, show_default=True,
+              help="Longest tune; a longer one is cut after its last complete bar.")
+@click.option("--meter", "-m", help="Meter to write the tune in, e.g. 6/8 (the M: field).")
+@click.option("--key", "-k", help="Key, e.g. D, Ador, Emin (the K: field).")
+@click.option("--title", help="Title (the T: field).")
+@click.option("--length", help="Unit note length, e.g. 1/8 (the L: field).")
+@click.option("--prime", help="ABC to start from (a header or first bars), or @FILE.")
+@click.option("--check/--no-check", default=True, show_default=True,
+              help="Regenerate tunes that fail the ABC check (parse, notes, bar lengths).")
+@click.option("--retries", type=int, default=5, show_default=True,
+              help="How many times to regenerate failing tunes.")
+@click.option("--device", type=DEVICES, default="cpu", show_default=True, help="Where to sample.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Write the tunes to this file instead of stdout.")
+@click.option("--quiet", "-q", is_flag=True, help="No messages on stderr.")
+def sample(model_path, temperature, top_k, num, seed, max_chars, meter, key, title, length, prime,
+           check, retries, device, output, quiet):
+    """Write new tunes as ABC on stdout."""
+    from abcgen.sample import load_model
+
+    if retries < 0:
+        raise click.BadParameter("must be at least 0", param_hint="--retries")
+    say = (lambda message: None) if quiet else (lambda message: click.echo(message, err=True))
+    model = load_model(model_path, device=device)
+    tunes = model.generate(n=num, temperature=temperature, top_k=top_k, seed=seed, meter=meter,
+                           key=key, title=title, length=length, prime=prime, max_chars=max_chars,
+                           check=check, retries=retries, report=say)
+    for warning in model.warnings:
+        say(f"Warning: {warning}")
+    text = "\n\n".join(tunes) + "\n"
+    if output:
+        from abcgen.corpus import write_text_atomic
+
+        write_text_atomic(output, text)
+        say(f"wrote {len(tunes)} tune(s) to {output}")
+    else:
+        click.echo(text, nl=False)
