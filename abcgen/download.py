@@ -1,0 +1,331 @@
+"""Fetch named corpora, verify every file's sha256, and move each into place atomically.
+
+    >>> from abcgen.download import download
+    >>> download("nottingham")          # [Path('corpora/nottingham/ashover.abc'), ...]
+
+Each file streams into `<file>.part` beside its final name and is renamed only once its
+size and sha256 match the registry, so a failed or interrupted download never leaves a
+partial or unverified file under a final name. Files already present and verified are
+skipped, so running again fetches only what is missing.
+"""
+
+import hashlib
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import requests
+from tqdm import tqdm
+from urllib3.exceptions import ReadTimeoutError
+
+from abcgen import __version__
+from abcgen.errors import AbcgenError
+
+MIRROR_ENV = "ABCGEN_MIRROR"
+CHUNK_SIZE = 64 * 1024
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    name: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A named corpus: the address its files live under and the exact bytes of each."""
+
+    name: str
+    base_url: str
+    files: tuple[RemoteFile, ...]
+
+
+NOTTINGHAM_COMMIT = "0992bb6cd864f6d4b90d6663e08c0ef53ffaa08f"
+
+NOTTINGHAM = Corpus(
+    name="nottingham",
+    base_url=(
+        "https://raw.githubusercontent.com/jukedeck/nottingham-dataset/"
+        f"{NOTTINGHAM_COMMIT}/ABC_cleaned/"
+    ),
+    files=(
+        RemoteFile("ashover.abc", 19647, "6586eea8dca53866b42721050d11fc1408bdb2cf31a902b41c5c13504139b164"),
+        RemoteFile("hpps.abc", 25222, "6d035c6972ac0c204ba79d8128e2d71978ece2214a29ffceeb3e053e27f17db5"),
+        RemoteFile("jigs.abc", 129665, "5bb6f621e443bde552540810e3ea53e53531fd22258736e338d795e7a5bdcaf5"),
+        RemoteFile("morris.abc", 12002, "cbf60b212c87748dea226c76b72a15db5b4f606bb35a580763e9cd8f7294e7da"),
+        RemoteFile("playford.abc", 5101, "070877bc37176e0dedbcd038268d6669399201cd7b58d88b4ab36127528f9c76"),
+        RemoteFile("reelsa-c.abc", 37613, "f92ed0e66024e0a5bb7d21fe3172cd50c3fb4cb7f642b4ec7cd5aa8ad0396da8"),
+        RemoteFile("reelsd-g.abc", 42433, "33f535569116ec8cfb530c112f4cdc3bfb7fc042c271e0317cf6458bad30dfae"),
+        RemoteFile("reelsh-l.abc", 43044, "cb701d4ffe6839cb7a5655bc21785ecb71a72ab63d8560f7be3856f6aedaf7e5"),
+        RemoteFile("reelsm-q.abc", 38405, "a99f2967cf47460bba70bae40cd355a220b537a87180131c6d9433750bc446a1"),
+        RemoteFile("reelsr-t.abc", 46838, "f80a2c0f37a49b9b0c748e922924d59c40d82758abc5b0f7fc9245d7fd563be0"),
+        RemoteFile("reelsu-z.abc", 17203, "d104d7d1bb83eb1ca18f6b944dc22cf9f7bfe5f955d07cd573615985f69c2c1f"),
+        RemoteFile("slip.abc", 3838, "da686b3a0de20aab38e64f8c8ec57edace980bab6450a6c388d79a2866e5b16a"),
+        RemoteFile("waltzes.abc", 21490, "ffa773d012756be17784ab4a84e0e4618f316be5c6f244f9d60c06b23cd812c6"),
+        RemoteFile("xmas.abc", 3519, "05ebc4b856c8c5186bb828641e8f88f723c109d47ba7e3f1e5048b536e091249"),
+    ),
+)
+
+REGISTRY = {NOTTINGHAM.name: NOTTINGHAM}
+
+
+@dataclass
+class FetchResult:
+    """What a download did: every file of the corpus, and which of them were fetched now."""
+
+    corpus: str
+    dest: Path
+    paths: list[Path]
+    downloaded: list[Path]
+
+    @property
+    def already_present(self) -> list[Path]:
+        return [path for path in self.paths if path not in self.downloaded]
+
+
+@dataclass(frozen=True)
+class _Policy:
+    timeout: float | tuple[float, float]
+    tries: int
+    backoff: float
+
+    @property
+    def read_timeout(self) -> float:
+        return self.timeout[1] if isinstance(self.timeout, tuple) else self.timeout
+
+
+_RETRY_HINT = "check your network, or use a mirror with --base-url / ABCGEN_MIRROR, then run again"
+_MIRROR_HINT = "check the address given by --base-url / ABCGEN_MIRROR"
+_WRONG_FILE_HINT = "the server holds a different file; try another mirror with --base-url"
+
+
+class _Failure(Exception):
+    """Why one attempt failed; a transient failure is worth another try."""
+
+    def __init__(self, cause: str, hint: str = _RETRY_HINT, transient: bool = False):
+        super().__init__(cause)
+        self.cause = cause
+        self.hint = hint
+        self.transient = transient
+
+
+def download(
+    name: str | Corpus = "nottingham",
+    dest: str | os.PathLike | None = None,
+    base_url: str | None = None,
+    force: bool = False,
+    progress: bool = True,
+    timeout: float | tuple[float, float] = (5, 30),
+    tries: int = 3,
+    backoff: float = 0.5,
+) -> list[Path]:
+    """Download corpus `name` into `dest` (default corpora/NAME) and return its file paths.
+
+    `base_url` (or the ABCGEN_MIRROR environment variable) replaces the canonical address.
+    `timeout` is requests' (connect, read) pair in seconds; connection errors, bodies cut
+    short and HTTP 5xx get up to `tries` attempts, `backoff`, 2*`backoff`, ... seconds apart.
+    Raises AbcgenError with a one-line message on any failure.
+    """
+    return fetch(name, dest, base_url, force, progress, timeout, tries, backoff).paths
+
+
+def fetch(
+    name: str | Corpus = "nottingham",
+    dest: str | os.PathLike | None = None,
+    base_url: str | None = None,
+    force: bool = False,
+    progress: bool = True,
+    timeout: float | tuple[float, float] = (5, 30),
+    tries: int = 3,
+    backoff: float = 0.5,
+) -> FetchResult:
+    """Like download(), but also says which files were fetched and which were already there."""
+    corpus = resolve(name)
+    dest = Path(dest) if dest is not None else Path("corpora") / corpus.name
+    base_url = base_url or os.environ.get(MIRROR_ENV) or corpus.base_url
+    policy = _Policy(timeout, max(1, tries), backoff)
+    _make_folder(dest)
+
+    wanted = [remote for remote in corpus.files if force or not _verified(dest / remote.name, remote)]
+    with requests.Session() as session, _progress_bar(wanted, corpus.name, progress) as bar:
+        session.headers["User-Agent"] = f"abcgen/{__version__}"
+        for remote in wanted:
+            bar.set_postfix_str(remote.name)
+            _fetch_file(session, remote, _join(base_url, remote.name), dest, policy, bar)
+
+    paths = [dest / remote.name for remote in corpus.files]
+    return FetchResult(corpus.name, dest, paths, [dest / remote.name for remote in wanted])
+
+
+def resolve(name: str | Corpus) -> Corpus:
+    """The registry entry called `name` (a Corpus is returned as it is)."""
+    if isinstance(name, Corpus):
+        return name
+    if name not in REGISTRY:
+        known = ", ".join(sorted(REGISTRY))
+        raise AbcgenError(f"unknown corpus {name!r}; known corpora: {known}")
+    return REGISTRY[name]
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(CHUNK_SIZE):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _verified(path: Path, remote: RemoteFile) -> bool:
+    try:
+        return path.stat().st_size == remote.size and sha256_of(path) == remote.sha256
+    except OSError:
+        return False
+
+
+def _make_folder(dest: Path) -> None:
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise AbcgenError(f"cannot create folder {dest}: {error.strerror or error}") from error
+
+
+def _join(base_url: str, filename: str) -> str:
+    return base_url.rstrip("/") + "/" + filename
+
+
+def _progress_bar(files: list[RemoteFile], label: str, enabled: bool) -> tqdm:
+    return tqdm(
+        total=sum(remote.size for remote in files),
+        desc=label,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        file=sys.stderr,
+        leave=False,
+        disable=not (enabled and sys.stderr.isatty()),
+    )
+
+
+def _fetch_file(session, remote: RemoteFile, url: str, dest: Path, policy: _Policy, bar) -> None:
+    """Fetch one file into dest/<name>.part, retrying transient failures, then rename it."""
+    part = dest / (remote.name + ".part")
+    try:
+        for attempt in range(1, policy.tries + 1):
+            shown = bar.n
+            try:
+                _stream(session, remote, url, part, policy, bar)
+                break
+            except _Failure as failure:
+                bar.update(shown - bar.n)  # a failed attempt's bytes do not count
+                if not failure.transient or attempt == policy.tries:
+                    raise AbcgenError(_message(remote, url, failure, attempt)) from failure
+                time.sleep(policy.backoff * 2 ** (attempt - 1))
+        os.replace(part, dest / remote.name)
+    except OSError as error:
+        raise AbcgenError(f"cannot save {remote.name} in {dest}: {error.strerror or error}") from error
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def _message(remote: RemoteFile, url: str, failure: _Failure, attempts: int) -> str:
+    tried = f" (gave up after {attempts} tries)" if attempts > 1 else ""
+    return f"cannot download {remote.name} from {url}: {failure.cause}{tried}; {failure.hint}"
+
+
+def _stream(session, remote: RemoteFile, url: str, part: Path, policy: _Policy, bar) -> None:
+    """One attempt: write the body into `part` and check its size and sha256."""
+    digest = hashlib.sha256()
+    received = 0
+    try:
+        with session.get(url, stream=True, timeout=policy.timeout) as response:
+            _check_status(response)
+            with open(part, "wb") as out:
+                for chunk in response.iter_content(CHUNK_SIZE):
+                    received += len(chunk)
+                    if received > remote.size:
+                        raise _Failure(f"the server sent more than the expected {remote.size} bytes", _WRONG_FILE_HINT)
+                    digest.update(chunk)
+                    out.write(chunk)
+                    bar.update(len(chunk))
+    except requests.exceptions.ChunkedEncodingError as error:
+        raise _cut_short(remote) from error
+    except requests.RequestException as error:
+        raise _explain(error, url, policy) from error
+
+    # Without Content-Length (or with an older urllib3) a short body ends quietly.
+    if received < remote.size:
+        raise _cut_short(remote)
+    if digest.hexdigest() != remote.sha256:
+        raise _Failure(
+            f"its sha256 {digest.hexdigest()[:12]}... differs from the expected {remote.sha256[:12]}...",
+            _WRONG_FILE_HINT,
+        )
+
+
+def _check_status(response) -> None:
+    if response.status_code == 200:
+        return
+    status = f"HTTP {response.status_code} {response.reason or ''}".strip()
+    if response.status_code >= 500:
+        raise _Failure(f"the server answered {status}", transient=True)
+    raise _Failure(f"the server answered {status}", _MIRROR_HINT)
+
+
+def _cut_short(remote: RemoteFile) -> _Failure:
+    return _Failure(f"the connection closed before all {remote.size} bytes arrived", transient=True)
+
+
+def _explain(error: requests.RequestException, url: str, policy: _Policy) -> _Failure:
+    """Turn a requests exception into a short cause; connection failures are transient."""
+    host = urlsplit(url).netloc
+    if isinstance(error, requests.ConnectTimeout):
+        return _Failure(f"connecting to {host} timed out", transient=True)
+    # Reads are not retried: each stalled try would cost a whole read timeout.
+    if isinstance(error, requests.ReadTimeout) or _caused_by(error, ReadTimeoutError):
+        return _Failure(f"the server stopped sending data (nothing for {policy.read_timeout} s)")
+    if _caused_by(error, socket.gaierror):
+        hint = "check your network connection and the address (--base-url / ABCGEN_MIRROR)"
+        return _Failure(f"cannot resolve host {host}", hint, transient=True)
+    if _caused_by(error, ConnectionRefusedError):
+        hint = "is the server running? check the address (--base-url / ABCGEN_MIRROR)"
+        return _Failure(f"connection refused by {host}", hint, transient=True)
+    if isinstance(error, requests.ConnectionError):
+        return _Failure(f"connection failed ({_innermost(error)})", transient=True)
+    if isinstance(error, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema)):
+        return _Failure("not a valid http(s) address", "give --base-url as http://HOST/PATH/")
+    return _Failure(f"{type(error).__name__}: {_innermost(error)}")
+
+
+def _chain(error: BaseException):
+    """The error and everything behind it: causes, contexts, urllib3 reasons, wrapped args."""
+    seen, pending = [], [error]
+    while pending:
+        current = pending.pop()
+        if not isinstance(current, BaseException) or any(current is done for done in seen):
+            continue
+        seen.append(current)
+        yield current
+        pending += _behind(current)
+
+
+def _behind(error: BaseException) -> list:
+    """What an error wraps, most specific first."""
+    links = [getattr(error, "reason", None), error.__cause__, *error.args, error.__context__]
+    return [link for link in links if isinstance(link, BaseException)]
+
+
+def _caused_by(error: BaseException, kind: type) -> bool:
+    return any(isinstance(link, kind) for link in _chain(error))
+
+
+def _innermost(error: BaseException) -> str:
+    seen = [error]
+    while (behind := _behind(error)) and not any(behind[0] is done for done in seen):
+        error = behind[0]
+        seen.append(error)
+    return str(error) or type(error).__name__
