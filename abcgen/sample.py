@@ -112,7 +112,7 @@ def close_cut_tune(text: str) -> str:
     return f"{head}{sep}{key_line}\n{music}".rstrip()
 
 
-def finish_tune(text: str, number: int, cut: bool) -> str:
+def finish_tune(text: str, cut: bool, number: int) -> str:
     """Number the tune and make its header standard: X, T, ..., M, L, K, each on a line."""
     from abcgen.corpus import normalise_tune
 
@@ -152,14 +152,16 @@ class TuneModel:
             raise AbcgenError("-n/--num must be at least 1")
         prime = read_prime(prime)
         plan = header_plan(title, meter, length, key, prime)
-        self.vocab.encode("".join(v for kind, v in plan if kind == "fixed"))
+        # A title may use letters the model never saw (they are fed to it as spaces);
+        # anything else it is asked to continue from must be in its vocabulary.
+        self.vocab.encode("".join(v for v in (prime, meter, key, length) if v))
         self.warn_unseen(meter, key)
         generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
         tunes = self.sample_batch(n, plan, temperature, top_k, max_chars, generator)
         if check:
             tunes = self.regenerate_failures(tunes, plan, temperature, top_k, max_chars,
                                              generator, retries, report)
-        return [finish_tune(text, i, cut) for i, (text, cut) in enumerate(tunes, 1)]
+        return [finish_tune(text, cut, i) for i, (text, cut) in enumerate(tunes, 1)]
 
     def warn_unseen(self, meter, key):
         seen = self.checkpoint.meta
@@ -171,22 +173,22 @@ class TuneModel:
                             retries, report):
         from abcgen.abc import check_tune
 
+        pending = list(range(len(tunes)))
         for attempt in range(retries + 1):
-            results = [check_tune(finish_tune(text, 1, cut)) for text, cut in tunes]
-            failed = [i for i, r in enumerate(results) if not r.ok]
-            if not failed:
+            results = {i: check_tune(finish_tune(*tunes[i], number=1)) for i in pending}
+            pending = [i for i in pending if not results[i].ok]
+            if not pending:
                 break
-            reasons = sorted({results[i].reason.split(":")[0] for i in failed})
+            reasons = "; ".join(sorted({results[i].reason.split(":")[0] for i in pending}))
             if attempt == retries:
                 if report:
-                    report(f"{len(failed)} tune(s) still fail the ABC check after {retries} "
-                           f"retries ({'; '.join(reasons)}); keeping them")
+                    report(f"{len(pending)} tune(s) still fail the ABC check after {retries} "
+                           f"retries ({reasons}); keeping them")
                 break
             if report:
-                report(f"regenerating {len(failed)} tune(s) that failed the ABC check: "
-                       f"{'; '.join(reasons)}")
-            fresh = self.sample_batch(len(failed), plan, temperature, top_k, max_chars, generator)
-            for i, tune in zip(failed, fresh):
+                report(f"regenerating {len(pending)} tune(s) that failed the ABC check: {reasons}")
+            fresh = self.sample_batch(len(pending), plan, temperature, top_k, max_chars, generator)
+            for i, tune in zip(pending, fresh):
                 tunes[i] = tune
         return tunes
 
@@ -200,6 +202,7 @@ class TuneModel:
         for stream in streams:
             stream.next_segment()
         active = list(range(n))
+        fallback = vocab.index.get(" ", 0)
         # The training text separates tunes by a blank line: start as if after one.
         ids = torch.tensor([vocab.encode(TUNE_END)] * n, device=device)
         logits, state = model(ids)
@@ -214,7 +217,7 @@ class TuneModel:
                 state = model.select_state(state, torch.tensor(keep, device=device))
                 active = [active[j] for j in keep]
                 chars = [chars[j] for j in keep]
-            ids = torch.tensor([[vocab.index[c]] for c in chars], device=device)
+            ids = torch.tensor([[vocab.index.get(c, fallback)] for c in chars], device=device)
             logits, state = model(ids, state)
         return [(s.text, s.cut) for s in streams]
 

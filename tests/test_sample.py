@@ -1,0 +1,144 @@
+import pytest
+import torch
+from click.testing import CliRunner
+
+from abcgen.checkpoint import save_checkpoint
+from abcgen.cli import cli
+from abcgen.corpus import load_corpus
+from abcgen.errors import AbcgenError
+from abcgen.model import ModelConfig, build_model
+from abcgen.sample import Stream, TuneModel, close_cut_tune, header_plan, load_model
+from abcgen.train import TrainConfig, train
+from abcgen.vocab import Vocab
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A small model trained for a few seconds on the test tunes: it writes ABC-like text."""
+    from tests.conftest import FIXTURE_TUNES
+
+    folder = tmp_path_factory.mktemp("corpus")
+    (folder / "tunes.abc").write_text(FIXTURE_TUNES)
+    out = tmp_path_factory.mktemp("run")
+    config = TrainConfig(epochs=40, batch_size=4, seq_len=32, lr=2e-2, precision="fp32", device="cpu")
+    train(folder, out, {"hidden": 48, "layers": 1, "dropout": 0.0}, config, force=True, progress=False)
+    return out / "last.pt"
+
+
+def generate(model_path, **options):
+    return load_model(model_path).generate(**options)
+
+
+def test_header_is_complete_and_in_standard_order(tiny_model):
+    tunes = generate(tiny_model, n=3, seed=1, check=False, max_chars=400)
+    assert len(tunes) == 3
+    for number, tune in enumerate(tunes, 1):
+        fields = [line[:2] for line in tune.splitlines() if line[:2] in ("X:", "T:", "M:", "L:", "K:")]
+        assert fields[:5] == ["X:", "T:", "M:", "L:", "K:"], tune
+        assert tune.startswith(f"X:{number}\n")
+
+
+def test_same_seed_same_tunes_and_other_seed_differs(tiny_model):
+    first = generate(tiny_model, n=4, seed=7, check=False)
+    assert first == generate(tiny_model, n=4, seed=7, check=False)
+    assert first != generate(tiny_model, n=4, seed=8, check=False)
+
+
+def test_musicians_controls_are_in_the_header(tiny_model):
+    tune = generate(tiny_model, seed=2, meter="6/8", key="D", title="Seaside", length="1/8",
+                    check=False)[0]
+    lines = tune.splitlines()
+    assert lines[:5] == ["X:1", "T:Seaside", "M:6/8", "L:1/8", "K:D"]
+
+
+def test_prime_with_bars_follows_the_header(tiny_model):
+    tune = generate(tiny_model, seed=3, key="G", prime='|:"G"GAB', check=False)[0]
+    body = tune.split("K:G\n", 1)[1]
+    assert body.startswith('|:"G"GAB')
+
+
+def test_prime_with_unknown_characters_names_them(tiny_model):
+    with pytest.raises(AbcgenError, match="'@'"):
+        generate(tiny_model, prime="|:GAB@")
+
+
+def test_unseen_meter_warns(tiny_model):
+    model = load_model(tiny_model)
+    model.generate(meter="3/2", seed=1, check=False)
+    assert any("3/2" in w for w in model.warnings)
+
+
+def test_max_chars_cuts_after_last_complete_bar():
+    text = "X:1\nT:t\nM:4/4\nL:1/8\nK:G\nGABc dedc|BAGF GABc|de"
+    assert close_cut_tune(text).endswith("|BAGF GABc|]")
+
+
+def test_stream_follows_its_plan():
+    stream = Stream(plan=header_plan(title="T1", meter=None, length="1/8", key="G"))
+    stream.next_segment()
+    for ch in "X:1\nT:T1\nM:" + "3/4\n" + "L:1/8\nK:G\n" + "abc\n\nzzz":
+        if not stream.done:
+            stream.feed(ch, max_chars=1000)
+    assert stream.done and not stream.cut
+    assert stream.text == "X:1\nT:T1\nM:3/4\nL:1/8\nK:G\nabc"
+
+
+def test_check_regenerates_failing_tunes(tiny_model, monkeypatch):
+    import abcgen.abc
+
+    calls = []
+
+    def first_call_fails(text):
+        calls.append(text)
+        return abcgen.abc.CheckResult(ok=len(calls) != 1, reason="bar 1 is too long")
+
+    monkeypatch.setattr(abcgen.abc, "check_tune", first_call_fails)
+    messages = []
+    tunes = generate(tiny_model, n=2, seed=1, retries=3, report=messages.append)
+    assert len(tunes) == 2 and len(calls) == 3
+    assert messages == ["regenerating 1 tune(s) that failed the ABC check: bar 1 is too long"]
+
+
+def test_batched_generation_matches_one_at_a_time_shapes(tiny_model):
+    model = load_model(tiny_model)
+    batch = model.generate(n=5, seed=4, check=False, max_chars=300)
+    assert len(batch) == 5 and all(t.count("\nK:") >= 1 for t in batch)
+
+
+def test_score_reports_loss_and_accuracy(tiny_model, tiny_abc):
+    corpus = load_corpus(tiny_abc)
+    result = load_model(tiny_model).score(corpus.train)
+    assert 0 < result["loss"] < 5 and 0 < result["accuracy"] <= 1
+    assert result["bpc"] == pytest.approx(result["loss"] / 0.6931471805599453)
+
+
+def test_cli_writes_only_abc_to_stdout(tiny_model, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(cli, ["sample", "--model", str(tiny_model), "-n", "2", "--seed", "5",
+                                 "--no-check", "--meter", "6/8", "--key", "D"])
+    assert result.exit_code == 0, result.output
+    tunes = result.stdout.strip("\n").split("\n\n")
+    assert len(tunes) == 2 and all("M:6/8\nL:" in t and "\nK:D\n" in t for t in tunes)
+    out = tmp_path / "t.abc"
+    again = runner.invoke(cli, ["sample", "--model", str(tiny_model), "-n", "2", "--seed", "5",
+                                "--no-check", "--meter", "6/8", "--key", "D", "-o", str(out)])
+    assert again.exit_code == 0 and out.read_text() == result.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--temperature", "0"], "--temperature must be greater than 0"),
+    (["--top-k", "0"], "--top-k must be at least 1"),
+    (["--prime", "@/no/such/file"], "does not exist"),
+    (["--model", "/no/such/model.pt"], "does not exist"),
+])
+def test_sample_bad_options_give_one_line(tiny_model, args, message):
+    model_args = [] if "--model" in args else ["--model", str(tiny_model)]
+    result = CliRunner().invoke(cli, ["sample", *model_args, *args])
+    assert result.exit_code == 1, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_model_from_environment_variable(tiny_model, monkeypatch):
+    monkeypatch.setenv("ABCGEN_MODEL", str(tiny_model))
+    result = CliRunner().invoke(cli, ["sample", "--seed", "1", "--no-check", "-q"])
+    assert result.exit_code == 0 and result.stdout.startswith("X:1\n")
