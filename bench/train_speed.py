@@ -1,0 +1,99 @@
+"""Training throughput: abcgen's training step against a plain one-hot reference.
+
+    .venv/bin/python bench/train_speed.py [CORPUS] [--steps N]
+
+Both train a 2x128 LSTM on the same Nottingham training split with the same batch
+(64 streams) and sequence length (128), Adam, in one process, alternating rounds so
+that background load hits both alike. The reference is the textbook version:
+torch.nn.LSTM over a one-hot float input, float32.
+"""
+
+import argparse
+import sys
+import time
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+from bench.common import corpus_path  # noqa: E402
+
+from abcgen.corpus import load_corpus  # noqa: E402
+from abcgen.model import ModelConfig, build_model  # noqa: E402
+from abcgen.train import make_streams, use_bf16  # noqa: E402
+from abcgen.vocab import Vocab  # noqa: E402
+
+BATCH, SEQ = 64, 128
+
+
+class Reference(nn.Module):
+    def __init__(self, vocab_size):
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.lstm = nn.LSTM(vocab_size, 128, 2, batch_first=True)
+        self.head = nn.Linear(128, vocab_size)
+
+    def forward(self, ids, state=None):
+        x = nn.functional.one_hot(ids, self.vocab_size).float()
+        out, state = self.lstm(x, state)
+        return self.head(out), state
+
+
+def make_stepper(model, inputs, targets, bf16):
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    position = {"t": 0, "state": None}
+
+    def step():
+        t = position["t"]
+        if t + SEQ > inputs.shape[1]:
+            t, position["state"] = 0, None
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits, state = model(inputs[:, t:t + SEQ], position["state"])
+        loss = nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
+                                           targets[:, t:t + SEQ].reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        position["t"], position["state"] = t + SEQ, tuple(s.detach() for s in state)
+
+    return step
+
+
+def time_steps(step, n):
+    start = time.perf_counter()
+    for _ in range(n):
+        step()
+    return time.perf_counter() - start
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("corpus", nargs="?")
+    parser.add_argument("--steps", type=int, default=20, help="steps per round")
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    corpus = load_corpus(corpus_path([None, args.corpus] if args.corpus else [None]))
+    vocab = Vocab.from_text(corpus.text("train"))
+    ids = torch.tensor(vocab.encode(corpus.text("train")))
+    inputs, targets = make_streams(ids, BATCH)
+    torch.manual_seed(0)
+    bf16 = use_bf16("auto", torch.device("cpu"))
+    ours = make_stepper(build_model(ModelConfig(vocab_size=len(vocab))), inputs, targets, bf16)
+    reference = make_stepper(Reference(len(vocab)), inputs, targets, False)
+    ours(), reference()  # warm-up
+    totals = {"abcgen": 0.0, "reference": 0.0}
+    for _ in range(args.rounds):
+        totals["abcgen"] += time_steps(ours, args.steps)
+        totals["reference"] += time_steps(reference, args.steps)
+    chars = BATCH * SEQ * args.steps * args.rounds
+    speed = {name: chars / seconds for name, seconds in totals.items()}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, bf16 autocast: {bf16}")
+    print(f"batch {BATCH} x seq {SEQ}, {args.rounds} rounds of {args.steps} steps each")
+    for name, value in speed.items():
+        print(f"{name:10s} {value:10,.0f} chars/s")
+    print(f"ratio      {speed['abcgen'] / speed['reference']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
