@@ -191,7 +191,7 @@ def read_tune(text: str) -> Tune:
 def _short_message(error: Exception) -> str:
     message = str(error).splitlines()[0] if str(error) else type(error).__name__
     if message.startswith("no active default note length"):
-        return "no L: or M: field before the first note"
+        return "no usable L: or M: field before the first note"
     return message if len(message) <= 100 else message[:97] + "..."
 
 
@@ -318,6 +318,23 @@ def _tonic_pitch_class(key_field: str) -> int | None:
     if tonic is None or key_field.strip().lower() in ("", "none"):
         return None
     return tonic.pitchClass
+
+
+@functools.lru_cache(maxsize=256)
+def key_name(key_field: str) -> str:
+    """A K: value spelled one way: 'G' -> 'G major', 'Ador' -> 'A dorian', 'Em' -> 'E minor'."""
+    from music21 import abcFormat
+
+    token = abcFormat.ABCMetadata(f"K:{key_field}")
+    token.preParse()
+    try:
+        key = token.getKeySignatureObject()
+    except Exception:  # not a key music21 knows: keep what was written
+        return key_field.strip()
+    tonic, mode = getattr(key, "tonic", None), getattr(key, "mode", None)
+    if tonic is None or key_field.strip().lower() in ("", "none"):
+        return key_field.strip() or "none"
+    return f"{tonic.name.replace('-', 'b').capitalize()} {mode}"
 
 
 # ---------------------------------------------------------------- the check

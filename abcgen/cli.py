@@ -258,3 +258,45 @@ def sample(model_path, temperature, top_k, num, seed, max_chars, meter, key, tit
         say(f"wrote {len(tunes)} tune(s) to {output}")
     else:
         click.echo(text, nl=False)
+
+
+# ---- evaluate
+
+
+@cli.command()
+@click.argument("corpus_path", metavar="CORPUS", type=click.Path(exists=True))
+@click.option("--model", "model_path", type=click.Path(dir_okay=False),
+              help="Model file [default: $ABCGEN_MODEL, else the shipped Nottingham model].")
+@click.option("-n", "--num", type=int, default=200, show_default=True, help="How many tunes to sample.")
+@click.option("--temperature", "-t", type=float, default=0.8, show_default=True,
+              help="Sampling temperature; must be > 0.")
+@click.option("--top-k", type=int, help="Sample only among the k likeliest characters.")
+@click.option("--seed", type=int, help="Random seed: the same seed gives the same tunes and report.")
+@click.option("--device", type=DEVICES, default="cpu", show_default=True, help="Where to sample.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Also write the report as JSON to this file (- prints it instead of the table).")
+@click.option("--plots", "plots_dir", type=click.Path(file_okay=False),
+              help="Write a PNG chart per feature into this folder (needs: pip install 'abcgen[plots]').")
+@click.option("--quiet", "-q", is_flag=True, help="No progress or messages on stderr.")
+def evaluate(corpus_path, model_path, num, temperature, top_k, seed, device, json_path, plots_dir, quiet):
+    """Sample tunes without the check and compare them with CORPUS: validity, musical
+    statistics against the training tunes, and how much they copy from them."""
+    from abcgen.evaluate import evaluate_model, format_report, require_matplotlib, write_json, write_plots
+
+    if plots_dir:
+        require_matplotlib()  # before minutes of work, not after
+    say = (lambda message: None) if quiet else (lambda message: click.echo(message, err=True))
+    report = evaluate_model(corpus_path, model_path, n=num, temperature=temperature, top_k=top_k,
+                            seed=seed, device=device, say=say, progress=not quiet and sys.stderr.isatty())
+    if json_path == "-":
+        import json
+
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(format_report(report), nl=False)
+    if json_path and json_path != "-":
+        write_json(report, json_path)
+        say(f"wrote the report to {json_path}")
+    if plots_dir:
+        paths = write_plots(report, plots_dir)
+        say(f"wrote {len(paths)} charts to {plots_dir}")

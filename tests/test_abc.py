@@ -117,7 +117,7 @@ def test_unreadable_tune_says_music21_could_not_parse_it():
 
 def test_tune_without_length_or_meter_cannot_be_read():
     result = check_tune("X:1\nT:No meter\nK:G\nGAB|")
-    assert result.reason == "music21 could not parse it: no L: or M: field before the first note"
+    assert result.reason == "music21 could not parse it: no usable L: or M: field before the first note"
 
 
 @pytest.mark.parametrize("body", ["", "z6|z6|]", '"G"|'])
