@@ -9,7 +9,10 @@ ABC 2.1 in a few places; the model should learn music, not bookkeeping):
 - `Y:` holds the part order in these files; ABC 2.1 writes it as a header `P:`.
 - A field placed right after K: but before the first note (the files often say
   `M:4/4 ... K:G` and then `M:6/8`) is the tune's real value: it is folded into the header.
-- A missing L: gets the ABC 2.1 default written out (1/16 below a meter of 3/4, else 1/8).
+- One unit note length for every tune: L:1/8. Tunes written with L:1/4 or L:1/16 (or
+  no L:, whose ABC 2.1 default is 1/16 below a meter of 3/4) have every note, rest and
+  chord length rewritten, so the same rhythm is always spelt the same way (`A/2B/2`
+  under L:1/4 becomes `AB`); body L: fields are folded in the same way.
 - Chord symbols: `Gd` -> `Gdim`, `Ea`/`Fa7` -> `Eaug`/`Faug7`, bass notes `/f+` -> `/F#`
   and `/bb` -> `/Bb`, spaces and the parentheses of optional chords removed, empty ones dropped.
 - `[+GB]` (an ABC 1.x chord marker inside brackets) -> `[GB]`.
@@ -26,6 +29,7 @@ import re
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 from abcgen.errors import AbcgenError
@@ -36,6 +40,13 @@ CHORD_SYMBOL = re.compile(r'"([^"]*)"')
 # A note letter outside chord symbols and fields: what makes a tune have music in it.
 NOTE = re.compile(r"[A-Ga-g]")
 SPLIT_NAMES = ("train", "val", "test")
+UNIT_LENGTH = Fraction(1, 8)
+# Pieces of a music line: the ones that carry a length, and the ones to copy untouched
+# (chord symbols and annotations, decorations, inline fields, tuplet marks).
+MUSIC_TOKEN = re.compile(
+    r'(?P<skip>"[^"]*"|![^!]*!|\[[A-Za-z]:[^\]]*\]|\(\d(?::\d*)*)'
+    r"|(?P<note>(?:\^{1,2}|_{1,2}|=)?[A-Ga-gzx][,']*)(?P<length>\d*/*\d*)"
+)
 
 
 @dataclass
@@ -127,6 +138,64 @@ def default_unit_length(meter: str) -> str:
     return "1/8"
 
 
+def parse_length(text: str) -> Fraction:
+    """An ABC length suffix as a multiple of the unit: '' 1, '3' 3, '/' 1/2, '3/2', '//' 1/4."""
+    numerator, _, rest = text.partition("/")
+    value = Fraction(int(numerator) if numerator else 1)
+    if _:
+        slashes = 1 + len(rest) - len(rest.lstrip("/"))
+        digits = rest.lstrip("/")
+        value /= int(digits) if digits else 2 ** slashes
+    return value
+
+
+def format_length_suffix(value: Fraction) -> str:
+    if value == 1:
+        return ""
+    if value.denominator == 1:
+        return str(value.numerator)
+    return f"{value.numerator if value.numerator != 1 else ''}/{value.denominator}"
+
+
+def rescale_lengths(line: str, factor: Fraction) -> str:
+    """Multiply every note and rest length on a music line by factor.
+
+    Notes inside a chord are rescaled and the chord's own multiplier ([GB]2) kept, which
+    rescales the chord as a whole."""
+    if factor == 1:
+        return line
+
+    def rescale(match):
+        if match["skip"]:
+            return match["skip"]
+        if match["note"]:
+            return match["note"] + format_length_suffix(parse_length(match["length"]) * factor)
+        return match[0]
+
+    return MUSIC_TOKEN.sub(rescale, line)
+
+
+def parse_unit(value: str) -> Fraction | None:
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", value)
+    return Fraction(int(match[1]), int(match[2])) if match else None
+
+
+def to_unit_length(header: dict, body: list[str]) -> list[str]:
+    """Rewrite the body for L:1/8 (see the module doc); body L: lines are folded in."""
+    unit = parse_unit(header.get("L", [""])[0]) or Fraction(default_unit_length(header["M"][0]))
+    rewritten = []
+    for line in body:
+        if line.startswith("L:"):
+            unit = parse_unit(line[2:]) or unit
+            continue
+        if FIELD_LINE.match(line):
+            rewritten.append(line)
+        else:
+            rewritten.append(rescale_lengths(line, unit / UNIT_LENGTH))
+    header["L"] = ["1/8"]
+    return rewritten
+
+
 def normalise_chord(symbol: str) -> str:
     """Rewrite one chord symbol (without quotes) to standard chord-symbol text."""
     symbol = symbol.replace(" ", "").strip("()")
@@ -189,7 +258,7 @@ def normalise_tune(raw: str) -> tuple[str | None, str | None]:
     header["X"] = ["1"]
     header.setdefault("T", ["Untitled"])
     header.setdefault("M", ["4/4"])
-    header.setdefault("L", [default_unit_length(header["M"][0])])
+    body = to_unit_length(header, body)
     lines = [f"{name}:{value}" for name in HEADER_ORDER for value in header.get(name, [])]
     return "\n".join(lines + body), None
 

@@ -27,11 +27,30 @@ def test_chord_symbols_become_standard(raw, expected):
     assert normalise_chord(raw) == expected
 
 
-def test_default_unit_length_is_written_out():
-    tune, _ = normalise_tune("X:1\nT:t\nM:2/4\nK:G\nGA|")
-    assert "L:1/16" in tune
-    tune, _ = normalise_tune("X:1\nT:t\nM:6/8\nK:G\nGAB|")
-    assert "L:1/8" in tune
+def test_every_tune_is_rewritten_to_one_unit_length():
+    tune, _ = normalise_tune("X:1\nT:t\nM:2/4\nK:G\nGA B2|")
+    assert "L:1/8" in tune and tune.endswith("G/2A/2 B|")
+    tune, _ = normalise_tune("X:1\nT:t\nM:4/4\nL:1/4\nK:G\nA/2B/2 c3/2d/2 [GB]2 z|")
+    assert "L:1/8" in tune and tune.endswith("AB c3d [G2B2]2 z2|")
+
+
+QUARTER_UNIT_TUNE = """X:1
+T:Rhythms
+M:4/4
+L:1/4
+K:D
+"D"A/2B/2 c3/2d/2 (3A/2B/2c/2 z/2e/2|[FA]2 {g}f>e|d/4e/4f/2 ^g=a- a2|
+L:1/8
+"G"G2A2 B4|]
+"""
+
+
+def test_unit_length_rewrite_keeps_every_duration():
+    from abcgen.abc import read_tune
+
+    rewritten, _ = normalise_tune(QUARTER_UNIT_TUNE)
+    assert "L:1/4" not in rewritten
+    assert read_tune(rewritten).notes == read_tune(QUARTER_UNIT_TUNE).notes
 
 
 def test_tunes_without_key_or_notes_are_dropped_and_counted(tiny_abc):
