@@ -142,10 +142,22 @@ DEVICES = click.Choice(["auto", "cpu", "cuda", "mps"])
               help="Characters per stream per step (truncated back-propagation length).")
 @click.option("--lr", type=float, default=3e-3, show_default=True, help="Peak learning rate (Adam).")
 @click.option("--patience", type=int, help="Stop after this many evaluations without a better validation loss.")
-@click.option("--arch", default="lstm", show_default=True, help="Model architecture.")
-@click.option("--layers", type=int, default=2, show_default=True, help="Recurrent layers.")
-@click.option("--hidden", type=int, default=128, show_default=True, help="Units per layer.")
+@click.option("--arch", default="lstm", show_default=True,
+              help="Model architecture: lstm, gru, lstm-attention, bilstm-window, conv-lstm or transformer.")
+@click.option("--layers", type=int, default=2, show_default=True,
+              help="Recurrent layers (transformer: decoder blocks).")
+@click.option("--hidden", type=int, default=128, show_default=True,
+              help="Units per layer (bilstm-window: per direction; transformer: width).")
 @click.option("--dropout", type=float, default=0.1, show_default=True, help="Dropout between layers and before the output.")
+@click.option("--heads", type=int, default=4, show_default=True,
+              help="Attention heads (lstm-attention, transformer); must divide --hidden.")
+@click.option("--window", type=int, default=16, show_default=True,
+              help="lstm-attention: LSTM outputs attended over; bilstm-window: characters read per "
+                   "prediction (costs --window times the work).")
+@click.option("--kernel", type=int, default=3, show_default=True,
+              help="conv-lstm: width of the causal convolution in characters.")
+@click.option("--context", type=int, default=64, show_default=True,
+              help="transformer: characters each position attends over.")
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
               help="bf16 autocast where the hardware supports it (auto), or plain float32.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed: same seed, same model.")
@@ -154,7 +166,7 @@ DEVICES = click.Choice(["auto", "cpu", "cuda", "mps"])
 @click.option("--force", is_flag=True, help="Replace a model already in OUT.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or per-epoch lines.")
 def train(path, out_dir, epochs, max_time, batch_size, seq_len, lr, patience, arch, layers, hidden,
-          dropout, precision, seed, device, resume, force, quiet):
+          dropout, heads, window, kernel, context, precision, seed, device, resume, force, quiet):
     """Train a character model on the ABC tunes in PATH."""
     from pathlib import Path
 
@@ -167,7 +179,8 @@ def train(path, out_dir, epochs, max_time, batch_size, seq_len, lr, patience, ar
         epochs=epochs if epochs is not None else (None if max_time else 30), max_time=max_time,
         batch_size=batch_size, seq_len=seq_len, lr=lr, patience=patience, seed=seed,
         device=device, precision=precision)
-    model_config = {"arch": arch, "layers": layers, "hidden": hidden, "dropout": dropout}
+    model_config = {"arch": arch, "layers": layers, "hidden": hidden, "dropout": dropout,
+                    "heads": heads, "window": window, "kernel": kernel, "context": context}
     try:
         result = run_training(path, out_dir, model_config, config, resume=resume, force=force,
                               progress=not quiet)
@@ -221,7 +234,7 @@ def info(model, as_json):
 @click.option("--top-k", type=int, help="Sample only among the k likeliest characters.")
 @click.option("-n", "--num", type=int, default=1, show_default=True, help="How many tunes.")
 @click.option("--seed", type=int, help="Random seed: the same seed gives the same tunes.")
-@click.option("--max-chars", type=int, default=2000, show_default=True,
+@click.option("--max-chars", type=int, default=1500, show_default=True,
               help="Longest tune; a longer one is cut after its last complete bar.")
 @click.option("--meter", "-m", help="Meter to write the tune in, e.g. 6/8 (the M: field).")
 @click.option("--key", "-k", help="Key, e.g. D, Ador, Emin (the K: field).")
@@ -300,3 +313,92 @@ def evaluate(corpus_path, model_path, num, temperature, top_k, seed, device, jso
     if plots_dir:
         paths = write_plots(report, plots_dir)
         say(f"wrote {len(paths)} charts to {plots_dir}")
+
+
+# ---- experiment
+
+
+@cli.command()
+@click.argument("corpus_path", metavar="CORPUS", type=click.Path(exists=True))
+@click.option("--archs", default="lstm,gru,lstm-attention,bilstm-window,conv-lstm,transformer",
+              show_default=True,
+              help="Comma-separated architectures to compare, each with optional model options, "
+                   "e.g. lstm:layers=3 or bilstm-window:window=8:hidden=64.")
+@click.option("--budget", type=float, default=300, show_default=True,
+              help="Seconds of training for every architecture and seed.")
+@click.option("--seeds", type=int, default=1, show_default=True,
+              help="Repeat every run with seeds 0..N-1 and report mean ± standard deviation.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/experiment",
+              show_default=True, help="Folder for results.md, results.json and every run's model.")
+@click.option("--corpus-mix", help="Also train on CORPUS's training split mixed with this collection "
+                                   "(ryans-mammoth or oneills-1850 from music21's corpus, or a path to "
+                                   ".abc files); both are judged on CORPUS's test split.")
+@click.option("-n", "--num", type=int, default=200, show_default=True,
+              help="Tunes sampled per run for validity, musical statistics and copying.")
+@click.option("--temperature", "-t", type=float, default=0.8, show_default=True,
+              help="Sampling temperature; must be > 0.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress messages on stderr.")
+def experiment(corpus_path, archs, budget, seeds, out_dir, corpus_mix, num, temperature, quiet):
+    """Train several architectures for the same time on the same splits and compare them
+    in one table (printed, and written to OUT as Markdown and JSON)."""
+    from abcgen.experiment import markdown_table, run_experiment
+    from abcgen.train import TrainingInterrupted
+
+    say = (lambda message: None) if quiet else (lambda message: click.echo(message, err=True))
+    try:
+        report = run_experiment(corpus_path, archs, budget=budget, seeds=seeds, out_dir=out_dir,
+                                corpus_mix=corpus_mix, n=num, temperature=temperature, say=say)
+    except TrainingInterrupted as stop:
+        sys.exit(128 + stop.signum)
+    click.echo(markdown_table(report), nl=False)
+    say(f"wrote {out_dir}/results.md and {out_dir}/results.json")
+
+
+# ---- export
+
+
+def _split_formats(ctx, param, value):
+    from abcgen.export import FORMATS
+
+    names = [name.strip().lower() for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in FORMATS]
+    if unknown or not names:
+        raise click.BadParameter(f"{', '.join(unknown) or 'none given'}: choose from {', '.join(FORMATS)}")
+    return names
+
+
+@cli.command("export")
+@click.argument("input_file", metavar="INPUT", type=click.File("r", encoding="utf-8", errors="replace"))
+@click.option("--out-dir", "-o", type=click.Path(file_okay=False), default=".", show_default=True,
+              help="Folder for the files; created when missing.")
+@click.option("--format", "-f", "formats", default="midi,musicxml,svg", show_default=True,
+              callback=_split_formats,
+              help="Comma-separated: midi, musicxml, svg, pdf (pdf needs LilyPond or MuseScore).")
+@click.option("--force", is_flag=True, help="Overwrite files that exist already.")
+@click.option("--chords", is_flag=True, help="Play the chord symbols in the MIDI, as a second track.")
+@click.option("--jobs", "-j", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Worker processes; 0: one per CPU core when there are many tunes.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress, summary or warnings on stderr.")
+def export_command(input_file, out_dir, formats, force, chords, jobs, quiet):
+    """Write MIDI, MusicXML and engraved SVG for every tune in INPUT (an .abc file, - for stdin).
+
+    Files are named from each tune's X: number and title (003-the-american-dwarf.mid) and
+    listed on stdout. A tune that cannot be converted is named on stderr, the others are
+    still written, and the exit status is 1.
+    """
+    from abcgen.export import export_tunes
+
+    report = export_tunes(input_file.read(), out_dir, formats, force=force, chords=chords,
+                          jobs=jobs or None, progress=not quiet)
+    for path in report.written:
+        click.echo(str(path))
+    if not quiet:
+        for warning in report.warnings:
+            click.echo(f"Warning: {warning}", err=True)
+    for failure in report.failed:
+        click.echo(f"Failed: {failure}", err=True)
+    done = report.tunes - len(report.failed)
+    if not quiet:
+        click.echo(f"wrote {len(report.written)} files for {done} of {report.tunes} tune(s) to {out_dir}", err=True)
+    if report.failed:
+        raise AbcgenError(f"{len(report.failed)} of {report.tunes} tune(s) could not be exported (see above)")

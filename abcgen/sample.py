@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -138,7 +139,7 @@ class TuneModel:
         return self.checkpoint.vocab
 
     def generate(self, n=1, temperature=0.8, top_k=None, seed=None, meter=None, key=None,
-                 title=None, length=None, prime=None, max_chars=2000, check=True, retries=5,
+                 title=None, length=None, prime=None, max_chars=1500, check=True, retries=5,
                  report=None) -> list[str]:
         """Write n tunes as ABC text; with check, regenerate any that fail the ABC check.
 
@@ -150,6 +151,8 @@ class TuneModel:
             raise AbcgenError("--top-k must be at least 1")
         if n < 1:
             raise AbcgenError("-n/--num must be at least 1")
+        if max_chars < 20:
+            raise AbcgenError("--max-chars must be at least 20")
         prime = read_prime(prime)
         plan = header_plan(title, meter, length, key, prime)
         # A title may use letters the model never saw (they are fed to it as spaces);
@@ -173,23 +176,23 @@ class TuneModel:
                             retries, report):
         from abcgen.abc import check_tune
 
-        pending = list(range(len(tunes)))
+        pending, failures = list(range(len(tunes))), Counter()
         for attempt in range(retries + 1):
             results = {i: check_tune(finish_tune(*tunes[i], number=1)) for i in pending}
             pending = [i for i in pending if not results[i].ok]
-            if not pending:
+            failures.update(failure_kind(results[i].reason) for i in pending)
+            if not pending or attempt == retries:
                 break
-            reasons = "; ".join(sorted({results[i].reason.split(":")[0] for i in pending}))
-            if attempt == retries:
-                if report:
-                    report(f"{len(pending)} tune(s) still fail the ABC check after {retries} "
-                           f"retries ({reasons}); keeping them")
-                break
-            if report:
-                report(f"regenerating {len(pending)} tune(s) that failed the ABC check: {reasons}")
             fresh = self.sample_batch(len(pending), plan, temperature, top_k, max_chars, generator)
             for i, tune in zip(pending, fresh):
                 tunes[i] = tune
+        if report and failures:
+            kinds = ", ".join(f"{count} {kind}" for kind, count in failures.most_common())
+            regenerated = sum(failures.values()) - (len(pending) if pending else 0)
+            report(f"regenerated {regenerated} tune(s) that failed the ABC check ({kinds})")
+            if pending:
+                report(f"{len(pending)} tune(s) still fail the ABC check after {retries} "
+                       "retries; they are kept (use --retries to try harder)")
         return tunes
 
     @torch.no_grad()
@@ -232,6 +235,15 @@ class TuneModel:
         result = evaluate(self.model, ids)
         return {"loss": result["loss"], "bpc": result["bpc"], "accuracy": result["acc"],
                 "tunes_scored": len(usable)}
+
+
+def failure_kind(reason: str) -> str:
+    """A check failure in a few words, for the summary line."""
+    if reason.startswith("bar "):
+        return "with a bar of the wrong length"
+    if reason.startswith("music21"):
+        return "that music21 could not parse"
+    return reason
 
 
 def next_char_probs(logits, temperature, top_k):

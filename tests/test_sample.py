@@ -96,7 +96,8 @@ def test_check_regenerates_failing_tunes(tiny_model, monkeypatch):
     messages = []
     tunes = generate(tiny_model, n=2, seed=1, retries=3, report=messages.append)
     assert len(tunes) == 2 and len(calls) == 3
-    assert messages == ["regenerating 1 tune(s) that failed the ABC check: bar 1 is too long"]
+    assert messages == ["regenerated 1 tune(s) that failed the ABC check "
+                        "(1 with a bar of the wrong length)"]
 
 
 def test_batched_generation_matches_one_at_a_time_shapes(tiny_model):
