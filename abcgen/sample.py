@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -198,6 +199,10 @@ class TuneModel:
     @torch.no_grad()
     def sample_batch(self, n, plan, temperature, top_k, max_chars, generator):
         """Sample n tunes side by side; returns (text, cut at max_chars) pairs."""
+        with one_cpu_thread():
+            return self._sample_batch(n, plan, temperature, top_k, max_chars, generator)
+
+    def _sample_batch(self, n, plan, temperature, top_k, max_chars, generator):
         model, vocab = self.model, self.vocab
         device = next(model.parameters()).device
         model.eval()
@@ -235,6 +240,19 @@ class TuneModel:
         result = evaluate(self.model, ids)
         return {"loss": result["loss"], "bpc": result["bpc"], "accuracy": result["acc"],
                 "tunes_scored": len(usable)}
+
+
+@contextmanager
+def one_cpu_thread():
+    """Run on one CPU thread: a sampling step is a few small matrix products, and
+    a second thread costs more in hand-over than it saves (10x slower on a busy
+    2-core machine, measured in bench/RESULTS.md)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def failure_kind(reason: str) -> str:
