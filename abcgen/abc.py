@@ -183,9 +183,10 @@ def read_tune(text: str) -> Tune:
         # music21 writes its warnings straight to stderr; keep the command line clean.
         with contextlib.redirect_stderr(io.StringIO()):
             handler.process(prepare_for_music21(text))
+            bars = _BarReader().read(handler.tokens)
     except Exception as error:  # music21 raises many kinds of error on malformed text
         raise AbcParseError(_short_message(error)) from error
-    return Tune(header=header_fields(text), bars=_BarReader().read(handler.tokens))
+    return Tune(header=header_fields(text), bars=bars)
 
 
 def _short_message(error: Exception) -> str:

@@ -155,6 +155,7 @@ class TuneSetProfile:
     valid: int = 0
     has_notes: int = 0
     failures: Counter = field(default_factory=Counter)
+    examples: list[str] = field(default_factory=list)  # a few reasons, as check_tune gave them
     features: dict[str, Counter] = field(default_factory=lambda: {f: Counter() for f in FEATURES})
     sequences: list[tuple[BarToken, ...]] = field(default_factory=list)
 
@@ -183,6 +184,8 @@ def profile_tunes(tunes: list[str], progress: bool = False, desc: str = "reading
         profile.valid += result.ok
         if not result.ok:
             profile.failures[_failure_kind(result.reason)] += 1
+            if len(profile.examples) < 5:
+                profile.examples.append(result.reason)
         if result.tune is None:
             continue
         profile.readable += 1
@@ -359,6 +362,7 @@ def validity(profile: TuneSetProfile) -> dict:
         "has_notes": profile.has_notes / count,
         "valid": profile.valid / count,
         "failures": dict(profile.failures.most_common()),
+        "examples": profile.examples,
     }
 
 
@@ -439,6 +443,7 @@ def evaluate_model(corpus_path, model_path=None, n: int = 200, temperature: floa
         **compare(generated, profile),
     }
     report["seconds"] = round(time.perf_counter() - started, 1)
+    report["tunes"] = generated
     return report
 
 

@@ -115,6 +115,11 @@ def test_unreadable_tune_says_music21_could_not_parse_it():
     assert result.reason.startswith("music21 could not parse it: ")
 
 
+def test_a_pitch_music21_cannot_build_is_a_parse_failure_not_a_crash():
+    result = check_tune(tune("d=^d2 c4 z|]", meter="4/4", key="D"))
+    assert result.reason.startswith("music21 could not parse it: ")
+
+
 def test_tune_without_length_or_meter_cannot_be_read():
     result = check_tune("X:1\nT:No meter\nK:G\nGAB|")
     assert result.reason == "music21 could not parse it: no usable L: or M: field before the first note"
