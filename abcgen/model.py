@@ -11,6 +11,17 @@ through time (train.py) and step-by-step generation (sample.py) need:
 
 state=None means "start of the text". Recurrent models keep their hidden state in it;
 a model that attends over the past can keep the recent ids or keys there instead.
+
+The architectures (`abcgen train --arch NAME`):
+
+- lstm: one-hot characters, a stacked LSTM, a linear layer back to the vocabulary (default).
+- gru: the same with GRU layers.
+- lstm-attention: the LSTM, then multi-head attention over its last `window` outputs.
+- bilstm-window: a bidirectional LSTM that reads the last `window` characters for every
+  prediction; `window` times the work of the LSTM per character, in each direction.
+- conv-lstm: a causal 1-D convolution of width `kernel` in front of the LSTM.
+- transformer: a small causal decoder (`layers` blocks of width `hidden`, `heads` heads)
+  that attends over the last `context` characters through a key/value cache.
 """
 
 from __future__ import annotations
@@ -30,6 +41,10 @@ class ModelConfig:
     hidden: int = 128
     layers: int = 2
     dropout: float = 0.1
+    heads: int = 4  # attention heads: lstm-attention, transformer
+    window: int = 16  # characters seen at once: lstm-attention, bilstm-window
+    kernel: int = 3  # convolution width: conv-lstm
+    context: int = 64  # attention span in characters: transformer
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,15 +105,273 @@ class CharGRU(CharRNN):
     cell = nn.GRU
 
 
-ARCHITECTURES: dict[str, type[CharModel]] = {"lstm": CharRNN, "gru": CharGRU}
+# ---------------------------------------------------------------- shared pieces
+
+
+def padded_one_hot_table(vocab_size: int) -> torch.Tensor:
+    """One-hot rows for ids 0..V-1 and an all-zero row for the padding id V, which
+    stands for "before the text starts" in models that keep recent ids in their state."""
+    return torch.cat([torch.eye(vocab_size), torch.zeros(1, vocab_size)])
+
+
+def last(t: torch.Tensor, n: int, dim: int = 1) -> torch.Tensor:
+    """The last n entries of t along dim (all of them if there are fewer; none if n == 0)."""
+    size = t.shape[dim]
+    return t.narrow(dim, size - min(n, size), min(n, size))
+
+
+def select_recurrent(rnn_state, rows):
+    """Batch rows of an LSTM/GRU state: a tensor or a pair, batch in dim 1."""
+    return tree_map(lambda t: t.index_select(1, rows), rnn_state)
+
+
+def banded_attention(q, k, v, span: int, slopes=None):
+    """Causal attention of the last T = q.shape[2] positions over k, v (batch, heads, S, d).
+
+    Each query sees the `span` positions that end at its own, so the cached keys of
+    earlier calls count exactly as they would in one long call. With ALiBi slopes, a
+    penalty of slope x distance replaces position embeddings: the scores depend only on
+    distances inside the window, never on where in a long stream the window sits.
+    """
+    queries, keys = q.shape[2], k.shape[2]
+    distance = (torch.arange(keys - queries, keys, device=q.device).unsqueeze(1)
+                - torch.arange(keys, device=q.device).unsqueeze(0))
+    allowed = (distance >= 0) & (distance < span)
+    if slopes is None:
+        mask = allowed
+    else:
+        mask = (-slopes.view(-1, 1, 1) * distance).masked_fill(~allowed, float("-inf")).to(q.dtype)
+    return nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def split_heads(x, heads: int):
+    batch, time, width = x.shape
+    return x.view(batch, time, heads, width // heads).transpose(1, 2)
+
+
+def merge_heads(x):
+    batch, heads, time, size = x.shape
+    return x.transpose(1, 2).reshape(batch, time, heads * size)
+
+
+# ---------------------------------------------------------------- lstm-attention
+
+
+class LSTMAttention(CharModel):
+    """The one-hot LSTM, then multi-head attention of each output over the last `window`
+    outputs (its own included; those of earlier calls are carried in the state); the
+    attended context goes through a linear layer and is added to the LSTM output before
+    the output layer. (A residual sum: joining the two through a tanh layer, as Luong et
+    al. do, learned several times slower on small corpora.)
+
+    State: (LSTM state, the last window-1 LSTM outputs (batch, <= window-1, hidden)).
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__(config)
+        width = config.hidden
+        self.register_buffer("one_hot_table", torch.eye(config.vocab_size), persistent=False)
+        self.rnn = nn.LSTM(config.vocab_size, width, num_layers=config.layers, batch_first=True,
+                           dropout=config.dropout if config.layers > 1 else 0.0)
+        self.query = nn.Linear(width, width)
+        self.key_value = nn.Linear(width, 2 * width)
+        self.join = nn.Linear(width, width)
+        self.drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(width, config.vocab_size)
+
+    def forward(self, ids, state=None):
+        rnn_state, memory = state if state is not None else (None, None)
+        out, rnn_state = self.rnn(nn.functional.embedding(ids, self.one_hot_table), rnn_state)
+        seen = out if memory is None else torch.cat([memory.to(out.dtype), out], dim=1)
+        heads = self.config.heads
+        keys, values = self.key_value(seen).chunk(2, dim=-1)
+        context = banded_attention(split_heads(self.query(out), heads), split_heads(keys, heads),
+                                   split_heads(values, heads), self.config.window)
+        joined = out + self.join(merge_heads(context))
+        return self.head(self.drop(joined)), (rnn_state, last(seen, self.config.window - 1))
+
+    def select_state(self, state, rows):
+        rnn_state, memory = state
+        return select_recurrent(rnn_state, rows), memory.index_select(0, rows)
+
+
+# ---------------------------------------------------------------- bilstm-window
+
+
+class BiLSTMWindow(CharModel):
+    """A bidirectional LSTM reads the last `window` characters afresh for every position
+    and predicts the next one from both directions' final outputs.
+
+    Cost: every character is read `window` times in each direction, so training and
+    sampling take about 2 x window times the work of a one-way LSTM of the same size
+    per character (and window times its activation memory in training).
+    State: the last window-1 ids (the padding id before the text starts).
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__(config)
+        self.pad_id = config.vocab_size
+        self.register_buffer("one_hot_table", padded_one_hot_table(config.vocab_size),
+                             persistent=False)
+        self.rnn = nn.LSTM(config.vocab_size, config.hidden, num_layers=config.layers,
+                           batch_first=True, bidirectional=True,
+                           dropout=config.dropout if config.layers > 1 else 0.0)
+        self.drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(2 * config.hidden, config.vocab_size)
+
+    def forward(self, ids, state=None):
+        batch, time = ids.shape
+        size, hidden = self.config.window, self.config.hidden
+        recent = state if state is not None else ids.new_full((batch, size - 1), self.pad_id)
+        seen = torch.cat([recent, ids], dim=1)
+        windows = seen.unfold(1, size, 1).reshape(batch * time, size)
+        out, _ = self.rnn(nn.functional.embedding(windows, self.one_hot_table))
+        # The forward direction ends at the window's last character, the backward at its first.
+        both = torch.cat([out[:, -1, :hidden], out[:, 0, hidden:]], dim=-1)
+        logits = self.head(self.drop(both)).view(batch, time, -1)
+        return logits, seen[:, time:]
+
+    def select_state(self, state, rows):
+        return state.index_select(0, rows)
+
+
+# ---------------------------------------------------------------- conv-lstm
+
+
+class ConvLSTM(CharModel):
+    """A causal 1-D convolution over the one-hot characters (width `kernel`, `hidden`
+    channels, ReLU) in front of the stacked LSTM.
+
+    State: (the last kernel-1 ids, the padding id before the text starts; LSTM state).
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__(config)
+        self.pad_id = config.vocab_size
+        self.register_buffer("one_hot_table", padded_one_hot_table(config.vocab_size),
+                             persistent=False)
+        self.conv = nn.Conv1d(config.vocab_size, config.hidden, config.kernel)
+        self.rnn = nn.LSTM(config.hidden, config.hidden, num_layers=config.layers, batch_first=True,
+                           dropout=config.dropout if config.layers > 1 else 0.0)
+        self.drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.hidden, config.vocab_size)
+
+    def forward(self, ids, state=None):
+        batch, time = ids.shape
+        if state is None:
+            state = (ids.new_full((batch, self.config.kernel - 1), self.pad_id), None)
+        recent, rnn_state = state
+        seen = torch.cat([recent, ids], dim=1)
+        x = nn.functional.embedding(seen, self.one_hot_table).transpose(1, 2)
+        features = torch.relu(self.conv(x)).transpose(1, 2)
+        out, rnn_state = self.rnn(features, rnn_state)
+        return self.head(self.drop(out)), (seen[:, time:], rnn_state)
+
+    def select_state(self, state, rows):
+        recent, rnn_state = state
+        return recent.index_select(0, rows), select_recurrent(rnn_state, rows)
+
+
+# ---------------------------------------------------------------- transformer
+
+
+def alibi_slopes(heads: int) -> torch.Tensor:
+    """ALiBi's geometric slopes 2^(-8i/heads), i = 1..heads (Press et al. 2022)."""
+    return torch.tensor([2.0 ** (-8.0 * i / heads) for i in range(1, heads + 1)])
+
+
+class DecoderBlock(nn.Module):
+    """Pre-norm block: banded causal self-attention with a key/value cache, then an MLP."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        width = config.hidden
+        self.norm1 = nn.LayerNorm(width)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        self.norm2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x, cache, slopes, context: int):
+        heads = slopes.shape[0]
+        q, k, v = (split_heads(t, heads) for t in self.qkv(self.norm1(x)).chunk(3, dim=-1))
+        if cache is not None:
+            k = torch.cat([cache[0].to(k.dtype), k], dim=2)
+            v = torch.cat([cache[1].to(v.dtype), v], dim=2)
+        attended = merge_heads(banded_attention(q, k, v, context, slopes))
+        x = x + self.drop(self.proj(attended))
+        x = x + self.drop(self.mlp(self.norm2(x)))
+        return x, (last(k, context - 1, dim=2), last(v, context - 1, dim=2))
+
+
+class CharTransformer(CharModel):
+    """A small causal decoder: character embeddings, `layers` pre-norm blocks of width
+    `hidden` with `heads` heads, each character attending over the last `context`
+    characters (ALiBi distances, no position embeddings), a linear output layer.
+
+    State: per block, the keys and values of the last context-1 positions
+    ((batch, heads, <= context-1, hidden/heads) each), so a long text read in windows
+    (training) or one character at a time (sampling) gives the same logits as one call.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__(config)
+        self.register_buffer("slopes", alibi_slopes(config.heads), persistent=False)
+        self.embed = nn.Embedding(config.vocab_size, config.hidden)
+        self.blocks = nn.ModuleList(DecoderBlock(config) for _ in range(config.layers))
+        self.norm = nn.LayerNorm(config.hidden)
+        self.drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.hidden, config.vocab_size)
+
+    def forward(self, ids, state=None):
+        caches = state if state is not None else (None,) * len(self.blocks)
+        x = self.drop(self.embed(ids))
+        new_caches = []
+        for block, cache in zip(self.blocks, caches):
+            x, cache = block(x, cache, self.slopes, self.config.context)
+            new_caches.append(cache)
+        return self.head(self.norm(x)), tuple(new_caches)
+
+    def select_state(self, state, rows):
+        return tree_map(lambda t: t.index_select(0, rows), state)
+
+
+# ---------------------------------------------------------------- the registry
+
+
+ARCHITECTURES: dict[str, type[CharModel]] = {
+    "lstm": CharRNN,
+    "gru": CharGRU,
+    "lstm-attention": LSTMAttention,
+    "bilstm-window": BiLSTMWindow,
+    "conv-lstm": ConvLSTM,
+    "transformer": CharTransformer,
+}
+USES_HEADS = ("lstm-attention", "transformer")
+
+
+def check_config(config: ModelConfig):
+    """One clear line for an architecture option that cannot work."""
+    if config.arch not in ARCHITECTURES:
+        names = ", ".join(ARCHITECTURES)
+        raise AbcgenError(f"unknown architecture {config.arch!r}; choose one of {names}")
+    problems = [
+        (config.heads < 1, "--heads must be at least 1"),
+        (config.window < 1, "--window must be at least 1"),
+        (config.kernel < 1, "--kernel must be at least 1"),
+        (config.context < 1, "--context must be at least 1"),
+        (config.arch in USES_HEADS and config.heads >= 1 and config.hidden % config.heads != 0,
+         f"--hidden ({config.hidden}) must be a multiple of --heads ({config.heads})"),
+    ]
+    for bad, message in problems:
+        if bad:
+            raise AbcgenError(message)
 
 
 def build_model(config: ModelConfig) -> CharModel:
-    try:
-        return ARCHITECTURES[config.arch](config)
-    except KeyError:
-        names = ", ".join(sorted(ARCHITECTURES))
-        raise AbcgenError(f"unknown architecture {config.arch!r}; choose one of {names}") from None
+    check_config(config)
+    return ARCHITECTURES[config.arch](config)
 
 
 def tree_map(fn, state):
