@@ -202,7 +202,7 @@ def normalise_chord(symbol: str) -> str:
     if not symbol:
         return ""
     main, _, bass = symbol.partition("/")
-    match = re.fullmatch(r"([A-G][#b]?)(m(?!aj)|d|a)?(.*)", main)
+    match = re.fullmatch(r"([A-G][#b]?)(m(?!aj)|d(?!im)|a(?!ug|dd))?(.*)", main)
     if match:
         root, quality, rest = match.groups()
         quality = {"d": "dim", "a": "aug"}.get(quality, quality or "")

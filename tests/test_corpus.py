@@ -21,7 +21,7 @@ def test_normalise_folds_header_and_rewrites_nonstandard_fields(tiny_abc):
 
 @pytest.mark.parametrize("raw, expected", [
     ("Gd", "Gdim"), ("Ea", "Eaug"), ("Fa7", "Faug7"), ("D/f+", "D/F#"), ("Gm/bb", "Gm/Bb"),
-    ("(E7)", "E7"), (" Em", "Em"), ("D m", "Dm"), ("Am7", "Am7"), ("F#m", "F#m"), (" ", ""),
+    ("Gdim", "Gdim"), ("Caug7", "Caug7"), ("Cadd9", "Cadd9"), ("Gmaj7", "Gmaj7"), ("(E7)", "E7"), (" Em", "Em"), ("D m", "Dm"), ("Am7", "Am7"), ("F#m", "F#m"), (" ", ""),
 ])
 def test_chord_symbols_become_standard(raw, expected):
     assert normalise_chord(raw) == expected
@@ -143,3 +143,8 @@ def test_real_corpus_dump_parses_in_music21(nottingham_dir):
     for tune in corpus.test:
         score = converter.parse(tune, format="abc")
         assert len(score.flatten().notes) > 0, tune
+
+
+def test_normalising_twice_changes_nothing(nottingham_dir):
+    for tune in load_corpus(nottingham_dir).tunes:
+        assert normalise_tune(tune)[0] == tune
