@@ -1,0 +1,695 @@
+"""Export ABC tunes as MIDI, MusicXML and engraved sheet music (SVG, and PDF when possible).
+
+    >>> from abcgen.export import export_tunes
+    >>> report = export_tunes(Path("tunes.abc").read_text(), "out/")
+    >>> report.written            # [PosixPath('out/001-the-first.mid'), ...]
+
+music21 reads the ABC and writes MIDI and MusicXML; verovio engraves the MusicXML as SVG,
+one file per page. PDF needs MuseScore or LilyPond on the PATH.
+
+Each output is named from the tune's X: number and a slug of its title:
+`003-the-american-dwarf.mid`, `.musicxml`, `.svg` and `.pdf`. A tune longer than one page
+gets `003-the-american-dwarf-1.svg`, `-2.svg`, ...; two tunes with the same number and
+title get `-b`, `-c`, ... after the second one's name.
+
+The MIDI plays the tune as a musician would: repeats and first/second endings expanded,
+grace notes sounded, the tempo from Q: or DEFAULT_TEMPI, and, when asked, the chord symbols
+as a second track. music21's ABC reader has quirks; prepare_abc lists the ones worked around.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import unicodedata
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+from abcgen.abc import header_fields, prepare_for_music21, split_tunes
+from abcgen.corpus import normalise_chord
+from abcgen.errors import AbcgenError
+
+FORMATS = ("midi", "musicxml", "svg", "pdf")
+DEFAULT_FORMATS = ("midi", "musicxml", "svg")
+EXTENSIONS = {"midi": "mid", "musicxml": "musicxml", "svg": "svg", "pdf": "pdf"}
+
+# Tempo of a tune without Q:, by meter: (beats per minute, beat in quarter notes). Jigs and
+# slip jigs are felt in dotted quarters; reels, hornpipes, polkas and waltzes in quarters;
+# a steady dance pace rather than a session race.
+DEFAULT_TEMPI = {
+    "6/8": (110, 1.5),
+    "9/8": (110, 1.5),
+    "12/8": (110, 1.5),
+    "2/4": (120, 1.0),
+    "3/4": (140, 1.0),
+}
+FALLBACK_TEMPO = (110, 1.0)  # 4/4, 2/2 (C, C|) and any other meter
+
+GRACE_LENGTH = Fraction(1, 8)  # of each sounded grace note, in quarter notes (a 32nd note)
+CHORD_VELOCITY = 60  # the accompaniment sits under the melody (music21's default is 90)
+SVG_OPTIONS = {
+    "pageWidth": 2100,  # A4, in verovio's tenths of a millimetre
+    "pageHeight": 2970,
+    "scale": 40,
+    "adjustPageHeight": True,  # a tune shorter than a page gets a page as tall as its music
+    "footer": "none",
+    "svgViewBox": True,  # the SVG scales to the width of a browser window
+}
+MUSESCORE_PROGRAMS = ("mscore", "musescore", "mscore4portable", "musescore4", "mscore3", "musescore3")
+PDF_HELP = (
+    "PDF export needs LilyPond or MuseScore: install one (`apt-get install lilypond`, "
+    "`brew install lilypond`, or MuseScore from musescore.org) so that `lilypond` or "
+    "`mscore` is on the PATH, or leave pdf out of --format"
+)
+
+
+@dataclass(frozen=True)
+class Tune:
+    """One tune of an ABC text: its X: number, title and ABC."""
+
+    number: int
+    title: str
+    abc: str
+
+    @property
+    def stem(self) -> str:
+        """The file name without extension: `003-the-american-dwarf`."""
+        return f"{self.number:03d}-{slugify(self.title)}"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A tune that could not be exported, and why."""
+
+    number: int
+    title: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"X:{self.number} ({self.title}): {self.reason}"
+
+
+@dataclass
+class ExportReport:
+    """What export_tunes did: the files written, the tunes that failed, warnings."""
+
+    tunes: int = 0
+    written: list[Path] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+# ---- reading ABC -------------------------------------------------------------------------------
+
+
+def slugify(title: str) -> str:
+    """`The American Dwarf` -> `the-american-dwarf`: ASCII, at most 60 characters."""
+    ascii_title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_title.lower()).strip("-")
+    return slug[:60].rstrip("-") or "untitled"
+
+
+def read_tunes(abc_text: str) -> list[Tune]:
+    """Split ABC text into tunes at their X: lines (text with none but a K: line is one tune)."""
+    texts = split_tunes(abc_text)
+    if not texts and re.search(r"(?m)^K:", abc_text):
+        texts = ["X:1\n" + abc_text.strip()]
+    tunes = []
+    for position, text in enumerate(texts, start=1):
+        fields = header_fields(text)
+        number = re.match(r"\s*(\d+)", fields.get("X", ""))
+        title = fields.get("T", "").strip() or "untitled"
+        tunes.append(Tune(int(number[1]) if number else position, title, text + "\n"))
+    return tunes
+
+
+# ---- working around music21's ABC reader -------------------------------------------------------
+
+_QUOTED = re.compile(r'"([^"\n]*)"')
+_CHORD_NAME = re.compile(r"[A-G][#b]?(?:maj|min|m|M|dim|aug|sus|add|\+|o|[0-9]|[#b](?=[0-9]))*(?:/[A-G][#b]?)?")
+_NO_CHORD = {"N.C.", "NC", "No Chord", "None"}
+# A field line with no musical meaning, placed before K:, M: and Q: lines (see prepare_abc).
+_GUARD = "N:abcgen"
+
+
+def prepare_abc(abc: str) -> tuple[str, list[str]]:
+    """Rewrite one tune so that music21 reads it as ABC 2.1 means it; returns (abc, warnings).
+
+    - Inline fields ([K:D], [M:3/4], [L:1/4]) become field lines of their own
+      (abcgen.abc.prepare_for_music21); music21 ignores them, even for pitches and lengths.
+      So does `A::` (a note before a double repeat), which it reads as a field `A:`.
+    - A K:, M: or Q: line standing alone between two bars is lost by music21: the pitches
+      follow the new key, but no key signature, meter or tempo change reaches the score.
+      Each such line is preceded by a field line that means nothing, `N:abcgen`.
+    - A tune with neither L: nor M: gets ABC 2.1's default L:1/8 (music21 gives up).
+    - Annotations ("^text", "_text", "<text", ">text", "@text") are removed: music21 cannot
+      show them, and it drops the note that follows a ">text" annotation.
+    - Chord symbols are spelled as abcgen.corpus spells them ("Gd" -> "Gdim", "D/f+" ->
+      "D/F#"; music21 would drop the first in silence and read the second as an augmented
+      chord). What is still no chord name music21 reads is removed, with a warning.
+    """
+    skipped: list[str] = []
+    header, body = _split_after_key(prepare_for_music21(abc))
+    if not re.search(r"(?m)^[LM]:", header):  # ABC 2.1's default; music21 has none
+        header = re.sub(r"(?m)^K:", "L:1/8\nK:", header, count=1)
+    lines = [_prepare_body_line(line, skipped) for line in body.splitlines()]
+    names = ", ".join(f'"{name}"' for name in dict.fromkeys(skipped))
+    warnings = [f"left out chord symbols music21 cannot read: {names}"] if skipped else []
+    return header + "\n".join(lines) + "\n", warnings
+
+
+def _split_after_key(abc: str) -> tuple[str, str]:
+    match = re.search(r"(?m)^K:.*(\n|$)", abc)
+    return (abc[: match.end()], abc[match.end():]) if match else (abc, "")
+
+
+def _prepare_body_line(line: str, skipped: list[str]) -> str:
+    if line.startswith("%"):
+        return line
+    if re.match(r"[A-Za-z]:", line):
+        return f"{_GUARD}\n{line}" if line[0] in "KMQ" else line
+    return _QUOTED.sub(lambda match: _prepare_quoted(match[1], skipped), line)
+
+
+def _prepare_quoted(text: str, skipped: list[str]) -> str:
+    if not text.strip() or text[0] in "^_<>@":
+        return ""
+    if text.strip() in _NO_CHORD:
+        return f'"{text.strip()}"'
+    name = normalise_chord(text)  # the corpus's spellings: "Gd" -> "Gdim", "D/f+" -> "D/F#"
+    if not (_CHORD_NAME.fullmatch(name) and _music21_reads_chord(name)):
+        skipped.append(text)
+        return ""
+    return f'"{name}"'
+
+
+@functools.lru_cache(maxsize=1024)
+def _music21_reads_chord(name: str) -> bool:
+    from music21 import common, harmony
+
+    try:
+        return bool(harmony.ChordSymbol(common.cleanedFlatNotation(name)).pitches)
+    except Exception:  # music21 raises several kinds of error on names it cannot read
+        return False
+
+
+def parse_tune(tune: Tune, warnings: list[str] | None = None):
+    """Read one tune into a music21 Score (after prepare_abc); warnings go into the list.
+
+    Accidentals carry to the end of the bar (ABC 2.1; music21 defaults to ABC 1.3, where
+    they do not). Raises AbcgenError when music21 cannot read the tune or it has no notes.
+    """
+    from music21 import abcFormat
+    from music21.abcFormat import translate
+
+    text, notes = prepare_abc(tune.abc)
+    if warnings is not None:
+        warnings.extend(notes)
+    try:
+        with _quiet_stderr():
+            handler = abcFormat.ABCHandler(abcVersion=(2, 1, 0))
+            handler.process(text)
+            score = translate.abcToStreamScore(handler)
+    except Exception as error:  # music21 raises many kinds of error on malformed ABC
+        raise AbcgenError(f"music21 cannot read it: {_one_line(error)}") from error
+    if not score.parts or not score.parts[0].recurse().notes:
+        raise AbcgenError("it has no notes")
+    _tidy_measures(score.parts[0])
+    return score
+
+
+def _unshare_elements(measures) -> None:
+    import copy
+
+    seen = set()
+    for measure in measures:
+        for element in list(measure.elements):
+            if id(element) in seen:
+                measure.replace(element, copy.deepcopy(element))
+            seen.add(id(element))
+
+
+def _tidy_measures(part) -> None:
+    """Fix what music21 does to bars: it numbers a full first bar 0, like a pickup; it
+    gives a `||` at the end of a line to both bars around it; it leaves undecided whether
+    to print an accidental that carries through the bar (MusicXML then prints it); and when
+    it splits a bar that is too long it puts the same time signature into two bars."""
+    from music21 import bar, stream
+    from music21.stream.makeNotation import makeAccidentalsInMeasureStream
+
+    measures = list(part.getElementsByClass(stream.Measure))
+    _unshare_elements(measures)
+    pickup = bool(measures) and measures[0].number == 0 and measures[0].paddingLeft > 0
+    if pickup:
+        measures[0].showNumber = stream.enums.ShowNumber.NEVER  # <measure implicit="yes">
+    elif measures and measures[0].number == 0:
+        for measure in measures:
+            measure.number += 1
+    previous = None
+    for measure in measures:
+        left = measure.leftBarline
+        if (previous is not None and previous.rightBarline is not None and left is not None
+                and not isinstance(left, bar.Repeat) and left.type == previous.rightBarline.type):
+            measure.leftBarline = None
+        previous = measure
+    makeAccidentalsInMeasureStream(part)  # keeps the accidentals the ABC writes explicitly
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    # music21 prints its warnings straight to stderr; they would break the one-line messages.
+    with contextlib.redirect_stderr(io.StringIO()):
+        yield
+
+
+def _one_line(error: Exception) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+# ---- MIDI --------------------------------------------------------------------------------------
+
+
+def to_midi(score, chords: bool = False) -> bytes:
+    """A standard MIDI file of the tune as played: repeats and endings expanded (music21's
+    expandRepeats), grace notes sounded, the tempo from Q: or default_tempo(); with
+    chords=True a second track holds the chord symbols."""
+    from music21 import instrument, midi, stream, tempo
+
+    voices = [stream.Part([instrument.Piano()]) for _ in score.parts]  # one per ABC voice (V:)
+    accompaniment = stream.Part([instrument.AcousticGuitar()])
+    for part, voice in zip(score.parts, voices):
+        start, chord_symbol = 0.0, None
+        for measure in play_order(part):
+            _perform(measure, start, voice)
+            if chords and voice is voices[0]:
+                chord_symbol = _accompany(measure, start, chord_symbol, accompaniment)
+            start += measure.duration.quarterLength
+    if not voices[0].getElementsByClass(tempo.MetronomeMark):
+        voices[0].insert(0, default_tempo(score))
+    performance = stream.Score(voices + [accompaniment] if chords else voices)
+    with _quiet_stderr():
+        return midi.translate.streamToMidiFile(performance).writestr()
+
+
+def play_order(part) -> list:
+    """The part's measures in the order they are played, repeats and endings expanded.
+
+    music21's expandRepeats deep-copies every measure several times, which made it most
+    of the export time; here it expands a copy of the bar lines and endings alone, and
+    the result is mapped back to the measures.
+    """
+    from music21 import repeat, stream
+
+    measures = list(part.getElementsByClass(stream.Measure))
+    if not measures:  # music21 makes no measures for a tune of one or two bars
+        return list(part.makeMeasures().getElementsByClass(stream.Measure))
+    try:
+        with _quiet_stderr():
+            expanded = _bar_lines_only(part, measures).expandRepeats(copySpanners=False)
+    except (repeat.ExpanderException, stream.StreamException):
+        return measures  # repeats music21 cannot follow: play the tune as written
+    return [measures[bar.number] for bar in expanded.getElementsByClass(stream.Measure)]
+
+
+def _bar_lines_only(part, measures):
+    """A part with one empty bar per measure (numbered by position), the same bar lines
+    and the same first and second endings; see also _start_repeated_sections."""
+    import copy
+
+    from music21 import note, spanner, stream
+
+    bars = []
+    for index, measure in enumerate(measures):
+        bar = stream.Measure([note.Rest()], number=index)
+        bar.leftBarline = copy.deepcopy(measure.leftBarline)
+        bar.rightBarline = copy.deepcopy(measure.rightBarline)
+        bars.append(bar)
+    skeleton = stream.Part(bars)
+    position = {id(measure): index for index, measure in enumerate(measures)}
+    later_endings = set()
+    for ending in part.spannerBundle.getByClass(spanner.RepeatBracket):
+        spanned = [position[id(measure)] for measure in ending.getSpannedElements()]
+        skeleton.insert(0, spanner.RepeatBracket([bars[i] for i in spanned], number=ending.number))
+        if 1 not in ending.numberRange:
+            later_endings.update(spanned)
+    _start_repeated_sections(bars, later_endings)
+    return skeleton
+
+
+def _start_repeated_sections(bars, later_endings: set[int]) -> None:
+    """Put a start repeat where a section that ends in :| but has no |: begins: just
+    after the previous :| (and its second ending). That is how musicians read it; music21
+    would go back to the start of the tune, playing an A part again with each B part."""
+    from music21 import bar as barline
+
+    def repeat(line, direction: str) -> bool:
+        return isinstance(line, barline.Repeat) and line.direction == direction
+
+    section_start, has_start = 0, False
+    for index, bar in enumerate(bars):
+        if index == section_start and index in later_endings:
+            section_start += 1
+        has_start = has_start or repeat(bar.leftBarline, "start")
+        if repeat(bar.rightBarline, "end"):
+            if not has_start and 0 < section_start < len(bars):
+                bars[section_start].leftBarline = barline.Repeat(direction="start")
+            section_start, has_start = index + 1, False
+
+
+def default_tempo(score):
+    """The MetronomeMark for a tune without Q:, from its first meter (see DEFAULT_TEMPI)."""
+    from music21 import duration, meter, tempo
+
+    signature = score.recurse().getElementsByClass(meter.TimeSignature).first()
+    number, beat = DEFAULT_TEMPI.get(signature.ratioString if signature else "", FALLBACK_TEMPO)
+    return tempo.MetronomeMark(number=number, referent=duration.Duration(beat))
+
+
+def _perform(measure, start: float, melody) -> None:
+    """Add fresh copies of a measure's notes, meters, keys and tempi to the melody at start.
+
+    Chord symbols stay out: music21 would play them as chords of no length that never end.
+    Grace notes get GRACE_LENGTH each, taken from the start of the note they lead into:
+    music21 would give them no length either.
+    """
+    import copy
+
+    from music21 import chord, key, meter, note, tempo
+
+    graces = []
+    for element in measure:
+        offset = Fraction(element.offset)
+        if isinstance(element, (meter.TimeSignature, key.KeySignature, tempo.MetronomeMark)):
+            melody.insert(start + offset, copy.deepcopy(element))
+        elif isinstance(element, (note.Note, chord.Chord)) and not _is_chord_symbol(element):
+            if element.duration.isGrace:
+                graces.append(element)
+                continue
+            length = Fraction(element.quarterLength)
+            each = min(GRACE_LENGTH, length / (2 * len(graces))) if graces else Fraction(0)
+            for index, grace in enumerate(graces):
+                melody.insert(start + offset + index * each, _sounding(grace, each))
+            lead = len(graces) * each
+            melody.insert(start + offset + lead, _sounding(element, length - lead))
+            graces = []
+
+
+def _is_chord_symbol(element) -> bool:
+    from music21 import harmony
+
+    return isinstance(element, harmony.Harmony)
+
+
+def _sounding(element, length: Fraction):
+    """A new note or chord with element's pitches and tie, lasting length quarter notes."""
+    from music21 import chord, note
+
+    if isinstance(element, chord.Chord):
+        sound = chord.Chord(element.pitches, quarterLength=length)
+    else:
+        sound = note.Note(element.pitch, quarterLength=length)
+    sound.tie = element.tie
+    return sound
+
+
+def _accompany(measure, start: float, current, accompaniment):
+    """Add the measure's chords to the accompaniment: each chord symbol held until the next,
+    the one in force struck again at the bar line. Returns the chord symbol in force."""
+    from music21 import chord, harmony
+
+    changes = {0.0: current} if current is not None else {}
+    for symbol in measure.getElementsByClass(harmony.Harmony):
+        changes[float(symbol.offset)] = current = symbol
+    starts = sorted(changes)
+    for begin, end in zip(starts, starts[1:] + [float(measure.duration.quarterLength)]):
+        pitches = _voicing(changes[begin].figure) if changes[begin].pitches else ()
+        if end > begin and pitches:
+            block = chord.Chord(pitches, quarterLength=end - begin)
+            block.volume.velocity = CHORD_VELOCITY
+            accompaniment.insert(start + begin, block)
+    return current
+
+
+@functools.lru_cache(maxsize=256)
+def _voicing(figure: str) -> tuple[str, ...]:
+    """The pitches of a chord symbol, moved by octaves so that the lowest is in C3-B3.
+
+    Names, not MIDI numbers: music21 spends milliseconds spelling a chord built from numbers.
+    """
+    from music21 import harmony
+
+    pitches = harmony.ChordSymbol(figure).pitches
+    octaves = -((min(pitch.midi for pitch in pitches) - 48) // 12)
+    return tuple(f"{pitch.name}{pitch.octave + octaves}" for pitch in pitches)
+
+
+# ---- MusicXML, SVG and PDF ---------------------------------------------------------------------
+
+
+def to_musicxml(score) -> bytes:
+    """MusicXML 4.0; the chord symbols become <harmony> elements."""
+    from music21.musicxml import m21ToXml
+
+    with _quiet_stderr():
+        xml = m21ToXml.GeneralObjectExporter(score).parse()
+    if not score.metadata or not score.metadata.composer:
+        # music21 names itself as the composer of a tune without C:
+        xml = xml.replace(b'<creator type="composer">Music21</creator>', b"", 1)
+    return xml
+
+
+@functools.lru_cache(maxsize=1)
+def _toolkit():
+    import verovio
+
+    verovio.enableLog(verovio.LOG_OFF)
+    toolkit = verovio.toolkit()
+    toolkit.setOptions(SVG_OPTIONS)
+    return toolkit
+
+
+def to_svg(musicxml: bytes) -> list[str]:
+    """Engrave MusicXML with verovio: one SVG document per page."""
+    toolkit = _toolkit()
+    if not toolkit.loadData(musicxml.decode("utf-8")):
+        raise AbcgenError("verovio cannot read the MusicXML")
+    return [toolkit.renderToSVG(page) for page in range(1, toolkit.getPageCount() + 1)]
+
+
+def pdf_engine() -> tuple[str, str] | None:
+    """("musescore" or "lilypond", path of the program) for PDF export, or None."""
+    for name in MUSESCORE_PROGRAMS:
+        if path := shutil.which(name):
+            return "musescore", path
+    path = shutil.which("lilypond")
+    return ("lilypond", path) if path else None
+
+
+def to_pdf(score, musicxml: bytes) -> bytes:
+    """Engrave a PDF with MuseScore (from the MusicXML) or else LilyPond (through music21)."""
+    engine = pdf_engine()
+    if engine is None:
+        raise AbcgenError(PDF_HELP)
+    program, path = engine
+    with tempfile.TemporaryDirectory(prefix="abcgen-pdf-") as folder:
+        if program == "musescore":
+            return _musescore_pdf(path, musicxml, Path(folder))
+        return _lilypond_pdf(path, score, Path(folder))
+
+
+def _musescore_pdf(program: str, musicxml: bytes, folder: Path) -> bytes:
+    source, target = folder / "tune.musicxml", folder / "tune.pdf"
+    source.write_bytes(musicxml)
+    environment = dict(os.environ, QT_QPA_PLATFORM="offscreen")  # no display needed
+    result = subprocess.run([program, "-o", str(target), str(source)], capture_output=True,
+                            text=True, env=environment, timeout=300)
+    if result.returncode or not target.exists():
+        raise AbcgenError(f"MuseScore did not write a PDF: {_last_line(result.stderr)}")
+    return target.read_bytes()
+
+
+def _lilypond_pdf(program: str, score, folder: Path) -> bytes:
+    from music21 import environment
+    from music21.lily import translate
+
+    environment.Environment()["lilypondPath"] = program  # this process only, not saved
+    converter = translate.LilypondConverter()
+    with _quiet_stderr():
+        converter.loadFromMusic21Object(score)
+        pdf = Path(converter.createPDF(folder / "tune"))
+    if not pdf.exists():
+        raise AbcgenError("LilyPond did not write a PDF")
+    return pdf.read_bytes()
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:160] if lines else "no message"
+
+
+# ---- converting and writing --------------------------------------------------------------------
+
+
+def convert_tune(tune: Tune, formats=DEFAULT_FORMATS, chords: bool = False,
+                 warnings: list[str] | None = None) -> dict[str, list[bytes]]:
+    """The bytes of each requested format for one tune (for SVG, one item per page)."""
+    score = parse_tune(tune, warnings)
+    musicxml = to_musicxml(score) if {"musicxml", "svg", "pdf"} & set(formats) else b""
+    outputs: dict[str, list[bytes]] = {}
+    for name in formats:
+        if name == "midi":
+            outputs[name] = [to_midi(score, chords=chords)]
+        elif name == "musicxml":
+            outputs[name] = [musicxml]
+        elif name == "svg":
+            outputs[name] = [page.encode("utf-8") for page in to_svg(musicxml)]
+        elif name == "pdf":
+            outputs[name] = [to_pdf(score, musicxml)]
+    return outputs
+
+
+def check_formats(formats) -> tuple[str, ...]:
+    """Validate format names; pdf fails here, before any work, when no engraver is installed."""
+    formats = tuple(dict.fromkeys(name.strip().lower() for name in formats))
+    unknown = [name for name in formats if name not in FORMATS]
+    if unknown or not formats:
+        raise AbcgenError(f"unknown format {', '.join(unknown) or '(none given)'}: "
+                          f"choose from {', '.join(FORMATS)}")
+    if "pdf" in formats and pdf_engine() is None:
+        raise AbcgenError(PDF_HELP)
+    return formats
+
+
+def output_paths(out_dir: Path, stem: str, name: str, count: int = 1) -> list[Path]:
+    """Where `count` outputs of one format go: stem.svg, or stem-1.svg, stem-2.svg, ..."""
+    extension = EXTENSIONS[name]
+    if count == 1:
+        return [out_dir / f"{stem}.{extension}"]
+    return [out_dir / f"{stem}-{page}.{extension}" for page in range(1, count + 1)]
+
+
+def export_tunes(abc_text: str, out_dir=".", formats=DEFAULT_FORMATS, force: bool = False,
+                 chords: bool = False, jobs: int | None = 1, progress: bool = False) -> ExportReport:
+    """Export every tune in abc_text into out_dir: one file per tune and format.
+
+    Existing files are not overwritten unless force is true: AbcgenError, before anything
+    is written. A tune that cannot be converted goes into report.failed and the others
+    are still exported. jobs: worker processes (None: one per CPU for a long input).
+    progress: a progress bar on stderr when it is a terminal.
+    """
+    formats = check_formats(formats)
+    tunes = read_tunes(abc_text)
+    if not tunes:
+        raise AbcgenError("no tunes found: each tune starts with an X: line and has a K: line")
+    out_dir = Path(out_dir)
+    stems = _unique_stems(tunes)
+    if not force:
+        _refuse_existing(out_dir, stems, formats)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = ExportReport(tunes=len(tunes))
+    results = _convert_all(tunes, formats, chords, _job_count(jobs, len(tunes)))
+    for tune, stem, (outputs, error, warnings) in _progress(zip(tunes, stems, results), len(tunes), progress):
+        report.warnings += [f"X:{tune.number} ({tune.title}): {warning}" for warning in warnings]
+        if error:
+            report.failed.append(Failure(tune.number, tune.title, error))
+            continue
+        for name, items in outputs.items():
+            for path, data in zip(output_paths(out_dir, stem, name, len(items)), items):
+                write_atomic(path, data)
+                report.written.append(path)
+    return report
+
+
+def _convert_safely(tune: Tune, formats, chords: bool):
+    """(outputs, None, warnings), or (None, reason, warnings): one bad tune must not stop the rest."""
+    warnings: list[str] = []
+    try:
+        return convert_tune(tune, formats, chords, warnings), None, warnings
+    except AbcgenError as error:
+        return None, str(error), warnings
+    except Exception as error:  # music21 and verovio raise many kinds of error
+        return None, f"{type(error).__name__}: {_one_line(error)}", warnings
+
+
+def _convert_all(tunes, formats, chords, jobs: int):
+    """Conversion results in tune order, from `jobs` worker processes or this one."""
+    if jobs <= 1:
+        yield from (_convert_safely(tune, formats, chords) for tune in tunes)
+        return
+    import multiprocessing
+
+    # spawn, not fork: the caller may hold threads (torch does) that fork would not copy.
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield from pool.map(_convert_safely, tunes, [formats] * len(tunes), [chords] * len(tunes))
+
+
+def _job_count(jobs: int | None, tunes: int) -> int:
+    if jobs is not None:
+        return max(1, jobs)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cpus, tunes // 10))  # a worker takes a second or two to start
+
+
+def _unique_stems(tunes: list[Tune]) -> list[str]:
+    """File stems, with -b, -c, ... added when tunes share an X: number and a title."""
+    seen: dict[str, int] = {}
+    stems = []
+    for tune in tunes:
+        count = seen[tune.stem] = seen.get(tune.stem, 0) + 1
+        stems.append(tune.stem if count == 1 else f"{tune.stem}-{chr(ord('a') + count - 1)}")
+    return stems
+
+
+def _refuse_existing(out_dir: Path, stems: list[str], formats) -> None:
+    existing = []
+    for stem in stems:
+        for name in formats:
+            extension = EXTENSIONS[name]
+            existing += [path for path in [out_dir / f"{stem}.{extension}"] if path.exists()]
+            if name == "svg":
+                existing += sorted(out_dir.glob(f"{stem}-[0-9]*.svg"))  # stems are [a-z0-9-]
+    if existing:
+        raise AbcgenError(f"{len(existing)} output file(s) exist already, e.g. {existing[0]}: "
+                          "use --force to overwrite them, or another --out-dir")
+
+
+def _progress(items, total: int, enabled: bool):
+    if not (enabled and sys.stderr.isatty()):
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, total=total, desc="export", unit="tune", file=sys.stderr)
+
+
+@functools.lru_cache(maxsize=1)
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write data to path through a temporary file in the same folder and a rename."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes the file private
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
