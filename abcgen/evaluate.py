@@ -34,7 +34,7 @@ from pathlib import Path
 from abcgen.abc import Tune, check_tune, key_name
 from abcgen.errors import AbcgenError
 
-CACHE_VERSION = 1
+CACHE_VERSION = 1  # bump whenever tune_features, bar_sequence or abcgen.abc.read_tune change
 COPY_BARS = 4  # a tune that shares this many consecutive bars with a training tune copies it
 NGRAM_SIZES = (1, 2, 4)
 SMOOTHING = 0.5  # pseudo-count added to every label before the KL divergence
