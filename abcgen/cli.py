@@ -397,8 +397,10 @@ def export_command(input_file, out_dir, formats, force, chords, jobs, quiet):
             click.echo(f"Warning: {warning}", err=True)
     for failure in report.failed:
         click.echo(f"Failed: {failure}", err=True)
-    done = report.tunes - len(report.failed)
+    tunes = f"{report.tunes} tune{'s' if report.tunes != 1 else ''}"
     if not quiet:
-        click.echo(f"wrote {len(report.written)} files for {done} of {report.tunes} tune(s) to {out_dir}", err=True)
+        files = f"{len(report.written)} file{'s' if len(report.written) != 1 else ''}"
+        done = f"{report.tunes - len(report.failed)} of {tunes}" if report.failed else tunes
+        click.echo(f"wrote {files} for {done} to {out_dir}", err=True)
     if report.failed:
-        raise AbcgenError(f"{len(report.failed)} of {report.tunes} tune(s) could not be exported (see above)")
+        raise AbcgenError(f"{len(report.failed)} of {tunes} could not be exported (see above)")

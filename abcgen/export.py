@@ -67,8 +67,8 @@ SVG_OPTIONS = {
 MUSESCORE_PROGRAMS = ("mscore", "musescore", "mscore4portable", "musescore4", "mscore3", "musescore3")
 PDF_HELP = (
     "PDF export needs LilyPond or MuseScore: install one (`apt-get install lilypond`, "
-    "`brew install lilypond`, or MuseScore from musescore.org) so that `lilypond` or "
-    "`mscore` is on the PATH, or leave pdf out of --format"
+    "`brew install lilypond`, or MuseScore from musescore.org) so that `lilypond` and "
+    "`musicxml2ly`, or `mscore`, are on the PATH; or leave pdf out of --format"
 )
 
 
@@ -166,8 +166,9 @@ def prepare_abc(abc: str) -> tuple[str, list[str]]:
     if not re.search(r"(?m)^[LM]:", header):  # ABC 2.1's default; music21 has none
         header = re.sub(r"(?m)^K:", "L:1/8\nK:", header, count=1)
     lines = [_prepare_body_line(line, skipped) for line in body.splitlines()]
-    names = ", ".join(f'"{name}"' for name in dict.fromkeys(skipped))
-    warnings = [f"left out chord symbols music21 cannot read: {names}"] if skipped else []
+    names = [f'"{name}"' for name in dict.fromkeys(skipped)]
+    listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    warnings = [f"left out chord symbols music21 cannot read: {listed}"] if skipped else []
     return header + "\n".join(lines) + "\n", warnings
 
 
@@ -227,11 +228,27 @@ def parse_tune(tune: Tune, warnings: list[str] | None = None):
         raise AbcgenError(f"music21 cannot read it: {_one_line(error)}") from error
     if not score.parts or not score.parts[0].recurse().notes:
         raise AbcgenError("it has no notes")
-    _tidy_measures(score.parts[0])
+    for part in score.parts:
+        _tidy_measures(part)
     return score
 
 
+def _tidy_measures(part) -> None:
+    """Undo what music21 does to bars that ABC does not mean (see the functions called)."""
+    from music21 import stream
+    from music21.stream.makeNotation import makeAccidentalsInMeasureStream
+
+    measures = list(part.getElementsByClass(stream.Measure))
+    _unshare_elements(measures)
+    _number_bars(measures)
+    _drop_doubled_barlines(measures)
+    # music21 leaves undecided whether to print an accidental carried through the bar, and
+    # MusicXML then prints it again; this decides, keeping every accidental the ABC writes.
+    makeAccidentalsInMeasureStream(part)
+
+
 def _unshare_elements(measures) -> None:
+    # Splitting a bar that is too long, music21 puts one time signature into two bars.
     import copy
 
     seen = set()
@@ -242,30 +259,29 @@ def _unshare_elements(measures) -> None:
             seen.add(id(element))
 
 
-def _tidy_measures(part) -> None:
-    """Fix what music21 does to bars: it numbers a full first bar 0, like a pickup; it
-    gives a `||` at the end of a line to both bars around it; it leaves undecided whether
-    to print an accidental that carries through the bar (MusicXML then prints it); and when
-    it splits a bar that is too long it puts the same time signature into two bars."""
-    from music21 import bar, stream
-    from music21.stream.makeNotation import makeAccidentalsInMeasureStream
+def _number_bars(measures) -> None:
+    """A pickup is bar 0 (<measure implicit="yes"> in MusicXML); otherwise count from 1.
+    music21 numbers a full first bar 0 as well."""
+    from music21 import stream
 
-    measures = list(part.getElementsByClass(stream.Measure))
-    _unshare_elements(measures)
-    pickup = bool(measures) and measures[0].number == 0 and measures[0].paddingLeft > 0
-    if pickup:
-        measures[0].showNumber = stream.enums.ShowNumber.NEVER  # <measure implicit="yes">
-    elif measures and measures[0].number == 0:
+    if not measures or measures[0].number != 0:
+        return
+    if measures[0].paddingLeft > 0:
+        measures[0].showNumber = stream.enums.ShowNumber.NEVER
+    else:
         for measure in measures:
             measure.number += 1
-    previous = None
-    for measure in measures:
-        left = measure.leftBarline
-        if (previous is not None and previous.rightBarline is not None and left is not None
-                and not isinstance(left, bar.Repeat) and left.type == previous.rightBarline.type):
+
+
+def _drop_doubled_barlines(measures) -> None:
+    # music21 gives a || at the end of a line to both bars around it: it would be drawn twice.
+    from music21 import bar
+
+    for previous, measure in zip(measures, measures[1:]):
+        left, right = measure.leftBarline, previous.rightBarline
+        if left is not None and right is not None and not isinstance(left, bar.Repeat) \
+                and left.type == right.type:
             measure.leftBarline = None
-        previous = measure
-    makeAccidentalsInMeasureStream(part)  # keeps the accidentals the ABC writes explicitly
 
 
 @contextlib.contextmanager
@@ -298,7 +314,8 @@ def to_midi(score, chords: bool = False) -> bytes:
             if chords and voice is voices[0]:
                 chord_symbol = _accompany(measure, start, chord_symbol, accompaniment)
             start += measure.duration.quarterLength
-    if not voices[0].getElementsByClass(tempo.MetronomeMark):
+    first_mark = voices[0].getElementsByClass(tempo.MetronomeMark).first()
+    if first_mark is None or first_mark.offset > 0:
         voices[0].insert(0, default_tempo(score))
     performance = stream.Score(voices + [accompaniment] if chords else voices)
     with _quiet_stderr():
@@ -496,44 +513,59 @@ def pdf_engine() -> tuple[str, str] | None:
         if path := shutil.which(name):
             return "musescore", path
     path = shutil.which("lilypond")
-    return ("lilypond", path) if path else None
+    return ("lilypond", path) if path and shutil.which("musicxml2ly") else None
 
 
-def to_pdf(score, musicxml: bytes) -> bytes:
-    """Engrave a PDF with MuseScore (from the MusicXML) or else LilyPond (through music21)."""
+def to_pdf(musicxml: bytes) -> bytes:
+    """Engrave the MusicXML as PDF with MuseScore, or else with LilyPond."""
     engine = pdf_engine()
     if engine is None:
         raise AbcgenError(PDF_HELP)
     program, path = engine
     with tempfile.TemporaryDirectory(prefix="abcgen-pdf-") as folder:
+        source = Path(folder) / "tune.musicxml"
+        source.write_bytes(musicxml)
         if program == "musescore":
-            return _musescore_pdf(path, musicxml, Path(folder))
-        return _lilypond_pdf(path, score, Path(folder))
+            return _musescore_pdf(path, source)
+        return _lilypond_pdf(path, source)
 
 
-def _musescore_pdf(program: str, musicxml: bytes, folder: Path) -> bytes:
-    source, target = folder / "tune.musicxml", folder / "tune.pdf"
-    source.write_bytes(musicxml)
+def _musescore_pdf(program: str, source: Path) -> bytes:
+    target = source.with_suffix(".pdf")
     environment = dict(os.environ, QT_QPA_PLATFORM="offscreen")  # no display needed
-    result = subprocess.run([program, "-o", str(target), str(source)], capture_output=True,
-                            text=True, env=environment, timeout=300)
-    if result.returncode or not target.exists():
-        raise AbcgenError(f"MuseScore did not write a PDF: {_last_line(result.stderr)}")
-    return target.read_bytes()
+    _run([program, "-o", str(target), str(source)], "MuseScore", environment)
+    return _read_output(target, "MuseScore")
 
 
-def _lilypond_pdf(program: str, score, folder: Path) -> bytes:
-    from music21 import environment
-    from music21.lily import translate
+def _lilypond_pdf(program: str, source: Path) -> bytes:
+    """LilyPond's own musicxml2ly writes its input, LilyPond engraves it.
 
-    environment.Environment()["lilypondPath"] = program  # this process only, not saved
-    converter = translate.LilypondConverter()
-    with _quiet_stderr():
-        converter.loadFromMusic21Object(score)
-        pdf = Path(converter.createPDF(folder / "tune"))
-    if not pdf.exists():
-        raise AbcgenError("LilyPond did not write a PDF")
-    return pdf.read_bytes()
+    Not music21's LilyPond writer: it drops repeat signs and endings, stops at chord
+    symbols, and puts every line of music on a page of its own.
+    """
+    lilypond_input = source.with_suffix(".ly")
+    _run([shutil.which("musicxml2ly"), "--loglevel=ERROR", "-o", str(lilypond_input), str(source)],
+         "musicxml2ly")
+    # musicxml2ly writes major and minor chords as g:5 and a:m5, which LilyPond 2.20 and
+    # later print as power chords, G5 and A5.
+    text = lilypond_input.read_text(encoding="utf-8")
+    text = re.sub(r"(?<=[a-g])((?:is|es)*\d*\.*)(?::5|(:m)5)(?![0-9])", r"\1\2", text)
+    lilypond_input.write_text(text, encoding="utf-8")
+    _run([program, "--loglevel=ERROR", "-o", str(source.with_suffix("")), str(lilypond_input)],
+         "LilyPond")
+    return _read_output(source.with_suffix(".pdf"), "LilyPond")
+
+
+def _run(command: list[str], name: str, environment=None) -> None:
+    result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
+    if result.returncode:
+        raise AbcgenError(f"{name} failed: {_last_line(result.stderr or result.stdout)}")
+
+
+def _read_output(path: Path, name: str) -> bytes:
+    if not path.exists():
+        raise AbcgenError(f"{name} did not write {path.name}")
+    return path.read_bytes()
 
 
 def _last_line(text: str) -> str:
@@ -558,7 +590,7 @@ def convert_tune(tune: Tune, formats=DEFAULT_FORMATS, chords: bool = False,
         elif name == "svg":
             outputs[name] = [page.encode("utf-8") for page in to_svg(musicxml)]
         elif name == "pdf":
-            outputs[name] = [to_pdf(score, musicxml)]
+            outputs[name] = [to_pdf(musicxml)]
     return outputs
 
 
@@ -663,8 +695,9 @@ def _refuse_existing(out_dir: Path, stems: list[str], formats) -> None:
             if name == "svg":
                 existing += sorted(out_dir.glob(f"{stem}-[0-9]*.svg"))  # stems are [a-z0-9-]
     if existing:
-        raise AbcgenError(f"{len(existing)} output file(s) exist already, e.g. {existing[0]}: "
-                          "use --force to overwrite them, or another --out-dir")
+        files = "1 output file exists" if len(existing) == 1 else f"{len(existing)} output files exist"
+        raise AbcgenError(f"{files} already, e.g. {existing[0]}: "
+                          "use --force to overwrite, or another --out-dir")
 
 
 def _progress(items, total: int, enabled: bool):

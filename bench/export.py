@@ -1,14 +1,14 @@
 """Export speed: Nottingham tunes to MIDI, MusicXML and SVG, and where the time goes.
 
-    .venv/bin/python bench/export.py [CORPUS] [-n 100] [--jobs 2] [--profile]
+    .venv/bin/python bench/export.py [CORPUS] [-n 100] [--jobs 1,2] [--profile]
 
 CORPUS is a folder of .abc files or one file (default: ../shared/corpora/nottingham). The
 first N tunes, in file-name order, are converted twice:
 
 1. stage by stage in this process, timing parse (ABC -> music21 score), midi, musicxml
    and svg (verovio engraving the MusicXML) separately;
-2. end to end with export_tunes(jobs=J) into a temporary folder: what `abcgen export -j J`
-   does, worker start-up and file writing included.
+2. end to end with export_tunes(jobs=J) into a temporary folder, for each J in --jobs:
+   what `abcgen export -j J` does, worker start-up and file writing included.
 
 --profile adds the functions that take the most time in step 1 (cProfile).
 """
@@ -65,7 +65,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("corpus", nargs="?", type=Path, default=NOTTINGHAM)
     parser.add_argument("-n", type=int, default=100, help="how many tunes")
-    parser.add_argument("--jobs", type=int, default=2, help="worker processes for the end-to-end run")
+    parser.add_argument("--jobs", default="1,2", help="worker processes for the end-to-end runs, e.g. 1,2")
     parser.add_argument("--profile", action="store_true", help="show the costliest functions")
     args = parser.parse_args()
     if not args.corpus.exists():
@@ -84,8 +84,9 @@ def main():
           f"({1000 * total / len(tunes):.0f} ms a tune)")
     for stage in STAGES:
         print(f"  {stage:9s} {seconds[stage]:6.1f} s  {100 * seconds[stage] / total:3.0f}%")
-    wall, files = time_export(tunes, args.jobs)
-    print(f"export_tunes(jobs={args.jobs}), end to end: {wall:.1f} s for {files} files")
+    for jobs in (int(value) for value in args.jobs.split(",")):
+        wall, files = time_export(tunes, jobs)
+        print(f"export_tunes(jobs={jobs}), end to end: {wall:.1f} s for {files} files")
     if profiler:
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
 

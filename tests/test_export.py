@@ -7,6 +7,7 @@ engraved staff, notes and measures.
 """
 
 import re
+import shutil
 import stat
 import sys
 from fractions import Fraction
@@ -22,6 +23,7 @@ from abcgen.export import (
     ExportReport,
     export_tunes,
     parse_tune,
+    play_order,
     prepare_abc,
     read_tunes,
     slugify,
@@ -230,6 +232,13 @@ def test_svg_shows_chord_symbols_grace_notes_and_endings(exported):
     assert output(exported, "endings", "svg").read_text().count('class="ending ') == 4
 
 
+def test_bar_number_endings_and_a_second_part_that_repeats_by_itself():
+    score = parse_tune(read_tunes((FIXTURES / "engravers-jig.abc").read_text())[0])
+    a_part, b_part = list(range(0, 8)), list(range(10, 18))  # bar 0 is the pickup
+    assert [m.number for m in play_order(score.parts[0])] == (
+        a_part + [8] + a_part + [9] + b_part + [18] + b_part + [19])
+
+
 def test_a_long_tune_gets_one_svg_per_page(tmp_path):
     bars = "|".join(["ABcd efga", "gfed cBAG"] * 90)
     tune = f"X:20\nT:Very Long\nM:4/4\nL:1/8\nK:G\n{bars}|]\n"
@@ -287,7 +296,7 @@ def test_cli_names_each_failed_tune_on_one_line_and_exits_1(tmp_path):
     assert len(failed) == 2
     assert failed[0].startswith("Failed: X:11 (No Notes At All): ")
     assert failed[1].startswith("Failed: X:12 (Unclosed Chord): music21 cannot read it")
-    assert result.stderr.splitlines()[-1] == "Error: 2 of 4 tune(s) could not be exported (see above)"
+    assert result.stderr.splitlines()[-1] == "Error: 2 of 4 tunes could not be exported (see above)"
     assert result.stdout.split() == [str(tmp_path / "010-good-before.mid"), str(tmp_path / "013-good-after.mid")]
 
 
@@ -298,7 +307,7 @@ def test_existing_files_are_kept_without_force(tmp_path):
         export_tunes(source, tmp_path)
     assert [path.name for path in tmp_path.iterdir()] == ["002-ties.mid"]  # nothing written
     result = CliRunner().invoke(cli, ["export", str(FIXTURES / "ties.abc"), "-o", str(tmp_path)])
-    assert result.exit_code == 1 and result.stderr.startswith("Error: 1 output file(s) exist already")
+    assert result.exit_code == 1 and result.stderr.startswith("Error: 1 output file exists already")
     assert (tmp_path / "002-ties.mid").read_bytes() == b"mine"
     result = CliRunner().invoke(cli, ["export", str(FIXTURES / "ties.abc"), "-o", str(tmp_path), "--force"])
     assert result.exit_code == 0
@@ -307,7 +316,7 @@ def test_existing_files_are_kept_without_force(tmp_path):
 
 def test_an_svg_page_of_an_earlier_export_counts_as_existing(tmp_path):
     (tmp_path / "002-ties-2.svg").write_text("<svg/>")
-    with pytest.raises(AbcgenError, match="exist already"):
+    with pytest.raises(AbcgenError, match="exists already"):
         export_tunes((FIXTURES / "ties.abc").read_text(), tmp_path, ["svg"])
 
 
@@ -333,13 +342,21 @@ def test_pdf_goes_through_musescore_when_it_is_installed(tmp_path, monkeypatch):
     assert report.written[0].read_bytes() == b"%PDF-1.4 fake"
 
 
+@pytest.mark.skipif(not (shutil.which("lilypond") and shutil.which("musicxml2ly")),
+                    reason="LilyPond is not installed")
+def test_pdf_through_lilypond(tmp_path, monkeypatch):
+    monkeypatch.setattr("abcgen.export.MUSESCORE_PROGRAMS", ())
+    report = export_tunes((FIXTURES / "engravers-jig.abc").read_text(), tmp_path, ["pdf"])
+    assert report.ok and report.written[0].read_bytes().startswith(b"%PDF")
+
+
 def test_stdin_input(tmp_path):
     result = CliRunner().invoke(cli, ["export", "-", "--out-dir", str(tmp_path / "new"), "-f", "midi,musicxml"],
                                 input=(FIXTURES / "endings.abc").read_text())
     assert result.exit_code == 0, result.output
     assert sorted(path.name for path in (tmp_path / "new").iterdir()) == [
         "007-first-and-second-endings.mid", "007-first-and-second-endings.musicxml"]
-    assert "wrote 2 files for 1 of 1 tune(s)" in result.stderr
+    assert "wrote 2 files for 1 tune to " in result.stderr
 
 
 def test_unknown_format_is_a_usage_error(tmp_path):
