@@ -136,11 +136,11 @@ DEVICES = click.Choice(["auto", "cpu", "cuda", "mps"])
 @click.option("--epochs", type=int, default=None,
               help="Passes over the training split [default: 30, or unlimited with --max-time].")
 @click.option("--max-time", type=float, help="Stop after this many seconds of training.")
-@click.option("--batch-size", type=int, default=64, show_default=True,
+@click.option("--batch-size", type=int, default=16, show_default=True,
               help="Parallel streams per step.")
 @click.option("--seq-len", type=int, default=128, show_default=True,
               help="Characters per stream per step (truncated back-propagation length).")
-@click.option("--lr", type=float, default=3e-3, show_default=True, help="Peak learning rate (Adam).")
+@click.option("--lr", type=float, default=6e-3, show_default=True, help="Peak learning rate (Adam).")
 @click.option("--patience", type=int, help="Stop after this many evaluations without a better validation loss.")
 @click.option("--arch", default="lstm", show_default=True,
               help="Model architecture: lstm, gru, lstm-attention, bilstm-window, conv-lstm or transformer.")
@@ -248,9 +248,14 @@ def info(model, as_json):
 @click.option("--device", type=DEVICES, default="cpu", show_default=True, help="Where to sample.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Write the tunes to this file instead of stdout.")
+@click.option("--export", "export_dir", type=click.Path(file_okay=False),
+              help="Also write MIDI, MusicXML and SVG for each tune into this folder.")
+@click.option("--format", "-f", "formats", default="midi,musicxml,svg", show_default=True,
+              callback=lambda ctx, param, value: _split_formats(ctx, param, value),
+              help="Formats for --export: midi, musicxml, svg, pdf.")
 @click.option("--quiet", "-q", is_flag=True, help="No messages on stderr.")
 def sample(model_path, temperature, top_k, num, seed, max_chars, meter, key, title, length, prime,
-           check, retries, device, output, quiet):
+           check, retries, device, output, export_dir, formats, quiet):
     """Write new tunes as ABC on stdout."""
     from abcgen.sample import load_model
 
@@ -271,6 +276,11 @@ def sample(model_path, temperature, top_k, num, seed, max_chars, meter, key, tit
         say(f"wrote {len(tunes)} tune(s) to {output}")
     else:
         click.echo(text, nl=False)
+    if export_dir:
+        from abcgen.export import export_tunes
+
+        report = export_tunes(text, export_dir, formats, progress=not quiet)
+        _show_export(report, export_dir, quiet, paths_to_stdout=False)
 
 
 # ---- evaluate
@@ -390,8 +400,14 @@ def export_command(input_file, out_dir, formats, force, chords, jobs, quiet):
 
     report = export_tunes(input_file.read(), out_dir, formats, force=force, chords=chords,
                           jobs=jobs or None, progress=not quiet)
+    _show_export(report, out_dir, quiet, paths_to_stdout=True)
+
+
+def _show_export(report, out_dir, quiet, paths_to_stdout):
+    """List the written files, warnings and failures; exit 1 when a tune failed."""
     for path in report.written:
-        click.echo(str(path))
+        if paths_to_stdout or not quiet:
+            click.echo(str(path), err=not paths_to_stdout)
     if not quiet:
         for warning in report.warnings:
             click.echo(f"Warning: {warning}", err=True)

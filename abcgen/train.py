@@ -34,9 +34,9 @@ LN2 = math.log(2)
 class TrainConfig:
     epochs: int | None = 30
     max_time: float | None = None
-    batch_size: int = 64
+    batch_size: int = 16
     seq_len: int = 128
-    lr: float = 3e-3
+    lr: float = 6e-3
     min_lr_ratio: float = 0.05
     warmup_steps: int = 20
     clip: float = 1.0

@@ -143,3 +143,20 @@ def test_model_from_environment_variable(tiny_model, monkeypatch):
     monkeypatch.setenv("ABCGEN_MODEL", str(tiny_model))
     result = CliRunner().invoke(cli, ["sample", "--seed", "1", "--no-check", "-q"])
     assert result.exit_code == 0 and result.stdout.startswith("X:1\n")
+
+
+def test_sample_export_writes_files_beside_the_abc(tiny_model, tmp_path, monkeypatch):
+    import abcgen.export
+
+    seen = {}
+
+    def fake_export(text, out_dir, formats, **options):
+        seen.update(text=text, out_dir=out_dir, formats=formats)
+        return abcgen.export.ExportReport(tunes=1, written=[tmp_path / "001-x.mid"])
+
+    monkeypatch.setattr(abcgen.export, "export_tunes", fake_export)
+    result = CliRunner().invoke(cli, ["sample", "--model", str(tiny_model), "--seed", "1",
+                                      "--no-check", "--export", str(tmp_path), "-f", "midi"])
+    assert result.exit_code == 0, result.output
+    assert seen["text"] == result.stdout and seen["formats"] == ["midi"]
+    assert str(tmp_path / "001-x.mid") not in result.stdout
