@@ -119,7 +119,7 @@ def test_cli_writes_only_abc_to_stdout(tiny_model, tmp_path):
                                  "--no-check", "--meter", "6/8", "--key", "D"])
     assert result.exit_code == 0, result.output
     tunes = result.stdout.strip("\n").split("\n\n")
-    assert len(tunes) == 2 and all("M:6/8\nL:" in t and "\nK:D\n" in t for t in tunes)
+    assert len(tunes) == 2 and all("M:6/8\nL:" in t and "\nK:D" in t for t in tunes)
     out = tmp_path / "t.abc"
     again = runner.invoke(cli, ["sample", "--model", str(tiny_model), "-n", "2", "--seed", "5",
                                 "--no-check", "--meter", "6/8", "--key", "D", "-o", str(out)])
@@ -160,3 +160,15 @@ def test_sample_export_writes_files_beside_the_abc(tiny_model, tmp_path, monkeyp
     assert result.exit_code == 0, result.output
     assert seen["text"] == result.stdout and seen["formats"] == ["midi"]
     assert str(tmp_path / "001-x.mid") not in result.stdout
+
+
+def test_shipped_model_writes_tunes_that_pass_the_check(monkeypatch):
+    from abcgen.abc import check_tune
+    from abcgen.sample import PRETRAINED
+
+    monkeypatch.delenv("ABCGEN_MODEL", raising=False)
+    assert PRETRAINED.stat().st_size < 5 * 1024 * 1024
+    tunes = load_model().generate(n=4, seed=11, meter="6/8", key="D")
+    for tune in tunes:
+        assert check_tune(tune).ok, tune
+        assert "M:6/8\nL:1/8\nK:D\n" in tune
