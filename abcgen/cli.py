@@ -185,8 +185,10 @@ def train(path, out_dir, epochs, max_time, batch_size, seq_len, lr, patience, ar
         result = run_training(path, out_dir, model_config, config, resume=resume, force=force,
                               progress=not quiet)
     except TrainingInterrupted as stop:
+        limits = "".join(f" {flag} {value:g}" for flag, value in
+                         (("--epochs", epochs), ("--max-time", max_time)) if value is not None)
         click.echo(f"Stopped; progress saved in {stop.last_path}. Resume with:\n"
-                   f"  abcgen train {path} --out {out_dir} --resume", err=True)
+                   f"  abcgen train {path} --out {out_dir}{limits} --resume", err=True)
         sys.exit(128 + stop.signum)
     import math
 
