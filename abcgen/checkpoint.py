@@ -6,8 +6,7 @@ torch.load(weights_only=True), so opening one can never run code.
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import torch
 
 from abcgen import __version__
 from abcgen.errors import AbcgenError
+from abcgen.files import write_bytes_atomic
 from abcgen.model import CharModel, ModelConfig, build_model
 from abcgen.vocab import Vocab
 
@@ -50,17 +50,9 @@ def save_checkpoint(path: Path, model: CharModel, vocab: Vocab, meta: dict, trai
 
 
 def atomic_torch_save(obj, path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def load_checkpoint(path, device="cpu") -> Checkpoint:

@@ -33,6 +33,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from abcgen.errors import AbcgenError
+from abcgen.files import write_text_atomic  # noqa: F401  (re-exported)
 
 HEADER_ORDER = ["X", "T", "P", "M", "L", "Q", "K"]
 FIELD_LINE = re.compile(r"^([A-Za-z]):\s*(.*)$")
@@ -333,18 +334,3 @@ def summary(corpus: Corpus) -> dict:
         "keys": dict(Counter(header_value(t, "K") for t in corpus.tunes).most_common()),
     }
 
-
-def write_text_atomic(path, text: str):
-    """Write text to path through a temporary file in the same folder and a rename."""
-    import os
-    import tempfile
-
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -37,6 +37,7 @@ from pathlib import Path
 from abcgen.abc import header_fields, prepare_for_music21, split_tunes
 from abcgen.corpus import normalise_chord
 from abcgen.errors import AbcgenError
+from abcgen.files import write_bytes_atomic as write_atomic
 
 FORMATS = ("midi", "musicxml", "svg", "pdf")
 DEFAULT_FORMATS = ("midi", "musicxml", "svg")
@@ -706,23 +707,3 @@ def _progress(items, total: int, enabled: bool):
     from tqdm import tqdm
 
     return tqdm(items, total=total, desc="export", unit="tune", file=sys.stderr)
-
-
-@functools.lru_cache(maxsize=1)
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write data to path through a temporary file in the same folder and a rename."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes the file private
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
