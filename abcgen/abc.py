@@ -101,6 +101,7 @@ class CheckResult:
     key: str | None = None
     title: str | None = None
     tune: Tune | None = field(default=None, repr=False)
+    bad_bar: int | None = None  # index into tune.bars of the first bar of the wrong length
 
     def __bool__(self) -> bool:
         return self.ok
@@ -171,9 +172,11 @@ def format_length(quarters: Fraction, denominator: int = 8) -> str:
 # ---------------------------------------------------------------- reading with music21
 
 
-def read_tune(text: str) -> Tune:
+def read_tune(text: str, complete: bool = True) -> Tune:
     """Read a tune with music21's ABC tokeniser into bars of (pitch, duration) notes.
 
+    complete=False reads the beginning of a tune still being written: its last bar is
+    not the tune's last bar, so it gets no end-of-tune tolerance.
     Raises AbcParseError when music21 cannot read it.
     """
     from music21 import abcFormat
@@ -183,7 +186,7 @@ def read_tune(text: str) -> Tune:
         # music21 writes its warnings straight to stderr; keep the command line clean.
         with contextlib.redirect_stderr(io.StringIO()):
             handler.process(prepare_for_music21(text))
-            bars = _BarReader().read(handler.tokens)
+            bars = _BarReader().read(handler.tokens, complete)
     except Exception as error:  # music21 raises many kinds of error on malformed text
         raise AbcParseError(_short_message(error)) from error
     return Tune(header=header_fields(text), bars=bars)
@@ -210,7 +213,7 @@ class _BarReader:
         self.in_grace = False
         self.short_ok: set[int] = set()  # indices of bars allowed to be short
 
-    def read(self, tokens) -> list[Bar]:
+    def read(self, tokens, complete: bool = True) -> list[Bar]:
         from music21 import abcFormat
 
         for token in tokens:
@@ -226,7 +229,7 @@ class _BarReader:
                 self.on_note(token)
         self.close_bar()
         if self.bars:
-            self.short_ok.update({0, len(self.bars) - 1})
+            self.short_ok.update({0, len(self.bars) - 1} if complete else {0})
         return [self._with_tolerance(index, bar) for index, bar in enumerate(self.bars)]
 
     def _with_tolerance(self, index: int, bar: Bar) -> Bar:
@@ -236,7 +239,7 @@ class _BarReader:
 
     def on_field(self, token) -> None:
         if token.isMeter():
-            self.meter = token.getTimeSignatureObject()
+            self.meter = _time_signature(token.data)
         elif token.isKey():
             self.tonic = _tonic_pitch_class(token.data)
         if token.tag in SECTION_FIELDS and self.bars_started():
@@ -305,6 +308,16 @@ def _midi(pitch_name: str) -> int:
 
 
 @functools.lru_cache(maxsize=256)
+def _time_signature(meter_field: str):
+    """music21's TimeSignature for an M: value (None for M:none); only read, so shared."""
+    from music21 import abcFormat
+
+    token = abcFormat.ABCMetadata(f"M:{meter_field}")
+    token.preParse()
+    return token.getTimeSignatureObject()
+
+
+@functools.lru_cache(maxsize=256)
 def _tonic_pitch_class(key_field: str) -> int | None:
     """Pitch class of the tonic named by a K: value ('G', 'Ador', 'Bbm'); None for K:none/HP."""
     from music21 import abcFormat
@@ -341,22 +354,24 @@ def key_name(key_field: str) -> str:
 # ---------------------------------------------------------------- the check
 
 
-def check_tune(text: str) -> CheckResult:
+def check_tune(text: str, complete: bool = True) -> CheckResult:
     """Check one ABC tune: music21 reads it, it has notes, its full bars are full.
 
+    complete=False checks the beginning of a tune that is still being written (see read_tune).
     Returns a CheckResult whose `reason` is one short phrase when the tune fails.
     """
     header = header_fields(text)
     facts = dict(meter=header.get("M"), key=header.get("K"), title=header.get("T"))
     try:
-        tune = read_tune(text)
+        tune = read_tune(text, complete)
     except AbcParseError as error:
         return CheckResult(False, f"music21 could not parse it: {error}", **facts)
     facts.update(n_notes=len(tune.pitches), n_bars=len(tune.bars), tune=tune)
-    reason = _header_problem(header) or _bar_problem(tune)
+    bad_bar = _bad_bar(tune)
+    reason = _header_problem(header) or (_bar_problem(tune.bars[bad_bar]) if bad_bar is not None else None)
     if not tune.pitches:
         reason = "it has no notes"
-    return CheckResult(reason is None, reason, **facts)
+    return CheckResult(reason is None, reason, bad_bar=bad_bar, **facts)
 
 
 def _header_problem(header: dict[str, str]) -> str | None:
@@ -367,17 +382,21 @@ def _header_problem(header: dict[str, str]) -> str | None:
     return None
 
 
-def _bar_problem(tune: Tune) -> str | None:
-    """The first bar whose duration breaks the rule, as a phrase; None when all are right."""
-    for bar in tune.bars:
+def _bad_bar(tune: Tune) -> int | None:
+    """The index of the first bar whose duration breaks the rule; None when all are right."""
+    for index, bar in enumerate(tune.bars):
         if bar.expected is None or bar.duration == bar.expected:
             continue
         if bar.duration < bar.expected and bar.may_be_short:
             continue
-        denominator = int(bar.meter.split("/")[1]) if bar.meter else 8
-        return (f"bar {bar.number} has {format_length(bar.duration, denominator)}, "
-                f"meter {bar.meter} asks for {format_length(bar.expected, denominator)}")
+        return index
     return None
+
+
+def _bar_problem(bar: Bar) -> str:
+    denominator = int(bar.meter.split("/")[1]) if bar.meter else 8
+    return (f"bar {bar.number} has {format_length(bar.duration, denominator)}, "
+            f"meter {bar.meter} asks for {format_length(bar.expected, denominator)}")
 
 
 def check_tunes(tunes: list[str]) -> list[CheckResult]:

@@ -243,6 +243,8 @@ def info(model, as_json):
 @click.option("--title", help="Title (the T: field).")
 @click.option("--length", help="Unit note length, e.g. 1/8 (the L: field).")
 @click.option("--prime", help="ABC to start from (a header or first bars), or @FILE.")
+@click.option("--fix-bars/--no-fix-bars", default=True, show_default=True,
+              help="Write again, as the tune is written, any bar whose length does not fit the meter.")
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Regenerate tunes that fail the ABC check (parse, notes, bar lengths).")
 @click.option("--retries", type=int, default=5, show_default=True,
@@ -257,7 +259,7 @@ def info(model, as_json):
               help="Formats for --export: midi, musicxml, svg, pdf.")
 @click.option("--quiet", "-q", is_flag=True, help="No messages on stderr.")
 def sample(model_path, temperature, top_k, num, seed, max_chars, meter, key, title, length, prime,
-           check, retries, device, output, export_dir, formats, quiet):
+           fix_bars, check, retries, device, output, export_dir, formats, quiet):
     """Write new tunes as ABC on stdout."""
     from abcgen.sample import load_model
 
@@ -267,7 +269,7 @@ def sample(model_path, temperature, top_k, num, seed, max_chars, meter, key, tit
     model = load_model(model_path, device=device)
     tunes = model.generate(n=num, temperature=temperature, top_k=top_k, seed=seed, meter=meter,
                            key=key, title=title, length=length, prime=prime, max_chars=max_chars,
-                           check=check, retries=retries, report=say)
+                           fix_bars=fix_bars, check=check, retries=retries, report=say)
     for warning in model.warnings:
         say(f"Warning: {warning}")
     text = "\n\n".join(tunes) + "\n"
@@ -297,13 +299,17 @@ def sample(model_path, temperature, top_k, num, seed, max_chars, meter, key, tit
               help="Sampling temperature; must be > 0.")
 @click.option("--top-k", type=int, help="Sample only among the k likeliest characters.")
 @click.option("--seed", type=int, help="Random seed: the same seed gives the same tunes and report.")
+@click.option("--fix-bars/--no-fix-bars", default=True, show_default=True,
+              help="Sample as `abcgen sample` does, writing again bars of the wrong length; "
+                   "--no-fix-bars measures the model alone.")
 @click.option("--device", type=DEVICES, default="cpu", show_default=True, help="Where to sample.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True),
               help="Also write the report as JSON to this file (- prints it instead of the table).")
 @click.option("--plots", "plots_dir", type=click.Path(file_okay=False),
               help="Write a PNG chart per feature into this folder (needs: pip install 'abcgen[plots]').")
 @click.option("--quiet", "-q", is_flag=True, help="No progress or messages on stderr.")
-def evaluate(corpus_path, model_path, num, temperature, top_k, seed, device, json_path, plots_dir, quiet):
+def evaluate(corpus_path, model_path, num, temperature, top_k, seed, fix_bars, device, json_path,
+             plots_dir, quiet):
     """Sample tunes without the check and compare them with CORPUS: validity, musical
     statistics against the training tunes, and how much they copy from them."""
     from abcgen.evaluate import evaluate_model, format_report, require_matplotlib, write_json, write_plots
@@ -312,7 +318,7 @@ def evaluate(corpus_path, model_path, num, temperature, top_k, seed, device, jso
         require_matplotlib()  # before minutes of work, not after
     say = (lambda message: None) if quiet else (lambda message: click.echo(message, err=True))
     report = evaluate_model(corpus_path, model_path, n=num, temperature=temperature, top_k=top_k,
-                            seed=seed, device=device, say=say, progress=not quiet and sys.stderr.isatty())
+                            seed=seed, fix_bars=fix_bars, device=device, say=say, progress=not quiet and sys.stderr.isatty())
     if json_path == "-":
         import json
 

@@ -407,9 +407,12 @@ def evaluate_tunes(generated: list[str], train: list[str], val: list[str]) -> di
 
 
 def evaluate_model(corpus_path, model_path=None, n: int = 200, temperature: float = 0.8,
-                   top_k: int | None = None, seed: int | None = None, device: str = "cpu",
-                   cache: Path | None = None, say=None, progress: bool = False) -> dict:
+                   top_k: int | None = None, seed: int | None = None, fix_bars: bool = True,
+                   device: str = "cpu", cache: Path | None = None, say=None,
+                   progress: bool = False) -> dict:
     """Sample n tunes (no check, no retries) and compare them with the corpus at corpus_path.
+
+    fix_bars samples as `abcgen sample` does; without it the model alone is measured.
 
     say, if given, is called with one line per stage. The report also holds the model's
     loss, bits per character and accuracy on the test split.
@@ -431,14 +434,15 @@ def evaluate_model(corpus_path, model_path=None, n: int = 200, temperature: floa
     profile = corpus_profile(corpus, cache, progress)
     model = load_model(model_path, device=device)
     say(f"sampling {n} tunes at temperature {temperature}...")
-    generated = model.generate(n=n, temperature=temperature, top_k=top_k, seed=seed, check=False)
+    generated = model.generate(n=n, temperature=temperature, top_k=top_k, seed=seed, check=False,
+                               fix_bars=fix_bars)
     say("scoring the test split...")
     prediction = model.score(corpus.test) if corpus.test else None
     report = {
         "corpus": {"name": corpus.name, "fingerprint": corpus.fingerprint, "train": len(corpus.train),
                    "val": len(corpus.val), "test": len(corpus.test)},
         "sampling": {"model": str(model_path or "shipped model"), "n": n, "temperature": temperature,
-                     "top_k": top_k, "seed": seed},
+                     "top_k": top_k, "seed": seed, "fix_bars": fix_bars},
         "prediction": prediction,
         **compare(generated, profile),
     }
@@ -463,8 +467,9 @@ def format_report(report: dict) -> str:
     lines = []
     corpus, sampling = report.get("corpus"), report.get("sampling")
     if corpus and sampling:
+        bars = "" if sampling.get("fix_bars", True) else " (--no-fix-bars)"
         lines.append(f"{sampling['n']} tunes from {sampling['model']} at temperature "
-                     f"{sampling['temperature']}, against {corpus['name']} "
+                     f"{sampling['temperature']}{bars}, against {corpus['name']} "
                      f"({corpus['train']} training, {corpus['val']} validation, {corpus['test']} test tunes)")
         lines.append("")
     prediction = report.get("prediction")

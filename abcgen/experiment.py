@@ -10,7 +10,8 @@ With a corpus mix, every architecture is trained twice: on the corpus's training
 on that split plus every tune of another collection (music21's Ryan's Mammoth Collection or
 O'Neill's 1850, or any ABC files). Both are judged on the corpus's own validation and test
 tunes and against its own training tunes' musical statistics; copying is checked against
-everything the model was trained on.
+everything the model was trained on. Tunes are sampled without the sampler's bar fixing,
+so that the validity column measures each model alone.
 
 The table goes to OUT/results.md and OUT/results.json (rewritten after every run, so an
 interrupted experiment keeps what it finished); each run's model is in OUT/<corpus>/<arch>/seed-<s>.
@@ -198,7 +199,8 @@ def train_and_judge(corpus: Corpus, judge: Judge, mixed: bool, spec: ArchSpec, s
     model = TuneModel(load_checkpoint(result.best_path))
     history = read_metrics(out / "metrics.jsonl")
     test = model.score(corpus.test) if corpus.test else None
-    generated = model.generate(n=n, temperature=temperature, seed=seed, check=False)
+    # The model's own validity: the sampler's bar fixing would hide the differences.
+    generated = model.generate(n=n, temperature=temperature, seed=seed, check=False, fix_bars=False)
     return {
         "corpus": corpus.name,
         "arch": spec.label,

@@ -8,6 +8,7 @@ through time (train.py) and step-by-step generation (sample.py) need:
     logits, state = model(ids, state)   # ids: (batch, time) long; logits: (batch, time, vocab)
     state = model.detach_state(state)   # cut the graph between training windows
     state = model.select_state(state, rows)  # keep some batch rows (finished tunes leave)
+    state = model.merge_states([a, b])       # join batch pieces again (the sampler's rewinds)
 
 state=None means "start of the text". Recurrent models keep their hidden state in it;
 a model that attends over the past can keep the recent ids or keys there instead.
@@ -68,6 +69,10 @@ class CharModel(nn.Module):
     def select_state(self, state, rows):
         """Keep only some batch rows of a state (recurrent states: batch is dim 1)."""
         return tree_map(lambda t: t.index_select(1, rows), state)
+
+    def merge_states(self, states):
+        """One state from the states of consecutive batch pieces (recurrent: batch is dim 1)."""
+        return tree_cat(states, batch_dim=1)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -206,6 +211,10 @@ class LSTMAttention(CharModel):
         rnn_state, memory = state
         return select_recurrent(rnn_state, rows), memory.index_select(0, rows)
 
+    def merge_states(self, states):
+        rnn_states, memories = zip(*states)
+        return tree_cat(rnn_states, batch_dim=1), tree_cat(memories, batch_dim=0, time_dim=1)
+
 
 # ---------------------------------------------------------------- bilstm-window
 
@@ -246,6 +255,9 @@ class BiLSTMWindow(CharModel):
     def select_state(self, state, rows):
         return state.index_select(0, rows)
 
+    def merge_states(self, states):
+        return torch.cat(states, dim=0)
+
 
 # ---------------------------------------------------------------- conv-lstm
 
@@ -282,6 +294,10 @@ class ConvLSTM(CharModel):
     def select_state(self, state, rows):
         recent, rnn_state = state
         return recent.index_select(0, rows), select_recurrent(rnn_state, rows)
+
+    def merge_states(self, states):
+        recents, rnn_states = zip(*states)
+        return torch.cat(recents, dim=0), tree_cat(rnn_states, batch_dim=1)
 
 
 # ---------------------------------------------------------------- transformer
@@ -348,6 +364,9 @@ class CharTransformer(CharModel):
     def select_state(self, state, rows):
         return tree_map(lambda t: t.index_select(0, rows), state)
 
+    def merge_states(self, states):
+        return tree_cat(states, batch_dim=0, time_dim=2)
+
 
 # ---------------------------------------------------------------- the registry
 
@@ -393,3 +412,20 @@ def tree_map(fn, state):
     if isinstance(state, torch.Tensor):
         return fn(state)
     return type(state)(tree_map(fn, s) for s in state)
+
+
+def tree_cat(states, batch_dim: int, time_dim: int | None = None):
+    """Concatenate states of the same structure along batch_dim.
+
+    Memories along time_dim may differ in length when one piece was saved earlier in a
+    text than another (the first `window` or `context` characters): all are cut to the
+    shortest, dropping their oldest entries: a small approximation that only a piece
+    saved in the first few dozen characters of a text can meet.
+    """
+    first = states[0]
+    if isinstance(first, torch.Tensor):
+        if time_dim is not None:
+            shortest = min(t.shape[time_dim] for t in states)
+            states = [last(t, shortest, dim=time_dim) for t in states]
+        return torch.cat(states, dim=batch_dim)
+    return type(first)(tree_cat(parts, batch_dim, time_dim) for parts in zip(*states))

@@ -1,11 +1,17 @@
 """Generating tunes: batched sampling with temperature and top-k, header priming,
-tune endings, and the ABC check with retries.
+tune endings, bars of the right length, and the ABC check with retries.
 
 Each tune is written as a sequence of segments: fixed text that is fed to the model
 as it is (the X: line, a title or meter the user asked for, a --prime) and free text
 that the model writes (a header value up to its line end, then the tune body up to
 the blank line that ends a tune in the training text). All n tunes advance together,
 one character per step, in one batch.
+
+Bars are checked as they are written (fix_bars): when a bar is complete, the tune so
+far goes through the same ABC check as whole tunes, and a bar of the wrong length is
+written again from its first character, from the model state saved there. A
+character model miscounts about one bar in fifty; resampling that bar, rather than
+the whole tune, keeps the other bars and costs a few steps.
 """
 
 from __future__ import annotations
@@ -24,6 +30,11 @@ from abcgen.errors import AbcgenError
 
 PRETRAINED = Path(__file__).parent / "pretrained" / "nottingham.pt"
 TUNE_END = "\n\n"
+MAX_BAR_REWINDS = 50  # per tune: past this, the tune is left as the model writes it
+# Characters that can begin the music of a bar (notes, rests, accidentals, chord symbols,
+# tuplets and slurs, grace notes, decorations).
+BAR_OPENERS = set("ABCDEFGabcdefgzxZ^_=\"({.~!")
+BODY_METER_OR_LENGTH = re.compile(r"(^|\[)[ML]:", re.M)
 
 
 def default_model_path() -> Path:
@@ -57,6 +68,7 @@ class Stream:
     mode: str = "fixed"
     done: bool = False
     cut: bool = False
+    bars: "BarWatch | None" = None  # follows the body, with fix_bars
 
     def next_segment(self):
         if not self.plan:
@@ -85,6 +97,93 @@ class Stream:
         if not self.done and len(self.text) >= max_chars:
             self.done = self.cut = True
         return ch
+
+
+@dataclass
+class SamplingOptions:
+    temperature: float
+    top_k: int | None
+    max_chars: int
+    fix_bars: bool
+    generator: torch.Generator
+
+
+@dataclass
+class Snapshot:
+    """The model just before it wrote a character: what it needs to write it again."""
+
+    length: int  # characters of the tune before that character
+    state: object
+    logits: torch.Tensor
+
+
+@dataclass
+class BarWatch:
+    """Follows a tune body, character by character, to see where each bar begins.
+
+    After a barline the watch is "between" bars (barline characters, ending numbers,
+    spaces, line breaks, field lines such as P:B); the first character of music starts
+    a bar. A `[` is decided one character later: `[1` is an ending and `[|` a barline,
+    while `[CEG]` and `[M:3/4]` start a bar.
+    """
+
+    starts: list = field(default_factory=list)  # a Snapshot at each bar's first character
+    rewinds: int = 0
+    mode: str = "between"  # or "bar", or "field" (a field line in the body)
+    depth: int = 0  # [ brackets open inside the bar
+    in_quote: bool = False  # inside a "chord symbol"
+    bracket: Snapshot | None = None  # taken at a [ between bars until it is decided
+    line_start: bool = True
+
+    def step(self, ch: str, snapshot) -> Snapshot | None:
+        """Take the next character; return the Snapshot of a bar that begins with it.
+
+        snapshot() gives the model as it was before ch; it is called only when needed.
+        """
+        started = None
+        if self.mode == "field":
+            self.mode = "between" if ch == "\n" else "field"
+        elif self.mode == "between":
+            started = self.between(ch, snapshot)
+        else:
+            self.in_bar(ch)
+        self.line_start = ch == "\n"
+        return started
+
+    def between(self, ch, snapshot):
+        if self.bracket is not None:
+            bracket, self.bracket = self.bracket, None
+            if ch.isdigit() or ch == "|":
+                return None
+            self.mode, self.depth = "bar", 1
+            self.in_bar(ch)
+            return bracket
+        if ch == "[":
+            self.bracket = snapshot()
+        elif self.line_start and ch.isalpha() and ch not in BAR_OPENERS:
+            self.mode = "field"
+        elif ch in BAR_OPENERS or (ch.isalpha() and not self.line_start):
+            self.mode, self.depth = "bar", 0
+            self.in_bar(ch)
+            return snapshot()
+        return None
+
+    def in_bar(self, ch):
+        if self.in_quote or ch == '"':
+            self.in_quote = self.in_quote != (ch == '"')
+        elif ch == "[":
+            self.depth += 1
+        elif ch == "]" and self.depth:
+            self.depth -= 1
+        elif ch in "|:" and not self.depth:
+            self.mode = "between"
+
+    def rewind(self, to: Snapshot) -> Snapshot:
+        """Start the bar that begins at `to` again."""
+        self.mode, self.bracket, self.in_quote, self.depth = "between", None, False, 0
+        self.line_start = False
+        self.rewinds += 1
+        return to
 
 
 def header_plan(title=None, meter=None, length=None, key=None, prime=None) -> list:
@@ -141,10 +240,12 @@ class TuneModel:
 
     def generate(self, n=1, temperature=0.8, top_k=None, seed=None, meter=None, key=None,
                  title=None, length=None, prime=None, max_chars=1500, check=True, retries=5,
-                 report=None) -> list[str]:
-        """Write n tunes as ABC text; with check, regenerate any that fail the ABC check.
+                 fix_bars=True, report=None) -> list[str]:
+        """Write n tunes as ABC text.
 
-        report, if given, is called with one line for each regeneration round.
+        fix_bars: write again any bar of the wrong length as soon as it is complete.
+        check: afterwards, regenerate whole tunes that fail the ABC check (up to retries
+        times); report, if given, is called with one line about them.
         """
         if not temperature > 0:
             raise AbcgenError("--temperature must be greater than 0")
@@ -161,10 +262,10 @@ class TuneModel:
         self.vocab.encode("".join(v for v in (prime, meter, key, length) if v))
         self.warn_unseen(meter, key)
         generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
-        tunes = self.sample_batch(n, plan, temperature, top_k, max_chars, generator)
+        options = SamplingOptions(temperature, top_k, max_chars, fix_bars, generator)
+        tunes = self.sample_batch(n, plan, options)
         if check:
-            tunes = self.regenerate_failures(tunes, plan, temperature, top_k, max_chars,
-                                             generator, retries, report)
+            tunes = self.regenerate_failures(tunes, plan, options, retries, report)
         return [finish_tune(text, cut, i) for i, (text, cut) in enumerate(tunes, 1)]
 
     def warn_unseen(self, meter, key):
@@ -173,8 +274,7 @@ class TuneModel:
             if value and known and value not in known:
                 self.warnings.append(f"the model has never seen the {name} {value}; expect odd tunes")
 
-    def regenerate_failures(self, tunes, plan, temperature, top_k, max_chars, generator,
-                            retries, report):
+    def regenerate_failures(self, tunes, plan, options, retries, report):
         from abcgen.abc import check_tune
 
         pending, failures = list(range(len(tunes))), Counter()
@@ -184,7 +284,7 @@ class TuneModel:
             failures.update(failure_kind(results[i].reason) for i in pending)
             if not pending or attempt == retries:
                 break
-            fresh = self.sample_batch(len(pending), plan, temperature, top_k, max_chars, generator)
+            fresh = self.sample_batch(len(pending), plan, options)
             for i, tune in zip(pending, fresh):
                 tunes[i] = tune
         if report and failures:
@@ -197,12 +297,12 @@ class TuneModel:
         return tunes
 
     @torch.no_grad()
-    def sample_batch(self, n, plan, temperature, top_k, max_chars, generator):
+    def sample_batch(self, n, plan, options: "SamplingOptions"):
         """Sample n tunes side by side; returns (text, cut at max_chars) pairs."""
         with one_cpu_thread():
-            return self._sample_batch(n, plan, temperature, top_k, max_chars, generator)
+            return self._sample_batch(n, plan, options)
 
-    def _sample_batch(self, n, plan, temperature, top_k, max_chars, generator):
+    def _sample_batch(self, n, plan, options):
         model, vocab = self.model, self.vocab
         device = next(model.parameters()).device
         model.eval()
@@ -214,19 +314,39 @@ class TuneModel:
         # The training text separates tunes by a blank line: start as if after one.
         ids = torch.tensor([vocab.encode(TUNE_END)] * n, device=device)
         logits, state = model(ids)
+        logits = logits[:, -1]
         while active:
-            probs = next_char_probs(logits[:, -1], temperature, top_k)
-            sampled = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).tolist()
-            chars = [streams[i].feed(vocab.chars[s], max_chars) for i, s in zip(active, sampled)]
-            keep = [j for j, i in enumerate(active) if not streams[i].done]
+            probs = next_char_probs(logits, options.temperature, options.top_k)
+            sampled = torch.multinomial(probs.cpu(), 1, generator=options.generator)
+            sampled = sampled.squeeze(1).tolist()
+            chars, rewinds = [], {}
+            for row, (i, s) in enumerate(zip(active, sampled)):
+                stream = streams[i]
+                in_body = stream.mode == "body"  # forced text (a --prime) is never rewritten
+                chars.append(stream.feed(vocab.chars[s], options.max_chars))
+                if options.fix_bars and in_body:
+                    def snapshot(row=row, stream=stream):
+                        return Snapshot(len(stream.text) - 1,
+                                        model.select_state(state, torch.tensor([row], device=device)),
+                                        logits[row])
+                    target = watch_bars(stream, chars[-1], snapshot)
+                    if target is not None:
+                        rewinds[i] = target
+            keep = [row for row, i in enumerate(active) if not streams[i].done]
             if not keep:
                 break
             if len(keep) < len(active):
                 state = model.select_state(state, torch.tensor(keep, device=device))
-                active = [active[j] for j in keep]
-                chars = [chars[j] for j in keep]
+                active = [active[row] for row in keep]
+                chars = [chars[row] for row in keep]
             ids = torch.tensor([[vocab.index.get(c, fallback)] for c in chars], device=device)
             logits, state = model(ids, state)
+            logits = logits[:, -1]
+            if rewinds:
+                rows = {row: rewinds[i] for row, i in enumerate(active) if i in rewinds}
+                state = replace_rows(model, state, {row: t.state for row, t in rows.items()}, len(active))
+                for row, target in rows.items():
+                    logits[row] = target.logits
         return [(s.text, s.cut) for s in streams]
 
     def score(self, tunes: list[str]) -> dict:
@@ -240,6 +360,66 @@ class TuneModel:
         result = evaluate(self.model, ids)
         return {"loss": result["loss"], "bpc": result["bpc"], "accuracy": result["acc"],
                 "tunes_scored": len(usable)}
+
+
+def watch_bars(stream: Stream, ch: str, snapshot) -> Snapshot | None:
+    """Follow the body as ch is added. When a bar turns out to have the wrong length,
+    cut it from the text and return the Snapshot to write it again from."""
+    from abcgen.abc import check_tune
+
+    watch = stream.bars = stream.bars or BarWatch()
+    if stream.cut or watch.rewinds >= MAX_BAR_REWINDS:
+        return None
+    if stream.done:  # the tune has ended, so its last bar is complete
+        if not watch.starts:
+            return None
+        result = check_tune(last_bars(stream.text, watch.starts, len(stream.text)))
+    else:
+        begun = watch.step(ch, snapshot)
+        if begun is None or (watch.starts and watch.starts[-1].length == begun.length):
+            return None
+        if watch.starts:
+            result = check_tune(last_bars(stream.text, watch.starts, begun.length), complete=False)
+        if not watch.starts or result.ok:
+            watch.starts.append(begun)
+            return None
+    if result.ok:
+        return None
+    if result.bad_bar is not None and result.bad_bar < len(result.tune.bars) - 1:
+        watch.rewinds = MAX_BAR_REWINDS  # an earlier bar is wrong: rewriting this one cannot help
+        return None
+    target = watch.starts[-1]
+    stream.text, stream.done = stream.text[: target.length], False
+    watch.line_start = stream.text.endswith("\n")
+    return watch.rewind(target)
+
+
+def last_bars(text: str, starts: list, end: int) -> str:
+    """The header and the last two bars of text[:end]: enough to judge the last bar, as
+    the one before it shows the barline that opens it. The whole text when the body
+    changes meter or unit length, or is still at its first bar.
+
+    The K: line is left out: durations do not depend on the key, and music21 takes
+    longer to read a key than a bar.
+    """
+    key_at = text.find("\nK:") + 1
+    head_end = text.find("\n", key_at) + 1
+    if len(starts) < 2 or key_at <= 0 or head_end <= 0 or BODY_METER_OR_LENGTH.search(text, head_end, end):
+        return text[:end]
+    return text[:key_at] + text[starts[-2].length : end]
+
+
+def replace_rows(model, state, replacements: dict, batch: int):
+    """The batch state with some rows replaced by saved one-row states."""
+    device = next(model.parameters()).device
+    pieces, start = [], 0
+    for row in sorted(replacements) + [batch]:
+        if row > start:
+            pieces.append(model.select_state(state, torch.arange(start, row, device=device)))
+        if row < batch:
+            pieces.append(replacements[row])
+        start = row + 1
+    return model.merge_states(pieces)
 
 
 @contextmanager

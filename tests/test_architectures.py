@@ -64,6 +64,24 @@ def test_select_state_keeps_the_chosen_rows(arch):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
+@torch.no_grad()
+def test_merged_states_continue_like_the_original_rows(arch):
+    """A row saved earlier in the text goes back into the batch (the sampler's rewinds)."""
+    model = tiny_model(arch)
+    ids = torch.randint(0, VOCAB, (3, 14))
+    _, early = model(ids[:, :9])
+    _, state = model(ids[:, 9:11], early)
+    saved = model.select_state(early, torch.tensor([1]))
+    merged = model.merge_states([model.select_state(state, torch.tensor([0])), saved,
+                                 model.select_state(state, torch.tensor([2]))])
+    resumed, _ = model(ids[:, 11:], merged)
+    expected, _ = model(ids[:, 11:], state)
+    rewound, _ = model(ids[1:2, 11:], saved)
+    assert torch.allclose(resumed[[0, 2]], expected[[0, 2]], atol=1e-6)
+    assert torch.allclose(resumed[1], rewound[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
 def test_detached_state_has_no_graph_and_the_same_values(arch):
     model = tiny_model(arch).train()
     _, state = model(torch.randint(0, VOCAB, (2, 7)))

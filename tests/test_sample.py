@@ -7,7 +7,8 @@ from abcgen.cli import cli
 from abcgen.corpus import load_corpus
 from abcgen.errors import AbcgenError
 from abcgen.model import ModelConfig, build_model
-from abcgen.sample import Stream, TuneModel, close_cut_tune, header_plan, load_model
+from abcgen.sample import (Snapshot, Stream, TuneModel, close_cut_tune, header_plan, load_model,
+                           watch_bars)
 from abcgen.train import TrainConfig, train
 from abcgen.vocab import Vocab
 
@@ -94,7 +95,7 @@ def test_check_regenerates_failing_tunes(tiny_model, monkeypatch):
 
     monkeypatch.setattr(abcgen.abc, "check_tune", first_call_fails)
     messages = []
-    tunes = generate(tiny_model, n=2, seed=1, retries=3, report=messages.append)
+    tunes = generate(tiny_model, n=2, seed=1, retries=3, fix_bars=False, report=messages.append)
     assert len(tunes) == 2 and len(calls) == 3
     assert messages == ["regenerated 1 tune(s) that failed the ABC check "
                         "(1 with a bar of the wrong length)"]
@@ -172,3 +173,60 @@ def test_shipped_model_writes_tunes_that_pass_the_check(monkeypatch):
     for tune in tunes:
         assert check_tune(tune).ok, tune
         assert "M:6/8\nL:1/8\nK:D\n" in tune
+
+
+HEADER = "X:1\nT:T\nM:3/4\nL:1/8\nK:G\n"
+
+
+def write_body(body: str, done: bool = False) -> tuple[Stream, object]:
+    """Feed body to a bar watch as a sampler would; stop at the first rewind."""
+    stream = Stream(plan=[], text=HEADER, mode="body")
+    for ch in body:
+        stream.text += ch
+        target = watch_bars(stream, ch, lambda: Snapshot(len(stream.text) - 1, None, None))
+        if target is not None:
+            return stream, target
+    if done:
+        stream.done = True
+        return stream, watch_bars(stream, "\n", None)
+    return stream, None
+
+
+def test_bar_watch_finds_where_bars_begin():
+    body = 'D|"G"GAB [GB]2d|\nP:B\n[1 e2d B2G:|[2 A6||[M:2/4]'
+    stream, target = write_body(body)
+    assert target is None
+    # The pickup, a bar after a chord symbol, after a field line and an ending, after
+    # a second ending, and at an inline meter change.
+    assert [s.length - len(HEADER) for s in stream.bars.starts] == [0, 2, 24, 36, 40]
+
+
+def test_a_bar_of_the_wrong_length_is_written_again_from_its_start():
+    stream, target = write_body("GAB c2d|e2d B2|A")
+    assert target is not None and target.length == len(HEADER + "GAB c2d|")
+    assert stream.text == HEADER + "GAB c2d|"
+
+
+def test_bars_of_the_right_length_are_kept():
+    for body in ("D|GAB c2d|e2d B2|]", "GAB c2d|e2d B2:|\n|:B2|c6|"):
+        stream, target = write_body(body + "A", done=False)
+        assert target is None, body
+
+
+def test_a_last_bar_too_long_is_written_again_when_the_tune_ends():
+    stream, target = write_body("GAB c2d|e2d B2G A|]", done=True)
+    assert target is not None and stream.text == HEADER + "GAB c2d|" and not stream.done
+
+
+def test_fixing_bars_mends_what_the_model_miscounts(tiny_model):
+    from abcgen.abc import check_tune
+
+    def bar_faults(tunes):
+        return sum((check_tune(t).reason or "").startswith("bar ") for t in tunes)
+
+    # A fixed header: the tiny model's own headers are rarely readable.
+    options = dict(n=20, seed=2, check=False, max_chars=400, meter="4/4", key="G", length="1/8")
+    model = load_model(tiny_model)
+    free = model.generate(fix_bars=False, **options)
+    fixed = model.generate(**options)
+    assert bar_faults(free) >= 5 and bar_faults(fixed) <= bar_faults(free) / 2
