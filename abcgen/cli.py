@@ -140,7 +140,9 @@ DEVICES = click.Choice(["auto", "cpu", "cuda", "mps"])
               help="Parallel streams per step.")
 @click.option("--seq-len", type=int, default=128, show_default=True,
               help="Characters per stream per step (truncated back-propagation length).")
-@click.option("--lr", type=float, default=6e-3, show_default=True, help="Peak learning rate (Adam).")
+@click.option("--lr", type=float, default=6e-3, show_default=True, help="Peak learning rate (AdamW).")
+@click.option("--weight-decay", type=float, default=0.1, show_default=True,
+              help="AdamW weight decay of the weight matrices.")
 @click.option("--patience", type=int, help="Stop after this many evaluations without a better validation loss.")
 @click.option("--arch", default="lstm", show_default=True,
               help="Model architecture: lstm, gru, lstm-attention, bilstm-window, conv-lstm or transformer.")
@@ -148,7 +150,7 @@ DEVICES = click.Choice(["auto", "cpu", "cuda", "mps"])
               help="Recurrent layers (transformer: decoder blocks).")
 @click.option("--hidden", type=int, default=128, show_default=True,
               help="Units per layer (bilstm-window: per direction; transformer: width).")
-@click.option("--dropout", type=float, default=0.1, show_default=True, help="Dropout between layers and before the output.")
+@click.option("--dropout", type=float, default=0.25, show_default=True, help="Dropout between layers and before the output.")
 @click.option("--heads", type=int, default=4, show_default=True,
               help="Attention heads (lstm-attention, transformer); must divide --hidden.")
 @click.option("--window", type=int, default=16, show_default=True,
@@ -165,7 +167,7 @@ DEVICES = click.Choice(["auto", "cpu", "cuda", "mps"])
 @click.option("--resume", is_flag=True, help="Continue the run saved in OUT/last.pt.")
 @click.option("--force", is_flag=True, help="Replace a model already in OUT.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or per-epoch lines.")
-def train(path, out_dir, epochs, max_time, batch_size, seq_len, lr, patience, arch, layers, hidden,
+def train(path, out_dir, epochs, max_time, batch_size, seq_len, lr, weight_decay, patience, arch, layers, hidden,
           dropout, heads, window, kernel, context, precision, seed, device, resume, force, quiet):
     """Train a character model on the ABC tunes in PATH."""
     from pathlib import Path
@@ -177,7 +179,7 @@ def train(path, out_dir, epochs, max_time, batch_size, seq_len, lr, patience, ar
     out_dir = Path(out_dir or Path("runs") / (Path(path).resolve().stem or "corpus"))
     config = TrainConfig(
         epochs=epochs if epochs is not None else (None if max_time else 30), max_time=max_time,
-        batch_size=batch_size, seq_len=seq_len, lr=lr, patience=patience, seed=seed,
+        batch_size=batch_size, seq_len=seq_len, lr=lr, weight_decay=weight_decay, patience=patience, seed=seed,
         device=device, precision=precision)
     model_config = {"arch": arch, "layers": layers, "hidden": hidden, "dropout": dropout,
                     "heads": heads, "window": window, "kernel": kernel, "context": context}

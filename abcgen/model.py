@@ -41,7 +41,7 @@ class ModelConfig:
     arch: str = "lstm"
     hidden: int = 128
     layers: int = 2
-    dropout: float = 0.1
+    dropout: float = 0.25
     heads: int = 4  # attention heads: lstm-attention, transformer
     window: int = 16  # characters seen at once: lstm-attention, bilstm-window
     kernel: int = 3  # convolution width: conv-lstm

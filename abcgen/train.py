@@ -37,6 +37,7 @@ class TrainConfig:
     batch_size: int = 16
     seq_len: int = 128
     lr: float = 6e-3
+    weight_decay: float = 0.1  # AdamW's decoupled decay of the weight matrices
     min_lr_ratio: float = 0.05
     warmup_steps: int = 20
     clip: float = 1.0
@@ -196,6 +197,7 @@ def validate(model_config: ModelConfig, config: TrainConfig):
         (config.batch_size < 1, "--batch-size must be at least 1"),
         (config.seq_len < 1, "--seq-len must be at least 1"),
         (not config.lr > 0, "--lr must be greater than 0"),
+        (not config.weight_decay >= 0, "--weight-decay must be at least 0"),
         (config.epochs is not None and config.epochs < 1, "--epochs must be at least 1"),
         (config.max_time is not None and config.max_time <= 0, "--max-time must be greater than 0"),
         (config.patience is not None and config.patience < 1, "--patience must be at least 1"),
@@ -224,13 +226,21 @@ def train(corpus: Corpus | str | Path, out_dir: str | Path, model_config: dict |
     return run.loop(progress, log)
 
 
+def make_optimizer(model, config: TrainConfig):
+    """AdamW, decaying only the weight matrices (not biases or norms); plain Adam at decay 0."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
 class Run:
     """Everything a training run carries between steps; saved whole in last.pt."""
 
     def __init__(self, out_dir, corpus, model, vocab, config, device, bf16):
         self.out_dir, self.corpus, self.model, self.vocab = out_dir, corpus, model, vocab
         self.config, self.device, self.bf16 = config, device, bf16
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        self.optimizer = make_optimizer(model, config)
         train_ids = torch.tensor(vocab.encode(corpus.text("train")), dtype=torch.long)
         self.inputs, self.targets = (t.to(device) for t in make_streams(train_ids, config.batch_size))
         val_tunes = known_tunes(corpus.val, vocab) or known_tunes(corpus.train[:20], vocab)
@@ -271,7 +281,11 @@ class Run:
         device = pick_device(kept.device)
         run = cls(out_dir, corpus, last.model.to(device), last.vocab, kept, device,
                   use_bf16(kept.precision, device))
-        run.optimizer.load_state_dict(saved["optimizer"])
+        try:
+            run.optimizer.load_state_dict(saved["optimizer"])
+        except ValueError as error:  # saved by an abcgen with another optimizer layout
+            raise AbcgenError(f"{out_dir / 'last.pt'} cannot be resumed by this abcgen "
+                              f"({error}); start again with --force") from None
         run.epoch, run.window, run.step = saved["epoch"], saved["window"], saved["step"]
         run.elapsed = saved["elapsed"]
         run.best_val_loss, run.best_val_acc = saved["best_val_loss"], saved["best_val_acc"]

@@ -21,7 +21,7 @@ def tiny_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("corpus")
     (folder / "tunes.abc").write_text(FIXTURE_TUNES)
     out = tmp_path_factory.mktemp("run")
-    config = TrainConfig(epochs=40, batch_size=4, seq_len=32, lr=2e-2, precision="fp32", device="cpu")
+    config = TrainConfig(epochs=40, batch_size=4, seq_len=32, lr=2e-2, weight_decay=0.0, precision="fp32", device="cpu")
     train(folder, out, {"hidden": 48, "layers": 1, "dropout": 0.0}, config, force=True, progress=False)
     return out / "last.pt"
 

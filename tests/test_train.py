@@ -169,6 +169,7 @@ def test_train_cli_end_to_end_and_info(tiny_abc, tmp_path):
     (["missing-corpus"], "abcgen download"),
     (["{tiny}", "--batch-size", "1000", "--hidden", "8"], "too small for one batch"),
     (["{tiny}", "--lr", "-1"], "--lr must be greater than 0"),
+    (["{tiny}", "--weight-decay", "-0.1"], "--weight-decay must be at least 0"),
     (["{tiny}", "--dropout", "1.5"], "--dropout must be in"),
     (["{tiny}", "--epochs", "0"], "--epochs must be at least 1"),
     (["{tiny}", "--arch", "nonsense"], "unknown architecture"),
