@@ -247,6 +247,9 @@ def info(model, as_json):
 @click.option("--prime", help="ABC to start from (a header or first bars), or @FILE.")
 @click.option("--fix-bars/--no-fix-bars", default=True, show_default=True,
               help="Write again, as the tune is written, any bar whose length does not fit the meter.")
+@click.option("--keep-rhythm/--plain-temperature", default=True, show_default=True,
+              help="Apply the temperature among pitches and among note lengths only, so that "
+                   "rhythm, barlines and tune endings keep the model's own odds.")
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Regenerate tunes that fail the ABC check (parse, notes, bar lengths).")
 @click.option("--retries", type=int, default=5, show_default=True,
@@ -261,7 +264,7 @@ def info(model, as_json):
               help="Formats for --export: midi, musicxml, svg, pdf.")
 @click.option("--quiet", "-q", is_flag=True, help="No messages on stderr.")
 def sample(model_path, temperature, top_k, num, seed, max_chars, meter, key, title, length, prime,
-           fix_bars, check, retries, device, output, export_dir, formats, quiet):
+           fix_bars, keep_rhythm, check, retries, device, output, export_dir, formats, quiet):
     """Write new tunes as ABC on stdout."""
     from abcgen.sample import load_model
 
@@ -271,7 +274,8 @@ def sample(model_path, temperature, top_k, num, seed, max_chars, meter, key, tit
     model = load_model(model_path, device=device)
     tunes = model.generate(n=num, temperature=temperature, top_k=top_k, seed=seed, meter=meter,
                            key=key, title=title, length=length, prime=prime, max_chars=max_chars,
-                           fix_bars=fix_bars, check=check, retries=retries, report=say)
+                           fix_bars=fix_bars, keep_rhythm=keep_rhythm, check=check, retries=retries,
+                           report=say)
     for warning in model.warnings:
         say(f"Warning: {warning}")
     text = "\n\n".join(tunes) + "\n"
@@ -304,14 +308,16 @@ def sample(model_path, temperature, top_k, num, seed, max_chars, meter, key, tit
 @click.option("--fix-bars/--no-fix-bars", default=True, show_default=True,
               help="Sample as `abcgen sample` does, writing again bars of the wrong length; "
                    "--no-fix-bars measures the model alone.")
+@click.option("--keep-rhythm/--plain-temperature", default=True, show_default=True,
+              help="Temperature among pitches and lengths only, as `abcgen sample` does.")
 @click.option("--device", type=DEVICES, default="cpu", show_default=True, help="Where to sample.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True),
               help="Also write the report as JSON to this file (- prints it instead of the table).")
 @click.option("--plots", "plots_dir", type=click.Path(file_okay=False),
               help="Write a PNG chart per feature into this folder (needs: pip install 'abcgen[plots]').")
 @click.option("--quiet", "-q", is_flag=True, help="No progress or messages on stderr.")
-def evaluate(corpus_path, model_path, num, temperature, top_k, seed, fix_bars, device, json_path,
-             plots_dir, quiet):
+def evaluate(corpus_path, model_path, num, temperature, top_k, seed, fix_bars, keep_rhythm, device,
+             json_path, plots_dir, quiet):
     """Sample tunes without the check and compare them with CORPUS: validity, musical
     statistics against the training tunes, and how much they copy from them."""
     from abcgen.evaluate import evaluate_model, format_report, require_matplotlib, write_json, write_plots
@@ -320,7 +326,7 @@ def evaluate(corpus_path, model_path, num, temperature, top_k, seed, fix_bars, d
         require_matplotlib()  # before minutes of work, not after
     say = (lambda message: None) if quiet else (lambda message: click.echo(message, err=True))
     report = evaluate_model(corpus_path, model_path, n=num, temperature=temperature, top_k=top_k,
-                            seed=seed, fix_bars=fix_bars, device=device, say=say, progress=not quiet and sys.stderr.isatty())
+                            seed=seed, fix_bars=fix_bars, keep_rhythm=keep_rhythm, device=device, say=say, progress=not quiet and sys.stderr.isatty())
     if json_path == "-":
         import json
 

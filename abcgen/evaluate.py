@@ -408,11 +408,12 @@ def evaluate_tunes(generated: list[str], train: list[str], val: list[str]) -> di
 
 def evaluate_model(corpus_path, model_path=None, n: int = 200, temperature: float = 0.8,
                    top_k: int | None = None, seed: int | None = None, fix_bars: bool = True,
-                   device: str = "cpu", cache: Path | None = None, say=None,
+                   keep_rhythm: bool = True, device: str = "cpu", cache: Path | None = None, say=None,
                    progress: bool = False) -> dict:
     """Sample n tunes (no check, no retries) and compare them with the corpus at corpus_path.
 
-    fix_bars samples as `abcgen sample` does; without it the model alone is measured.
+    fix_bars and keep_rhythm sample as `abcgen sample` does (see abcgen.sample); without
+    them the model alone is measured, at a plain temperature.
 
     say, if given, is called with one line per stage. The report also holds the model's
     loss, bits per character and accuracy on the test split.
@@ -435,14 +436,15 @@ def evaluate_model(corpus_path, model_path=None, n: int = 200, temperature: floa
     model = load_model(model_path, device=device)
     say(f"sampling {n} tunes at temperature {temperature}...")
     generated = model.generate(n=n, temperature=temperature, top_k=top_k, seed=seed, check=False,
-                               fix_bars=fix_bars)
+                               fix_bars=fix_bars, keep_rhythm=keep_rhythm)
     say("scoring the test split...")
     prediction = model.score(corpus.test) if corpus.test else None
     report = {
         "corpus": {"name": corpus.name, "fingerprint": corpus.fingerprint, "train": len(corpus.train),
                    "val": len(corpus.val), "test": len(corpus.test)},
         "sampling": {"model": str(model_path or "shipped model"), "n": n, "temperature": temperature,
-                     "top_k": top_k, "seed": seed, "fix_bars": fix_bars},
+                     "top_k": top_k, "seed": seed, "fix_bars": fix_bars,
+                     "keep_rhythm": keep_rhythm},
         "prediction": prediction,
         **compare(generated, profile),
     }
@@ -467,7 +469,8 @@ def format_report(report: dict) -> str:
     lines = []
     corpus, sampling = report.get("corpus"), report.get("sampling")
     if corpus and sampling:
-        bars = "" if sampling.get("fix_bars", True) else " (--no-fix-bars)"
+        bars = "".join(f" ({flag})" for key, flag in (("fix_bars", "--no-fix-bars"),
+                       ("keep_rhythm", "--plain-temperature")) if not sampling.get(key, True))
         lines.append(f"{sampling['n']} tunes from {sampling['model']} at temperature "
                      f"{sampling['temperature']}{bars}, against {corpus['name']} "
                      f"({corpus['train']} training, {corpus['val']} validation, {corpus['test']} test tunes)")

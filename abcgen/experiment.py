@@ -10,8 +10,8 @@ With a corpus mix, every architecture is trained twice: on the corpus's training
 on that split plus every tune of another collection (music21's Ryan's Mammoth Collection or
 O'Neill's 1850, or any ABC files). Both are judged on the corpus's own validation and test
 tunes and against its own training tunes' musical statistics; copying is checked against
-everything the model was trained on. Tunes are sampled without the sampler's bar fixing,
-so that the validity column measures each model alone.
+everything the model was trained on. Tunes are sampled at a plain temperature without the sampler's
+bar fixing, so that the table measures each model alone.
 
 The table goes to OUT/results.md and OUT/results.json (rewritten after every run, so an
 interrupted experiment keeps what it finished); each run's model is in OUT/<corpus>/<arch>/seed-<s>.
@@ -200,7 +200,8 @@ def train_and_judge(corpus: Corpus, judge: Judge, mixed: bool, spec: ArchSpec, s
     history = read_metrics(out / "metrics.jsonl")
     test = model.score(corpus.test) if corpus.test else None
     # The model's own validity: the sampler's bar fixing would hide the differences.
-    generated = model.generate(n=n, temperature=temperature, seed=seed, check=False, fix_bars=False)
+    generated = model.generate(n=n, temperature=temperature, seed=seed, check=False, fix_bars=False,
+                               keep_rhythm=False)
     return {
         "corpus": corpus.name,
         "arch": spec.label,

@@ -7,8 +7,8 @@ from abcgen.cli import cli
 from abcgen.corpus import load_corpus
 from abcgen.errors import AbcgenError
 from abcgen.model import ModelConfig, build_model
-from abcgen.sample import (Snapshot, Stream, TuneModel, close_cut_tune, header_plan, load_model,
-                           watch_bars)
+from abcgen.sample import (Snapshot, Stream, TuneModel, character_classes, close_cut_tune,
+                           header_plan, load_model, next_char_probs, watch_bars)
 from abcgen.train import TrainConfig, train
 from abcgen.vocab import Vocab
 
@@ -225,8 +225,27 @@ def test_fixing_bars_mends_what_the_model_miscounts(tiny_model):
         return sum((check_tune(t).reason or "").startswith("bar ") for t in tunes)
 
     # A fixed header: the tiny model's own headers are rarely readable.
-    options = dict(n=20, seed=2, check=False, max_chars=400, meter="4/4", key="G", length="1/8")
+    options = dict(n=20, seed=2, check=False, max_chars=400, meter="4/4", key="G", length="1/8",
+                   keep_rhythm=False)
     model = load_model(tiny_model)
     free = model.generate(fix_bars=False, **options)
     fixed = model.generate(**options)
     assert bar_faults(free) >= 5 and bar_faults(fixed) <= bar_faults(free) / 2
+
+
+def test_temperature_within_classes_keeps_the_odds_between_them():
+    chars = list("ABc2/| \n")
+    classes = character_classes(chars)
+    assert classes.tolist() == [0, 0, 0, 1, 1, 2, 3, 4]
+    logits = torch.randn(3, len(chars))
+    plain = torch.softmax(logits, dim=-1)
+    for temperature in (0.5, 0.8, 1.5):
+        probs = next_char_probs(logits, temperature, None, classes)
+        assert torch.allclose(probs.sum(dim=-1), torch.ones(3), atol=1e-6)
+        odds = lambda p: torch.zeros(3, 5).index_add_(1, classes, p)
+        assert torch.allclose(odds(probs), odds(plain), atol=1e-6)  # kinds at the model's odds
+        pitches = torch.softmax(logits[:, :3] / temperature, dim=-1)
+        assert torch.allclose(probs[:, :3] / probs[:, :3].sum(-1, keepdim=True), pitches, atol=1e-6)
+    assert torch.allclose(next_char_probs(logits, 1.0, None, classes), plain, atol=1e-6)
+    top = next_char_probs(logits, 0.8, 2, classes)
+    assert ((top > 0).sum(dim=-1) == 2).all()
