@@ -9,9 +9,13 @@ one character per step, in one batch.
 
 Bars are checked as they are written (fix_bars): when a bar is complete, the tune so
 far goes through the same ABC check as whole tunes, and a bar of the wrong length is
-written again from its first character, from the model state saved there. A
-character model miscounts about one bar in fifty; resampling that bar, rather than
-the whole tune, keeps the other bars and costs a few steps.
+written again from its first character, from the model state saved there. The
+shipped model miscounts about one bar in forty; resampling that bar, rather than the
+whole tune, keeps the other bars and costs a few steps.
+
+In tune bodies the temperature applies within classes of characters (keep_rhythm; see
+class_tempered): it sharpens the choice among pitches and among note lengths, while
+the kind of character that comes next keeps the model's own odds.
 """
 
 from __future__ import annotations
@@ -194,10 +198,10 @@ class BarWatch:
         self.tries_here += 1
         return self.starts[-1]
 
-    def rewind(self, to: Snapshot) -> Snapshot:
-        """Start the bar that begins at `to` again."""
+    def rewind(self, to: Snapshot, line_start: bool) -> Snapshot:
+        """Start the bar that begins at `to` again (line_start: at the start of a line)."""
         self.mode, self.bracket, self.in_quote, self.depth = "between", None, False, 0
-        self.line_start = False
+        self.line_start = line_start
         self.rewinds += 1
         return to
 
@@ -420,8 +424,7 @@ def watch_bars(stream: Stream, ch: str, snapshot) -> Snapshot | None:
         return None
     target = watch.rewind_target()
     stream.text, stream.done = stream.text[: target.length], False
-    watch.line_start = stream.text.endswith("\n")
-    return watch.rewind(target)
+    return watch.rewind(target, line_start=stream.text.endswith("\n"))
 
 
 def last_bars(text: str, starts: list, end: int) -> str:

@@ -7,7 +7,8 @@
 2. 100 tunes at temperature 0.8 with --check: wall time (target 15 s) and whether every
    emitted tune passes the check.
 3. Validity at temperature 0.8 with --no-check: the share of --validity tunes that pass the
-   ABC check (target 95%).
+   ABC check (target 95%); and the same for the model alone, without the sampler's bar
+   fixing and class temperature.
 """
 
 import argparse
@@ -56,14 +57,17 @@ def main():
     print(f"{args.tunes} tunes with --check: {seconds:.1f} s (target 15 s); "
           f"{args.tunes - failing}/{args.tunes} pass the check; regenerations: {messages or 'none'}")
 
-    start = time.perf_counter()
-    raw = model.generate(n=args.validity, temperature=0.8, seed=2, check=False)
-    seconds = time.perf_counter() - start
-    results = [check_tune(t) for t in raw]
-    valid = sum(r.ok for r in results)
-    reasons = Counter(r.reason.split(":")[0] for r in results if not r.ok)
-    print(f"validity with --no-check: {valid}/{len(raw)} = {valid / len(raw):.1%} (target 95%); "
-          f"generated in {seconds:.1f} s; failures: {dict(reasons.most_common(5))}")
+    for label, options in (("--no-check", {}),
+                           ("--no-check --no-fix-bars --plain-temperature (the model alone)",
+                            {"fix_bars": False, "keep_rhythm": False})):
+        start = time.perf_counter()
+        raw = model.generate(n=args.validity, temperature=0.8, seed=2, check=False, **options)
+        seconds = time.perf_counter() - start
+        results = [check_tune(t) for t in raw]
+        valid = sum(r.ok for r in results)
+        reasons = Counter(r.reason.split(":")[0] for r in results if not r.ok)
+        print(f"validity with {label}: {valid}/{len(raw)} = {valid / len(raw):.1%} (target 95%); "
+              f"generated in {seconds:.1f} s; failures: {dict(reasons.most_common(5))}")
 
 
 if __name__ == "__main__":
