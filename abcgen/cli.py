@@ -246,7 +246,8 @@ def info(model, as_json):
 @click.option("--length", help="Unit note length, e.g. 1/8 (the L: field).")
 @click.option("--prime", help="ABC to start from (a header or first bars), or @FILE.")
 @click.option("--fix-bars/--no-fix-bars", default=True, show_default=True,
-              help="Write again, as the tune is written, any bar whose length does not fit the meter.")
+              help="Write again, as the tune is written, any bar whose length does not fit the meter, "
+                   "and any meter or key in the header that the model's training tunes never used.")
 @click.option("--keep-rhythm/--plain-temperature", default=True, show_default=True,
               help="Apply the temperature among pitches and among note lengths only, so that "
                    "rhythm, barlines and tune endings keep the model's own odds.")

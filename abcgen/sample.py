@@ -11,7 +11,9 @@ Bars are checked as they are written (fix_bars): when a bar is complete, the tun
 far goes through the same ABC check as whole tunes, and a bar of the wrong length is
 written again from its first character, from the model state saved there. The
 shipped model miscounts about one bar in forty; resampling that bar, rather than the
-whole tune, keeps the other bars and costs a few steps.
+whole tune, keeps the other bars and costs a few steps. Header values get the same care:
+a meter or key that the model's training tunes never used (M:4/8, M:A/4) is written again,
+as a tune written in it would be guesswork.
 
 In tune bodies the temperature applies within classes of characters (keep_rhythm; see
 class_tempered): it sharpens the choice among pitches and among note lengths, while
@@ -37,6 +39,7 @@ PRETRAINED = Path(__file__).parent / "pretrained" / "nottingham.pt"
 TUNE_END = "\n\n"
 MAX_BAR_REWINDS = 50  # per tune: past this, the tune is left as the model writes it
 BAR_TRIES = 8  # tries at one bar before going back one bar further
+LINE_TRIES = 8  # tries at a header value the model writes (M:, L:, K:)
 # Between two bars: barline characters, ending numbers, spaces and line breaks. Any other
 # character begins a bar, except a letter that begins a field line (P:B) in the body.
 BETWEEN_BARS = set("|:]0123456789 \t\n\\")
@@ -78,6 +81,8 @@ class Stream:
     done: bool = False
     cut: bool = False
     bars: "BarWatch | None" = None  # follows the body, with fix_bars
+    line_start: "Snapshot | None" = None  # the model before a header value, with fix_bars
+    line_tries: int = 0
 
     def next_segment(self):
         if not self.plan:
@@ -106,6 +111,11 @@ class Stream:
         if not self.done and len(self.text) >= max_chars:
             self.done = self.cut = True
         return ch
+
+    def reopen_line(self, length: int):
+        """Write the header value that has just ended again, from text[:length]."""
+        self.plan.insert(0, (self.mode, self.forced if self.mode == "fixed" else None))
+        self.mode, self.forced, self.text = "line", "", self.text[:length]
 
 
 @dataclass
@@ -137,6 +147,7 @@ class BarWatch:
     while `[CEG]` and `[M:3/4]` start a bar.
     """
 
+    body_start: Snapshot | None = None  # to write again a tune that ends before any bar
     starts: list = field(default_factory=list)  # a Snapshot at each bar's first character
     rewinds: int = 0
     tries_here: int = 0  # rewinds to the current last start
@@ -353,14 +364,16 @@ class TuneModel:
             chars, rewinds = [], {}
             for row, (i, s) in enumerate(zip(active, sampled)):
                 stream = streams[i]
-                in_body = stream.mode == "body"  # forced text (a --prime) is never rewritten
+                mode, before = stream.mode, len(stream.text)  # forced text is never rewritten
                 chars.append(stream.feed(vocab.chars[s], options.max_chars))
-                if options.fix_bars and in_body:
-                    def snapshot(row=row, stream=stream):
-                        return Snapshot(len(stream.text) - 1,
-                                        model.select_state(state, torch.tensor([row], device=device)),
+                if options.fix_bars and mode in ("body", "line"):
+                    def snapshot(row=row, before=before):
+                        return Snapshot(before, model.select_state(state, torch.tensor([row], device=device)),
                                         logits[row])
-                    target = watch_bars(stream, chars[-1], snapshot)
+                    if mode == "body":
+                        target = watch_bars(stream, chars[-1], snapshot)
+                    else:
+                        target = watch_header_value(stream, snapshot, self.checkpoint.meta)
                     if target is not None:
                         rewinds[i] = target
             keep = [row for row, i in enumerate(active) if not streams[i].done]
@@ -398,12 +411,13 @@ def watch_bars(stream: Stream, ch: str, snapshot) -> Snapshot | None:
     cut it from the text and return the Snapshot to write it again from."""
     from abcgen.abc import check_tune
 
-    watch = stream.bars = stream.bars or BarWatch()
+    watch = stream.bars = stream.bars or BarWatch(body_start=snapshot())
     if stream.cut or watch.rewinds >= MAX_BAR_REWINDS:
         return None
     if stream.done:  # the tune has ended, so its last bar is complete
-        if not watch.starts:
-            return None
+        if not watch.starts:  # and it has none: write the body again
+            stream.text, stream.done = (stream.text + TUNE_END)[: watch.body_start.length], False
+            return watch.rewind(watch.body_start, line_start=True)
         result = check_tune(last_bars(stream.text, watch.starts, len(stream.text)))
     else:
         begun = watch.step(ch, snapshot)
@@ -418,13 +432,45 @@ def watch_bars(stream: Stream, ch: str, snapshot) -> Snapshot | None:
     if result.ok:
         return None
     if result.bad_bar is not None and result.bad_bar < len(result.tune.bars) - 1:
-        # An earlier bar is wrong: the watch missed where it ended (garbled barlines), and
-        # rewriting the last bar cannot mend it.
-        watch.rewinds = MAX_BAR_REWINDS
-        return None
+        # An earlier bar is wrong: the watch missed where a bar ended (garbled barlines).
+        # Rewriting the last bar cannot mend it; rewriting the last two can, as the check
+        # only saw text from the start of the one before it.
+        if len(watch.starts) < 2:
+            watch.rewinds = MAX_BAR_REWINDS
+            return None
+        watch.tries_here = BAR_TRIES
     target = watch.rewind_target()
     stream.text, stream.done = stream.text[: target.length], False
     return watch.rewind(target, line_start=stream.text.endswith("\n"))
+
+
+def watch_header_value(stream: Stream, snapshot, meta: dict) -> Snapshot | None:
+    """Follow a header value the model writes. When it ends and is not one the model's
+    training tunes used (M:4/8, M:A/4, L:1/7), return the Snapshot to write it again from."""
+    if stream.line_start is None:
+        stream.line_start = snapshot()
+    if stream.mode == "line" or stream.done:
+        return None
+    start, stream.line_start = stream.line_start, None
+    line = stream.text[start.length:].strip()
+    field_name = stream.text[: start.length].rstrip(":").rsplit("\n", 1)[-1]
+    if header_value_ok(field_name, line, meta) or stream.line_tries >= LINE_TRIES:
+        stream.line_tries = 0
+        return None
+    stream.line_tries += 1
+    stream.reopen_line(start.length)
+    return start
+
+
+def header_value_ok(name: str, value: str, meta: dict) -> bool:
+    """Whether a generated header value is one to keep: a meter or key the training tunes
+    used (when the checkpoint records them), a unit length 1/2^n, a title that is not empty."""
+    known = {"M": meta.get("meters"), "K": meta.get("keys")}.get(name)
+    if known:
+        return value in known
+    if name == "L":
+        return re.fullmatch(r"1/(1|2|4|8|16|32|64)", value) is not None
+    return bool(value)
 
 
 def last_bars(text: str, starts: list, end: int) -> str:
