@@ -93,6 +93,18 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(tiny_abc, tmp_path, m
         assert torch.equal(a[name], b[name]), name
 
 
+def test_resuming_an_optimizer_state_of_another_layout_gives_one_line(tiny_abc, tmp_path):
+    train(tiny_abc, tmp_path / "run", TINY_MODEL, tiny_config(epochs=1), progress=False)
+    path = tmp_path / "run" / "last.pt"
+    payload = torch.load(path, weights_only=True)
+    groups = payload["training"]["optimizer"]["param_groups"]
+    # One parameter group, as an optimizer without weight decay groups would save it.
+    groups[:] = [{**groups[0], "params": [p for g in groups for p in g["params"]]}]
+    torch.save(payload, path)
+    with pytest.raises(AbcgenError, match="cannot be resumed by this abcgen"):
+        train(tiny_abc, tmp_path / "run", None, tiny_config(epochs=2), resume=True, progress=False)
+
+
 def test_checkpoint_round_trip(tmp_path):
     vocab = Vocab.from_text("abc|:\n")
     model = build_model(ModelConfig(vocab_size=len(vocab), hidden=8, layers=1))
