@@ -55,6 +55,13 @@ def atomic_torch_save(obj, path: Path):
     write_bytes_atomic(path, buffer.getvalue())
 
 
+def _load_problem(error: Exception) -> str:
+    """Why torch.load refused a file, in a few words."""
+    if str(error).strip().startswith("Weights only load failed"):
+        return "it holds objects that only an unsafe load would run, and abcgen never does that"
+    return "the file is truncated or corrupt"
+
+
 def load_checkpoint(path, device="cpu") -> Checkpoint:
     """Read a checkpoint; any problem with the file becomes one clear AbcgenError."""
     path = Path(path)
@@ -63,10 +70,7 @@ def load_checkpoint(path, device="cpu") -> Checkpoint:
     try:
         payload = torch.load(path, map_location=device, weights_only=True)
     except Exception as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise AbcgenError(
-            f"{path} is not a readable abcgen model (truncated, corrupt or unsafe): {reason[:200]}"
-        ) from None
+        raise AbcgenError(f"{path} is not a readable abcgen model: {_load_problem(error)}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise AbcgenError(f"{path} is not an abcgen model file")
     try:

@@ -162,7 +162,7 @@ DEVICES = click.Choice(["auto", "cpu", "cuda", "mps"])
               help="transformer: characters each position attends over.")
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
               help="bf16 autocast where the hardware supports it (auto), or plain float32.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed: same seed, same model.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed: with --epochs rather than --max-time, same seed, same model.")
 @click.option("--device", type=DEVICES, default="auto", show_default=True, help="Where to train.")
 @click.option("--resume", is_flag=True, help="Continue the run saved in OUT/last.pt.")
 @click.option("--force", is_flag=True, help="Replace a model already in OUT.")
@@ -234,10 +234,10 @@ def info(model, as_json):
 @click.option("--model", "model_path", type=click.Path(dir_okay=False),
               help="Model file [default: $ABCGEN_MODEL, else the shipped Nottingham model].")
 @click.option("--temperature", "-t", type=float, default=0.8, show_default=True,
-              help="Higher is more adventurous, lower more conventional; must be > 0.")
+              help="Higher is more adventurous, lower more conventional; 0.01 to 10.")
 @click.option("--top-k", type=int, help="Sample only among the k likeliest characters.")
 @click.option("-n", "--num", type=int, default=1, show_default=True, help="How many tunes.")
-@click.option("--seed", type=int, help="Random seed: the same seed gives the same tunes.")
+@click.option("--seed", type=int, help="Random seed: the same seed and options give the same tunes.")
 @click.option("--max-chars", type=int, default=1500, show_default=True,
               help="Longest tune; a longer one is cut after its last complete bar.")
 @click.option("--meter", "-m", help="Meter to write the tune in, e.g. 6/8 (the M: field).")
@@ -263,9 +263,10 @@ def info(model, as_json):
 @click.option("--format", "-f", "formats", default="midi,musicxml,svg", show_default=True,
               callback=lambda ctx, param, value: _split_formats(ctx, param, value),
               help="Formats for --export: midi, musicxml, svg, pdf.")
+@click.option("--force", is_flag=True, help="Let --export overwrite files that exist already.")
 @click.option("--quiet", "-q", is_flag=True, help="No messages on stderr.")
 def sample(model_path, temperature, top_k, num, seed, max_chars, meter, key, title, length, prime,
-           fix_bars, keep_rhythm, check, retries, device, output, export_dir, formats, quiet):
+           fix_bars, keep_rhythm, check, retries, device, output, export_dir, formats, force, quiet):
     """Write new tunes as ABC on stdout."""
     from abcgen.sample import load_model
 
@@ -277,8 +278,6 @@ def sample(model_path, temperature, top_k, num, seed, max_chars, meter, key, tit
                            key=key, title=title, length=length, prime=prime, max_chars=max_chars,
                            fix_bars=fix_bars, keep_rhythm=keep_rhythm, check=check, retries=retries,
                            report=say)
-    for warning in model.warnings:
-        say(f"Warning: {warning}")
     text = "\n\n".join(tunes) + "\n"
     if output:
         from abcgen.corpus import write_text_atomic
@@ -290,7 +289,7 @@ def sample(model_path, temperature, top_k, num, seed, max_chars, meter, key, tit
     if export_dir:
         from abcgen.export import export_tunes
 
-        report = export_tunes(text, export_dir, formats, progress=not quiet)
+        report = export_tunes(text, export_dir, formats, force=force, progress=not quiet)
         _show_export(report, export_dir, quiet, paths_to_stdout=False)
 
 

@@ -421,12 +421,11 @@ def evaluate_model(corpus_path, model_path=None, n: int = 200, temperature: floa
     import time
 
     from abcgen.corpus import load_corpus
-    from abcgen.sample import load_model
+    from abcgen.sample import check_temperature, load_model
 
     if n < 1:
         raise AbcgenError("-n must be at least 1")
-    if not temperature > 0:
-        raise AbcgenError("--temperature must be greater than 0")
+    check_temperature(temperature)
     say = say or (lambda message: None)
     started = time.perf_counter()
     corpus = load_corpus(corpus_path)

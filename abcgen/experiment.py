@@ -233,17 +233,18 @@ def run_experiment(corpus_path, archs: str = DEFAULT_ARCHS, budget: float = 300,
 
     train_options: TrainConfig fields for every run (batch_size, seq_len, lr, device, ...).
     """
+    from abcgen.sample import check_temperature
     from abcgen.train import TrainingInterrupted
 
     say = say or (lambda message: print(message, file=sys.stderr))
     specs = parse_archs(archs)
     problems = [(not budget > 0, "--budget must be greater than 0"),
                 (seeds < 1, "--seeds must be at least 1"),
-                (n < 1, "-n must be at least 1"),
-                (not temperature > 0, "--temperature must be greater than 0")]
+                (n < 1, "-n must be at least 1")]
     for bad, message in problems:
         if bad:
             raise AbcgenError(message)
+    check_temperature(temperature)
     out_dir = Path(out_dir)
     original = load_corpus(corpus_path)
     base = judged_tunes(original)

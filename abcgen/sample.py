@@ -40,6 +40,11 @@ TUNE_END = "\n\n"
 MAX_BAR_REWINDS = 50  # per tune: past this, the tune is left as the model writes it
 BAR_TRIES = 8  # tries at one bar before going back one bar further
 LINE_TRIES = 8  # tries at a header value the model writes (M:, L:, K:)
+MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 10.0
+MIN_MAX_CHARS = 100
+# A K: value: a tonic and a mode (then perhaps explicit accidentals or a clef), or none/HP.
+ABC_KEY = re.compile(r"(?i:none|hp)$|[A-G][#b]?(?i:m|min|minor|maj|major|ion|ionian|dor|dorian|phr|"
+                     r"phrygian|lyd|lydian|mix|mixolydian|aeo|aeolian|loc|locrian)?(\s.*)?$")
 # Between two bars: barline characters, ending numbers, spaces and line breaks. Any other
 # character begins a bar, except a letter that begins a field line (P:B) in the body.
 BETWEEN_BARS = set("|:]0123456789 \t\n\\")
@@ -66,8 +71,54 @@ def read_prime(prime: str | None) -> str | None:
         path = Path(prime[1:])
         if not path.is_file():
             raise AbcgenError(f"prime file {path} does not exist")
-        return path.read_text(encoding="utf-8", errors="replace")
+        prime = path.read_text(encoding="utf-8", errors="replace")
+    if prime and prime.endswith("\n"):  # a blank line would end the tune before it starts
+        prime = prime.rstrip() + "\n"
     return prime
+
+
+def check_temperature(temperature: float) -> None:
+    if not MIN_TEMPERATURE <= temperature <= MAX_TEMPERATURE:
+        raise AbcgenError(f"--temperature must be between {MIN_TEMPERATURE:g} and {MAX_TEMPERATURE:g}")
+
+
+def check_header_values(**values) -> None:
+    """One clear line for a --meter, --key, --title or --length that cannot be written."""
+    from abcgen.abc import AbcParseError, read_tune
+    from abcgen.corpus import parse_unit
+
+    for name, value in values.items():
+        if value is not None and (not value.strip() or "\n" in value):
+            raise AbcgenError(f"--{name} must be one line of text, not {value!r}")
+    length = values.get("length")
+    if length is not None and (parse_unit(length) is None or parse_unit(length).numerator != 1):
+        raise AbcgenError(f"--length must be a unit note length such as 1/8 or 1/4, not {length!r}")
+    meter, key = values.get("meter"), values.get("key")
+    if meter is not None:
+        try:
+            read_tune(f"X:1\nM:{meter}\nL:1/8\nK:C\nC|")
+        except AbcParseError:
+            raise AbcgenError(f"--meter {meter!r} is not an ABC meter (such as 6/8, 3/4, C)") from None
+    if key is not None and not ABC_KEY.match(key.strip()):
+        raise AbcgenError(f"--key {key!r} is not an ABC key (such as D, Ador, Emin, Bb)")
+
+
+def in_unit_length(tune: str, length: str | None) -> str:
+    """A finished tune (written in L:1/8) rewritten in another unit note length."""
+    from abcgen.corpus import FIELD_LINE, UNIT_LENGTH, parse_unit, rescale_lengths
+
+    if not length:
+        return tune
+    factor = UNIT_LENGTH / parse_unit(length)
+    lines, in_body = [], False
+    for line in tune.split("\n"):
+        if line.startswith("L:") and not in_body:
+            line = f"L:{length.strip()}"
+        elif in_body and not FIELD_LINE.match(line):
+            line = rescale_lengths(line, factor)
+        in_body = in_body or line.startswith("K:")
+        lines.append(line)
+    return "\n".join(lines)
 
 
 @dataclass
@@ -284,32 +335,36 @@ class TuneModel:
         check: afterwards, regenerate whole tunes that fail the ABC check (up to retries
         times); report, if given, is called with one line about them.
         """
-        if not temperature > 0:
-            raise AbcgenError("--temperature must be greater than 0")
+        check_temperature(temperature)
         if top_k is not None and top_k < 1:
             raise AbcgenError("--top-k must be at least 1")
         if n < 1:
             raise AbcgenError("-n/--num must be at least 1")
-        if max_chars < 20:
-            raise AbcgenError("--max-chars must be at least 20")
+        if max_chars < MIN_MAX_CHARS:
+            raise AbcgenError(f"--max-chars must be at least {MIN_MAX_CHARS} (room for a header and a bar)")
+        check_header_values(meter=meter, key=key, title=title, length=length)
         prime = read_prime(prime)
-        plan = header_plan(title, meter, length, key, prime)
+        # The model has only seen L:1/8 (the corpus is normalised to it): it writes in 1/8,
+        # and the finished tune is rewritten in the unit length asked for.
+        plan = header_plan(title, meter, length and "1/8", key, prime)
         # A title may use letters the model never saw (they are fed to it as spaces);
         # anything else it is asked to continue from must be in its vocabulary.
-        self.vocab.encode("".join(v for v in (prime, meter, key, length) if v))
-        self.warn_unseen(meter, key)
+        self.vocab.encode("".join(v for v in (prime, meter, key) if v))
+        self.warn_unseen(meter, key, report)
         generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
         options = SamplingOptions(temperature, top_k, max_chars, fix_bars, keep_rhythm, generator)
         tunes = self.sample_batch(n, plan, options)
         if check:
             tunes = self.regenerate_failures(tunes, plan, options, retries, report)
-        return [finish_tune(text, cut, i) for i, (text, cut) in enumerate(tunes, 1)]
+        return [in_unit_length(finish_tune(text, cut, i), length) for i, (text, cut) in enumerate(tunes, 1)]
 
-    def warn_unseen(self, meter, key):
+    def warn_unseen(self, meter, key, report=None):
         seen = self.checkpoint.meta
         for name, value, known in (("meter", meter, seen.get("meters")), ("key", key, seen.get("keys"))):
             if value and known and value not in known:
                 self.warnings.append(f"the model has never seen the {name} {value}; expect odd tunes")
+                if report:
+                    report(f"Warning: {self.warnings[-1]}")
 
     def regenerate_failures(self, tunes, plan, options, retries, report):
         from abcgen.abc import check_tune
@@ -520,6 +575,8 @@ def failure_kind(reason: str) -> str:
         return "with a bar of the wrong length"
     if reason.startswith("music21"):
         return "that music21 could not parse"
+    if reason == "it has no notes":
+        return "with no notes"
     return reason
 
 

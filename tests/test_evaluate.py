@@ -293,7 +293,7 @@ def test_evaluate_same_seed_same_report(tiny_run, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--temperature", "0"], "--temperature must be greater than 0"),
+    (["--temperature", "0"], "--temperature must be between 0.01 and 10"),
     (["-n", "0"], "-n must be at least 1"),
 ])
 def test_evaluate_bad_options_give_one_line(tiny_run, tmp_path, monkeypatch, args, message):

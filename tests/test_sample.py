@@ -130,8 +130,17 @@ def test_cli_writes_only_abc_to_stdout(tiny_model, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--temperature", "0"], "--temperature must be greater than 0"),
+    (["--temperature", "0"], "--temperature must be between 0.01 and 10"),
+    (["--temperature", "-1"], "--temperature must be between 0.01 and 10"),
+    (["--temperature", "1e-45"], "--temperature must be between 0.01 and 10"),
+    (["--temperature", "inf"], "--temperature must be between 0.01 and 10"),
     (["--top-k", "0"], "--top-k must be at least 1"),
+    (["--max-chars", "20"], "--max-chars must be at least 100"),
+    (["--meter", "abc"], "--meter 'abc' is not an ABC meter"),
+    (["--key", "Xyz"], "--key 'Xyz' is not an ABC key"),
+    (["--key", "D\nX:2"], "--key must be one line"),
+    (["--length", "foo"], "--length must be a unit note length"),
+    (["--length", "3/8"], "--length must be a unit note length"),
     (["--prime", "@/no/such/file"], "does not exist"),
     (["--model", "/no/such/model.pt"], "does not exist"),
 ])
@@ -294,3 +303,24 @@ def test_temperature_within_classes_keeps_the_odds_between_them():
     assert torch.allclose(next_char_probs(logits, 1.0, None, classes), plain, atol=1e-6)
     top = next_char_probs(logits, 0.8, 2, classes)
     assert ((top > 0).sum(dim=-1) == 2).all()
+
+
+def test_a_unit_length_is_written_as_asked_with_the_same_music(monkeypatch):
+    from abcgen.abc import read_tune
+
+    monkeypatch.delenv("ABCGEN_MODEL", raising=False)
+    model = load_model()  # the shipped model: its tunes parse, so their notes can be compared
+    options = dict(n=2, seed=5, meter="6/8", key="D")
+    eighths = model.generate(**options)
+    for length in ("1/4", "1/16"):
+        tunes = model.generate(length=length, **options)
+        for ours, theirs in zip(tunes, eighths):
+            assert f"\nL:{length}\n" in ours and "\nL:1/8\n" in theirs
+            assert read_tune(ours).notes == read_tune(theirs).notes  # same durations in quarters
+
+
+def test_a_prime_that_ends_in_a_blank_line_does_not_end_the_tune():
+    from abcgen.sample import read_prime
+
+    assert read_prime("|:GABc|\n\n") == "|:GABc|\n"
+    assert read_prime("|:GABc") == "|:GABc"

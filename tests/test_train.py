@@ -140,8 +140,9 @@ def test_bad_checkpoints_are_refused_with_one_line(tmp_path, content, message):
         torch.save({"weights": torch.zeros(2)}, path)
     elif content is not None:
         path.write_bytes(content)
-    with pytest.raises(AbcgenError, match=message):
+    with pytest.raises(AbcgenError, match=message) as refused:
         load_checkpoint(path)
+    assert "weights_only" not in str(refused.value)  # no hint towards an unsafe load
     result = CliRunner().invoke(cli, ["info", str(path)])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
