@@ -270,8 +270,6 @@ def sample(model_path, temperature, top_k, num, seed, max_chars, meter, key, tit
     """Write new tunes as ABC on stdout."""
     from abcgen.sample import load_model
 
-    if retries < 0:
-        raise click.BadParameter("must be at least 0", param_hint="--retries")
     say = (lambda message: None) if quiet else (lambda message: click.echo(message, err=True))
     model = load_model(model_path, device=device)
     tunes = model.generate(n=num, temperature=temperature, top_k=top_k, seed=seed, meter=meter,

@@ -343,7 +343,12 @@ class TuneModel:
         if max_chars < MIN_MAX_CHARS:
             raise AbcgenError(f"--max-chars must be at least {MIN_MAX_CHARS} (room for a header and a bar)")
         check_header_values(meter=meter, key=key, title=title, length=length)
+        if retries < 0:
+            raise AbcgenError("--retries must be at least 0")
         prime = read_prime(prime)
+        if prime and prime.lstrip().startswith("X:") and any((meter, key, title, length)):
+            raise AbcgenError("--prime starts with its own header (X:...); put the meter, key, "
+                              "title or length in it instead of --meter, --key, --title, --length")
         # The model has only seen L:1/8 (the corpus is normalised to it): it writes in 1/8,
         # and the finished tune is rewritten in the unit length asked for.
         plan = header_plan(title, meter, length and "1/8", key, prime)
@@ -480,11 +485,11 @@ def watch_bars(stream: Stream, ch: str, snapshot) -> Snapshot | None:
             return None
         if watch.starts:
             result = check_tune(last_bars(stream.text, watch.starts, begun.length), complete=False)
-        if not watch.starts or result.ok:
+        if not watch.starts or not bars_fail(result):
             watch.starts.append(begun)
             watch.tries_here = 0
             return None
-    if result.ok:
+    if not bars_fail(result):
         return None
     if result.bad_bar is not None and result.bad_bar < len(result.tune.bars) - 1:
         # An earlier bar is wrong: the watch missed where a bar ended (garbled barlines).
@@ -497,6 +502,12 @@ def watch_bars(stream: Stream, ch: str, snapshot) -> Snapshot | None:
     target = watch.rewind_target()
     stream.text, stream.done = stream.text[: target.length], False
     return watch.rewind(target, line_start=stream.text.endswith("\n"))
+
+
+def bars_fail(result) -> bool:
+    """Whether a check of the last bars found them unreadable or of the wrong length (two
+    bars of rests are fine there: the whole tune has notes)."""
+    return result.tune is None or result.bad_bar is not None
 
 
 def watch_header_value(stream: Stream, snapshot, meta: dict) -> Snapshot | None:

@@ -143,6 +143,8 @@ def test_cli_writes_only_abc_to_stdout(tiny_model, tmp_path):
     (["--length", "3/8"], "--length must be a unit note length"),
     (["--prime", "@/no/such/file"], "does not exist"),
     (["--model", "/no/such/model.pt"], "does not exist"),
+    (["--retries", "-1"], "--retries must be at least 0"),
+    (["--prime", "X:1\nT:Mine\nM:6/8\nK:D\n", "--meter", "3/4"], "--prime starts with its own header"),
 ])
 def test_sample_bad_options_give_one_line(tiny_model, args, message):
     model_args = [] if "--model" in args else ["--model", str(tiny_model)]
@@ -219,7 +221,7 @@ def test_a_bar_of_the_wrong_length_is_written_again_from_its_start():
 
 
 def test_bars_of_the_right_length_are_kept():
-    for body in ("D|GAB c2d|e2d B2|]", "GAB c2d|e2d B2:|\n|:B2|c6|"):
+    for body in ("D|GAB c2d|e2d B2|]", "GAB c2d|e2d B2:|\n|:B2|c6|", "GAB c2d|z6|z6|"):
         stream, target = write_body(body + "A", done=False)
         assert target is None, body
 
