@@ -181,8 +181,9 @@ def parse_unit(value: str) -> Fraction | None:
     return Fraction(int(match[1]), int(match[2])) if match else None
 
 
-def to_unit_length(header: dict, body: list[str]) -> list[str]:
-    """Rewrite the body for L:1/8 (see the module doc); body L: lines are folded in."""
+def to_unit_length(header: dict, body: list[str], target: Fraction = UNIT_LENGTH) -> list[str]:
+    """Rewrite the body for L:1/8, or another target (see the module doc); body L: lines
+    are folded in."""
     unit = parse_unit(header.get("L", [""])[0]) or Fraction(default_unit_length(header["M"][0]))
     rewritten = []
     for line in body:
@@ -192,8 +193,8 @@ def to_unit_length(header: dict, body: list[str]) -> list[str]:
         if FIELD_LINE.match(line):
             rewritten.append(line)
         else:
-            rewritten.append(rescale_lengths(line, unit / UNIT_LENGTH))
-    header["L"] = ["1/8"]
+            rewritten.append(rescale_lengths(line, unit / target))
+    header["L"] = [f"{target.numerator}/{target.denominator}"]
     return rewritten
 
 

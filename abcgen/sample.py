@@ -42,6 +42,7 @@ BAR_TRIES = 8  # tries at one bar before going back one bar further
 LINE_TRIES = 8  # tries at a header value the model writes (M:, L:, K:)
 MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 10.0
 MIN_MAX_CHARS = 100
+UNIT_LENGTH_VALUE = re.compile(r"1/(1|2|4|8|16|32|64)")  # an L: value
 # A K: value: a tonic and a mode (then perhaps explicit accidentals or a clef), or none/HP.
 ABC_KEY = re.compile(r"(?i:none|hp)$|[A-G][#b]?(?i:m|min|minor|maj|major|ion|ionian|dor|dorian|phr|"
                      r"phrygian|lyd|lydian|mix|mixolydian|aeo|aeolian|loc|locrian)?(\s.*)?$")
@@ -85,13 +86,12 @@ def check_temperature(temperature: float) -> None:
 def check_header_values(**values) -> None:
     """One clear line for a --meter, --key, --title or --length that cannot be written."""
     from abcgen.abc import AbcParseError, read_tune
-    from abcgen.corpus import parse_unit
 
     for name, value in values.items():
         if value is not None and (not value.strip() or "\n" in value):
             raise AbcgenError(f"--{name} must be one line of text, not {value!r}")
     length = values.get("length")
-    if length is not None and (parse_unit(length) is None or parse_unit(length).numerator != 1):
+    if length is not None and not UNIT_LENGTH_VALUE.fullmatch(length.strip()):
         raise AbcgenError(f"--length must be a unit note length such as 1/8 or 1/4, not {length!r}")
     meter, key = values.get("meter"), values.get("key")
     if meter is not None:
@@ -105,20 +105,16 @@ def check_header_values(**values) -> None:
 
 def in_unit_length(tune: str, length: str | None) -> str:
     """A finished tune (written in L:1/8) rewritten in another unit note length."""
-    from abcgen.corpus import FIELD_LINE, UNIT_LENGTH, parse_unit, rescale_lengths
+    from abcgen.corpus import parse_unit, to_unit_length
 
     if not length:
         return tune
-    factor = UNIT_LENGTH / parse_unit(length)
-    lines, in_body = [], False
-    for line in tune.split("\n"):
-        if line.startswith("L:") and not in_body:
-            line = f"L:{length.strip()}"
-        elif in_body and not FIELD_LINE.match(line):
-            line = rescale_lengths(line, factor)
-        in_body = in_body or line.startswith("K:")
-        lines.append(line)
-    return "\n".join(lines)
+    head, sep, rest = tune.partition("\nK:")
+    key_line, _, body = rest.partition("\n")
+    header = {"L": ["1/8"]}
+    lines = to_unit_length(header, body.split("\n"), parse_unit(length))
+    head = re.sub(r"^L:.*$", f"L:{header['L'][0]}", head, flags=re.M)
+    return f"{head}{sep}{key_line}\n" + "\n".join(lines)
 
 
 @dataclass
@@ -535,7 +531,7 @@ def header_value_ok(name: str, value: str, meta: dict) -> bool:
     if known:
         return value in known
     if name == "L":
-        return re.fullmatch(r"1/(1|2|4|8|16|32|64)", value) is not None
+        return UNIT_LENGTH_VALUE.fullmatch(value) is not None
     return bool(value)
 
 
