@@ -160,6 +160,8 @@ DEVICES = click.Choice(["auto", "cpu", "cuda", "mps"])
               help="conv-lstm: width of the causal convolution in characters.")
 @click.option("--context", type=int, default=64, show_default=True,
               help="transformer: characters each position attends over.")
+@click.option("--form/--no-form", default=True, show_default=True,
+              help="Tell the model, beside each character, how many bars of its tune are complete.")
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
               help="bf16 autocast where the hardware supports it (auto), or plain float32.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed: with --epochs rather than --max-time, same seed, same model.")
@@ -168,10 +170,11 @@ DEVICES = click.Choice(["auto", "cpu", "cuda", "mps"])
 @click.option("--force", is_flag=True, help="Replace a model already in OUT.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or per-epoch lines.")
 def train(path, out_dir, epochs, max_time, batch_size, seq_len, lr, weight_decay, patience, arch, layers, hidden,
-          dropout, heads, window, kernel, context, precision, seed, device, resume, force, quiet):
+          dropout, heads, window, kernel, context, form, precision, seed, device, resume, force, quiet):
     """Train a character model on the ABC tunes in PATH."""
     from pathlib import Path
 
+    from abcgen.form import FORM_BLOCKS
     from abcgen.train import TrainConfig, TrainingInterrupted, train as run_training
 
     if not Path(path).exists():
@@ -182,7 +185,8 @@ def train(path, out_dir, epochs, max_time, batch_size, seq_len, lr, weight_decay
         batch_size=batch_size, seq_len=seq_len, lr=lr, weight_decay=weight_decay, patience=patience, seed=seed,
         device=device, precision=precision)
     model_config = {"arch": arch, "layers": layers, "hidden": hidden, "dropout": dropout,
-                    "heads": heads, "window": window, "kernel": kernel, "context": context}
+                    "heads": heads, "window": window, "kernel": kernel, "context": context,
+                    "form": FORM_BLOCKS if form else 0}
     try:
         result = run_training(path, out_dir, model_config, config, resume=resume, force=force,
                               progress=not quiet)
@@ -251,6 +255,9 @@ def info(model, as_json):
 @click.option("--keep-rhythm/--plain-temperature", default=True, show_default=True,
               help="Apply the temperature among pitches and among note lengths only, so that "
                    "rhythm, barlines and tune endings keep the model's own odds.")
+@click.option("--pitch-top-p", type=float, default=0.9, show_default=True,
+              help="With --keep-rhythm, write a pitch only from the likeliest ones that hold this "
+                   "share of the pitch odds (nucleus sampling); 1 allows any.")
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Regenerate tunes that fail the ABC check (parse, notes, bar lengths).")
 @click.option("--retries", type=int, default=5, show_default=True,
@@ -266,7 +273,8 @@ def info(model, as_json):
 @click.option("--force", is_flag=True, help="Let --export overwrite files that exist already.")
 @click.option("--quiet", "-q", is_flag=True, help="No messages on stderr.")
 def sample(model_path, temperature, top_k, num, seed, max_chars, meter, key, title, length, prime,
-           fix_bars, keep_rhythm, check, retries, device, output, export_dir, formats, force, quiet):
+           fix_bars, keep_rhythm, pitch_top_p, check, retries, device, output, export_dir, formats, force,
+           quiet):
     """Write new tunes as ABC on stdout."""
     from abcgen.sample import load_model
 
@@ -274,7 +282,8 @@ def sample(model_path, temperature, top_k, num, seed, max_chars, meter, key, tit
     model = load_model(model_path, device=device)
     tunes = model.generate(n=num, temperature=temperature, top_k=top_k, seed=seed, meter=meter,
                            key=key, title=title, length=length, prime=prime, max_chars=max_chars,
-                           fix_bars=fix_bars, keep_rhythm=keep_rhythm, check=check, retries=retries,
+                           fix_bars=fix_bars, keep_rhythm=keep_rhythm, pitch_top_p=pitch_top_p,
+                           check=check, retries=retries,
                            report=say)
     text = "\n\n".join(tunes) + "\n"
     if output:
@@ -308,14 +317,17 @@ def sample(model_path, temperature, top_k, num, seed, max_chars, meter, key, tit
                    "--no-fix-bars measures the model alone.")
 @click.option("--keep-rhythm/--plain-temperature", default=True, show_default=True,
               help="Temperature among pitches and lengths only, as `abcgen sample` does.")
+@click.option("--pitch-top-p", type=float, default=0.9, show_default=True,
+              help="With --keep-rhythm, write a pitch only from the likeliest ones that hold this "
+                   "share of the pitch odds (nucleus sampling); 1 allows any.")
 @click.option("--device", type=DEVICES, default="cpu", show_default=True, help="Where to sample.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True),
               help="Also write the report as JSON to this file (- prints it instead of the table).")
 @click.option("--plots", "plots_dir", type=click.Path(file_okay=False),
               help="Write a PNG chart per feature into this folder (needs: pip install 'abcgen[plots]').")
 @click.option("--quiet", "-q", is_flag=True, help="No progress or messages on stderr.")
-def evaluate(corpus_path, model_path, num, temperature, top_k, seed, fix_bars, keep_rhythm, device,
-             json_path, plots_dir, quiet):
+def evaluate(corpus_path, model_path, num, temperature, top_k, seed, fix_bars, keep_rhythm, pitch_top_p,
+             device, json_path, plots_dir, quiet):
     """Sample tunes without the check and compare them with CORPUS: validity, musical
     statistics against the training tunes, and how much they copy from them."""
     from abcgen.evaluate import evaluate_model, format_report, require_matplotlib, write_json, write_plots
@@ -324,7 +336,8 @@ def evaluate(corpus_path, model_path, num, temperature, top_k, seed, fix_bars, k
         require_matplotlib()  # before minutes of work, not after
     say = (lambda message: None) if quiet else (lambda message: click.echo(message, err=True))
     report = evaluate_model(corpus_path, model_path, n=num, temperature=temperature, top_k=top_k,
-                            seed=seed, fix_bars=fix_bars, keep_rhythm=keep_rhythm, device=device, say=say, progress=not quiet and sys.stderr.isatty())
+                            seed=seed, fix_bars=fix_bars, keep_rhythm=keep_rhythm, pitch_top_p=pitch_top_p,
+                            device=device, say=say, progress=not quiet and sys.stderr.isatty())
     if json_path == "-":
         import json
 

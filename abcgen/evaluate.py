@@ -408,8 +408,8 @@ def evaluate_tunes(generated: list[str], train: list[str], val: list[str]) -> di
 
 def evaluate_model(corpus_path, model_path=None, n: int = 200, temperature: float = 0.8,
                    top_k: int | None = None, seed: int | None = None, fix_bars: bool = True,
-                   keep_rhythm: bool = True, device: str = "cpu", cache: Path | None = None, say=None,
-                   progress: bool = False) -> dict:
+                   keep_rhythm: bool = True, pitch_top_p: float | None = None, device: str = "cpu",
+                   cache: Path | None = None, say=None, progress: bool = False) -> dict:
     """Sample n tunes (no check, no retries) and compare them with the corpus at corpus_path.
 
     fix_bars and keep_rhythm sample as `abcgen sample` does (see abcgen.sample); without
@@ -421,11 +421,12 @@ def evaluate_model(corpus_path, model_path=None, n: int = 200, temperature: floa
     import time
 
     from abcgen.corpus import load_corpus
-    from abcgen.sample import check_temperature, load_model
+    from abcgen.sample import PITCH_TOP_P, check_temperature, load_model
 
     if n < 1:
         raise AbcgenError("-n must be at least 1")
     check_temperature(temperature)
+    pitch_top_p = PITCH_TOP_P if pitch_top_p is None else pitch_top_p
     say = say or (lambda message: None)
     started = time.perf_counter()
     corpus = load_corpus(corpus_path)
@@ -435,7 +436,7 @@ def evaluate_model(corpus_path, model_path=None, n: int = 200, temperature: floa
     model = load_model(model_path, device=device)
     say(f"sampling {n} tunes at temperature {temperature}...")
     generated = model.generate(n=n, temperature=temperature, top_k=top_k, seed=seed, check=False,
-                               fix_bars=fix_bars, keep_rhythm=keep_rhythm)
+                               fix_bars=fix_bars, keep_rhythm=keep_rhythm, pitch_top_p=pitch_top_p)
     say("scoring the test split...")
     prediction = model.score(corpus.test) if corpus.test else None
     report = {
@@ -443,7 +444,7 @@ def evaluate_model(corpus_path, model_path=None, n: int = 200, temperature: floa
                    "val": len(corpus.val), "test": len(corpus.test)},
         "sampling": {"model": str(model_path or "shipped model"), "n": n, "temperature": temperature,
                      "top_k": top_k, "seed": seed, "fix_bars": fix_bars,
-                     "keep_rhythm": keep_rhythm},
+                     "keep_rhythm": keep_rhythm, "pitch_top_p": pitch_top_p},
         "prediction": prediction,
         **compare(generated, profile),
     }

@@ -1,7 +1,7 @@
 """Character-level language models behind one interface.
 
 Every architecture is an nn.Module registered in ARCHITECTURES and built from a
-ModelConfig. It maps a batch of character ids to next-character logits and carries a
+ModelConfig. It maps a batch of input ids to next-character logits and carries a
 state from one call to the next, which is what both truncated back-propagation
 through time (train.py) and step-by-step generation (sample.py) need:
 
@@ -10,12 +10,15 @@ through time (train.py) and step-by-step generation (sample.py) need:
     state = model.select_state(state, rows)  # keep some batch rows (finished tunes leave)
     state = model.merge_states([a, b])       # join batch pieces again (the sampler's rewinds)
 
+The ids are input ids: a character's, or with `form` (form.py) the pair of a character
+and how many bars of its tune are complete, character + vocab_size x form class; every
+model reads them as one row of input_table (the transformer: an embedding row).
 state=None means "start of the text". Recurrent models keep their hidden state in it;
 a model that attends over the past can keep the recent ids or keys there instead.
 
 The architectures (`abcgen train --arch NAME`):
 
-- lstm: one-hot characters, a stacked LSTM, a linear layer back to the vocabulary (default).
+- lstm: one-hot inputs, a stacked LSTM, a linear layer back to the vocabulary (default).
 - gru: the same with GRU layers.
 - lstm-attention: the LSTM, then multi-head attention over its last `window` outputs.
 - bilstm-window: a bidirectional LSTM that reads the last `window` characters for every
@@ -33,6 +36,7 @@ import torch
 from torch import nn
 
 from abcgen.errors import AbcgenError
+from abcgen.form import BARS_PER_BLOCK, FORM_BLOCKS, class_count
 
 
 @dataclass
@@ -46,6 +50,7 @@ class ModelConfig:
     window: int = 16  # characters seen at once: lstm-attention, bilstm-window
     kernel: int = 3  # convolution width: conv-lstm
     context: int = 64  # attention span in characters: transformer
+    form: int = FORM_BLOCKS  # blocks of bars told beside each character (form.py); 0: none
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -53,6 +58,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
         known = {f.name for f in fields(cls)}
+        data = {"form": 0, **data}  # written before models read form classes
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
@@ -81,7 +87,7 @@ class CharModel(nn.Module):
 class CharRNN(CharModel):
     """One-hot characters -> stacked LSTM (or GRU) -> linear layer back to the vocabulary.
 
-    The one-hot input is computed as a lookup into a fixed identity matrix: the same
+    The one-hot input is computed as a lookup into a fixed table (input_table): the same
     numbers as torch.nn.functional.one_hot(...).float() without building it per step.
     Each layer is its own torch RNN so that dropout between layers and before the output
     layer can be variational (one mask per sequence, the same at every step; Gal and
@@ -94,8 +100,8 @@ class CharRNN(CharModel):
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)
-        self.register_buffer("one_hot_table", torch.eye(config.vocab_size), persistent=False)
-        sizes = [config.vocab_size] + [config.hidden] * config.layers
+        self.register_buffer("one_hot_table", input_table(config), persistent=False)
+        sizes = [input_width(config)] + [config.hidden] * config.layers
         self.layers = nn.ModuleList(self.cell(size, config.hidden, batch_first=True) for size in sizes[:-1])
         self.drop = SequenceDropout(config.dropout)
         self.head = nn.Linear(config.hidden, config.vocab_size)
@@ -154,10 +160,29 @@ class CharGRU(CharRNN):
 # ---------------------------------------------------------------- shared pieces
 
 
-def padded_one_hot_table(vocab_size: int) -> torch.Tensor:
-    """One-hot rows for ids 0..V-1 and an all-zero row for the padding id V, which
-    stands for "before the text starts" in models that keep recent ids in their state."""
-    return torch.cat([torch.eye(vocab_size), torch.zeros(1, vocab_size)])
+def input_count(config: ModelConfig) -> int:
+    """How many input ids a model reads: one per character, or per (character, form class)."""
+    return config.vocab_size * class_count(config.form)
+
+
+def input_width(config: ModelConfig) -> int:
+    """The width of a one-hot input: the character's, then with form classes the block's
+    and the bar's within the block."""
+    return config.vocab_size + (config.form + BARS_PER_BLOCK if config.form else 0)
+
+
+def input_table(config: ModelConfig, padded: bool = False) -> torch.Tensor:
+    """The one-hot row of each input id (character + vocab_size x form class, see
+    form.model_inputs). padded: one more all-zero row, for the padding id input_count,
+    which stands for "before the text starts" in models that keep recent ids in their state."""
+    classes, vocab = class_count(config.form), config.vocab_size
+    parts = [torch.eye(vocab).repeat(classes, 1)]
+    if config.form:
+        blocks = torch.eye(config.form).repeat_interleave(BARS_PER_BLOCK, 0)  # class // BARS_PER_BLOCK
+        bars = torch.eye(BARS_PER_BLOCK).repeat(config.form, 1)  # class % BARS_PER_BLOCK
+        parts += [t.repeat_interleave(vocab, 0) for t in (blocks, bars)]
+    rows = torch.cat(parts, dim=1)
+    return torch.cat([rows, torch.zeros(1, rows.shape[1])]) if padded else rows
 
 
 def last(t: torch.Tensor, n: int, dim: int = 1) -> torch.Tensor:
@@ -216,8 +241,8 @@ class LSTMAttention(CharModel):
     def __init__(self, config: ModelConfig):
         super().__init__(config)
         width = config.hidden
-        self.register_buffer("one_hot_table", torch.eye(config.vocab_size), persistent=False)
-        self.rnn = nn.LSTM(config.vocab_size, width, num_layers=config.layers, batch_first=True,
+        self.register_buffer("one_hot_table", input_table(config), persistent=False)
+        self.rnn = nn.LSTM(input_width(config), width, num_layers=config.layers, batch_first=True,
                            dropout=config.dropout if config.layers > 1 else 0.0)
         self.query = nn.Linear(width, width)
         self.key_value = nn.Linear(width, 2 * width)
@@ -260,10 +285,9 @@ class BiLSTMWindow(CharModel):
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)
-        self.pad_id = config.vocab_size
-        self.register_buffer("one_hot_table", padded_one_hot_table(config.vocab_size),
-                             persistent=False)
-        self.rnn = nn.LSTM(config.vocab_size, config.hidden, num_layers=config.layers,
+        self.pad_id = input_count(config)
+        self.register_buffer("one_hot_table", input_table(config, padded=True), persistent=False)
+        self.rnn = nn.LSTM(input_width(config), config.hidden, num_layers=config.layers,
                            batch_first=True, bidirectional=True,
                            dropout=config.dropout if config.layers > 1 else 0.0)
         self.drop = nn.Dropout(config.dropout)
@@ -300,10 +324,9 @@ class ConvLSTM(CharModel):
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)
-        self.pad_id = config.vocab_size
-        self.register_buffer("one_hot_table", padded_one_hot_table(config.vocab_size),
-                             persistent=False)
-        self.conv = nn.Conv1d(config.vocab_size, config.hidden, config.kernel)
+        self.pad_id = input_count(config)
+        self.register_buffer("one_hot_table", input_table(config, padded=True), persistent=False)
+        self.conv = nn.Conv1d(input_width(config), config.hidden, config.kernel)
         self.rnn = nn.LSTM(config.hidden, config.hidden, num_layers=config.layers, batch_first=True,
                            dropout=config.dropout if config.layers > 1 else 0.0)
         self.drop = nn.Dropout(config.dropout)
@@ -375,7 +398,7 @@ class CharTransformer(CharModel):
     def __init__(self, config: ModelConfig):
         super().__init__(config)
         self.register_buffer("slopes", alibi_slopes(config.heads), persistent=False)
-        self.embed = nn.Embedding(config.vocab_size, config.hidden)
+        self.embed = nn.Embedding(input_count(config), config.hidden)
         self.blocks = nn.ModuleList(DecoderBlock(config) for _ in range(config.layers))
         self.norm = nn.LayerNorm(config.hidden)
         self.drop = nn.Dropout(config.dropout)
@@ -421,6 +444,7 @@ def check_config(config: ModelConfig):
         (config.window < 1, "--window must be at least 1"),
         (config.kernel < 1, "--kernel must be at least 1"),
         (config.context < 1, "--context must be at least 1"),
+        (config.form < 0, "form classes cannot be negative"),
         (config.arch in USES_HEADS and config.heads >= 1 and config.hidden % config.heads != 0,
          f"--hidden ({config.hidden}) must be a multiple of --heads ({config.heads})"),
     ]

@@ -17,7 +17,8 @@ as a tune written in it would be guesswork.
 
 In tune bodies the temperature applies within classes of characters (keep_rhythm; see
 class_tempered): it sharpens the choice among pitches and among note lengths, while
-the kind of character that comes next keeps the model's own odds.
+the kind of character that comes next keeps the model's own odds. Among pitches, the
+unlikeliest tail is left out (pitch_top_p; see pitch_nucleus).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import torch
 
 from abcgen.checkpoint import Checkpoint, load_checkpoint
 from abcgen.errors import AbcgenError
+from abcgen.form import FormTracker, encode_text
 
 PRETRAINED = Path(__file__).parent / "pretrained" / "nottingham.pt"
 TUNE_END = "\n\n"
@@ -41,6 +43,7 @@ MAX_BAR_REWINDS = 50  # per tune: past this, the tune is left as the model write
 BAR_TRIES = 8  # tries at one bar before going back one bar further
 LINE_TRIES = 8  # tries at a header value the model writes (M:, L:, K:)
 MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 10.0
+PITCH_TOP_P = 0.9  # see pitch_nucleus
 MIN_MAX_CHARS = 100
 UNIT_LENGTH_VALUE = re.compile(r"1/(1|2|4|8|16|32|64)")  # an L: value
 # A K: value: a tonic and a mode (then perhaps explicit accidentals or a clef), or none/HP.
@@ -50,8 +53,10 @@ ABC_KEY = re.compile(r"(?i:none|hp)$|[A-G][#b]?(?i:m|min|minor|maj|major|ion|ion
 # character begins a bar, except a letter that begins a field line (P:B) in the body.
 BETWEEN_BARS = set("|:]0123456789 \t\n\\")
 MUSIC_LETTERS = set("ABCDEFGabcdefgzxZ")
-# Characters that the temperature sharpens among themselves (see class_tempered).
+# Characters that the temperature sharpens among themselves (see class_tempered); the
+# pitch letters are class PITCH_CLASS.
 SHARPENED_GROUPS = ("ABCDEFGabcdefg", "0123456789/")
+PITCH_CLASS = 0
 BODY_METER_OR_LENGTH = re.compile(r"(^|\[)[ML]:", re.M)
 
 
@@ -130,6 +135,8 @@ class Stream:
     bars: "BarWatch | None" = None  # follows the body, with fix_bars
     line_start: "Snapshot | None" = None  # the model before a header value, with fix_bars
     line_tries: int = 0
+    form: FormTracker | None = None  # where the tune stands, for a model that reads form classes
+    form_class: int = 0  # of the text so far
 
     def next_segment(self):
         if not self.plan:
@@ -148,6 +155,8 @@ class Stream:
         else:
             ch = sampled
         self.text += ch
+        if self.form is not None:
+            self.form_class = self.form.feed(self.text)
         if self.mode == "fixed" and not self.forced:
             self.next_segment()
         elif self.mode == "line" and ch == "\n":
@@ -169,6 +178,7 @@ class Stream:
 class SamplingOptions:
     temperature: float
     top_k: int | None
+    pitch_top_p: float
     max_chars: int
     fix_bars: bool
     keep_rhythm: bool
@@ -322,11 +332,12 @@ class TuneModel:
 
     def generate(self, n=1, temperature=0.8, top_k=None, seed=None, meter=None, key=None,
                  title=None, length=None, prime=None, max_chars=1500, check=True, retries=5,
-                 fix_bars=True, keep_rhythm=True, report=None) -> list[str]:
+                 fix_bars=True, keep_rhythm=True, pitch_top_p=PITCH_TOP_P, report=None) -> list[str]:
         """Write n tunes as ABC text.
 
         keep_rhythm: apply the temperature among pitches and among lengths only, not to
-        what kind of character comes next (see class_tempered).
+        what kind of character comes next (see class_tempered); and write a pitch only
+        from the likeliest ones that hold pitch_top_p of the pitch odds (1: any).
         fix_bars: write again any bar of the wrong length as soon as it is complete.
         check: afterwards, regenerate whole tunes that fail the ABC check (up to retries
         times); report, if given, is called with one line about them.
@@ -334,6 +345,8 @@ class TuneModel:
         check_temperature(temperature)
         if top_k is not None and top_k < 1:
             raise AbcgenError("--top-k must be at least 1")
+        if not 0 < pitch_top_p <= 1:
+            raise AbcgenError("--pitch-top-p must be greater than 0 and at most 1")
         if n < 1:
             raise AbcgenError("-n/--num must be at least 1")
         if max_chars < MIN_MAX_CHARS:
@@ -353,7 +366,8 @@ class TuneModel:
         self.vocab.encode("".join(v for v in (prime, meter, key) if v))
         self.warn_unseen(meter, key, report)
         generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
-        options = SamplingOptions(temperature, top_k, max_chars, fix_bars, keep_rhythm, generator)
+        options = SamplingOptions(temperature, top_k, pitch_top_p, max_chars, fix_bars, keep_rhythm,
+                                  generator)
         tunes = self.sample_batch(n, plan, options)
         if check:
             tunes = self.regenerate_failures(tunes, plan, options, retries, report)
@@ -399,22 +413,22 @@ class TuneModel:
         model, vocab = self.model, self.vocab
         device = next(model.parameters()).device
         model.eval()
-        streams = [Stream(plan=list(plan)) for _ in range(n)]
+        streams = [Stream(plan=list(plan), form=FormTracker(model.config.form)) for _ in range(n)]
         for stream in streams:
             stream.next_segment()
         active = list(range(n))
         fallback = vocab.index.get(" ", 0)
         # The training text separates tunes by a blank line: start as if after one.
-        ids = torch.tensor([vocab.encode(TUNE_END)] * n, device=device)
-        logits, state = model(ids)
+        start, _ = encode_text(TUNE_END, vocab, model.config.form)
+        logits, state = model(start.expand(n, -1).to(device))
         logits = logits[:, -1]
         while active:
             probs = next_char_probs(logits, options.temperature, options.top_k)
             if options.keep_rhythm:  # in tune bodies; header values keep the plain temperature
                 body = torch.tensor([streams[i].mode == "body" for i in active], device=device)
                 if body.any():
-                    probs[body] = next_char_probs(logits[body], options.temperature,
-                                                  options.top_k, self.classes)
+                    probs[body] = next_char_probs(logits[body], options.temperature, options.top_k,
+                                                  self.classes, options.pitch_top_p)
             sampled = torch.multinomial(probs.cpu(), 1, generator=options.generator)
             sampled = sampled.squeeze(1).tolist()
             chars, rewinds = [], {}
@@ -439,7 +453,8 @@ class TuneModel:
                 state = model.select_state(state, torch.tensor(keep, device=device))
                 active = [active[row] for row in keep]
                 chars = [chars[row] for row in keep]
-            ids = torch.tensor([[vocab.index.get(c, fallback)] for c in chars], device=device)
+            ids = torch.tensor([[vocab.index.get(c, fallback) + len(vocab) * streams[i].form_class]
+                                for c, i in zip(chars, active)], device=device)
             logits, state = model(ids, state)
             logits = logits[:, -1]
             if rewinds:
@@ -456,8 +471,8 @@ class TuneModel:
         usable = known_tunes(tunes, self.vocab)
         if not usable:
             raise AbcgenError("none of these tunes can be scored: all have unknown characters")
-        ids = torch.tensor(self.vocab.encode("".join(t + TUNE_END for t in usable)))
-        result = evaluate(self.model, ids)
+        inputs, ids = encode_text("".join(t + TUNE_END for t in usable), self.vocab, self.model.config.form)
+        result = evaluate(self.model, ids, inputs)
         return {"loss": result["loss"], "bpc": result["bpc"], "accuracy": result["acc"],
                 "tunes_scored": len(usable)}
 
@@ -588,23 +603,25 @@ def failure_kind(reason: str) -> str:
 
 
 def character_classes(chars) -> torch.Tensor:
-    """A class number per vocabulary character: the pitch letters are one class, the
-    characters that write note lengths another, and every other character is its own."""
-    numbers, classes = {}, []
+    """A class number per vocabulary character: the pitch letters are one class
+    (PITCH_CLASS), the characters that write note lengths another, and every other
+    character is its own."""
+    numbers, classes = {group: number for number, group in enumerate(SHARPENED_GROUPS)}, []
     for ch in chars:
         group = next((group for group in SHARPENED_GROUPS if ch in group), ch)
         classes.append(numbers.setdefault(group, len(numbers)))
     return torch.tensor(classes)
 
 
-def next_char_probs(logits, temperature, top_k, classes=None):
+def next_char_probs(logits, temperature, top_k, classes=None, pitch_top_p=1.0):
     """Next-character probabilities: logits/temperature, or with classes, the temperature
-    applied within each class only (see class_tempered)."""
+    applied within each class only (see class_tempered) and the pitches cut to their
+    nucleus (see pitch_nucleus)."""
     logits = logits.float()
     if classes is None:
         probs = torch.softmax(logits / temperature, dim=-1)
     else:
-        probs = class_tempered(logits, temperature, classes.to(logits.device))
+        probs = class_tempered(logits, temperature, classes.to(logits.device), pitch_top_p)
     if top_k is not None and top_k < probs.shape[-1]:
         threshold = torch.topk(probs, top_k, dim=-1).values[:, -1:]
         probs = probs.masked_fill(probs < threshold, 0.0)
@@ -612,7 +629,7 @@ def next_char_probs(logits, temperature, top_k, classes=None):
     return probs
 
 
-def class_tempered(logits, temperature, classes):
+def class_tempered(logits, temperature, classes, pitch_top_p=1.0):
     """Which kind of character comes next at the model's own odds; which one of that kind
     sharpened (or flattened) by the temperature.
 
@@ -631,4 +648,24 @@ def class_tempered(logits, temperature, classes):
         1, index, scaled, "amax")
     weights = torch.exp(scaled - class_max.gather(1, index))
     class_sums = torch.zeros(batch, count, device=logits.device).index_add_(1, classes, weights)
-    return weights / class_sums.gather(1, index) * class_odds.gather(1, index)
+    within = weights / class_sums.gather(1, index)
+    if pitch_top_p < 1:
+        pitches = classes == PITCH_CLASS
+        within[:, pitches] = pitch_nucleus(within[:, pitches], pitch_top_p)
+    return within * class_odds.gather(1, index)
+
+
+def pitch_nucleus(shares, top_p):
+    """The likeliest pitches whose shares (rows summing to 1) add up to top_p, the rest
+    left out, renormalised: nucleus sampling (Holtzman et al. 2020) among pitches.
+
+    A tune writes about 150 pitches, and its range is set by the most extreme one, so
+    rare pitches the model gives a few percent add up: at temperature 0.8 without the cut,
+    the models' tunes spanned about 2 semitones more than the training tunes of the same
+    length (bench/RESULTS.md). Leaving out the tail of each choice brings the range back
+    while every common step of a melody stays possible.
+    """
+    ordered, order = shares.sort(dim=-1, descending=True)
+    outside = ordered.cumsum(dim=-1) - ordered > top_p
+    kept = shares.scatter(-1, order, ordered.masked_fill(outside, 0.0))
+    return kept / kept.sum(dim=-1, keepdim=True)

@@ -24,6 +24,7 @@ from torch import nn
 from abcgen.checkpoint import load_checkpoint, save_checkpoint
 from abcgen.corpus import Corpus, header_value, load_corpus
 from abcgen.errors import AbcgenError
+from abcgen.form import encode_text
 from abcgen.model import CharModel, ModelConfig, build_model, tree_map
 from abcgen.vocab import Vocab
 
@@ -103,15 +104,17 @@ def use_bf16(precision: str, device: torch.device) -> bool:
     return supported
 
 
-def make_streams(ids: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs and targets as (batch, n) tensors of `batch` contiguous streams."""
+def make_streams(ids: torch.Tensor, batch: int, inputs: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and targets as (batch, n) tensors of `batch` contiguous streams of a text's
+    character ids (the inputs: the model's input ids of the text, if not the same)."""
     n = (len(ids) - 1) // batch
     if n < 2:
         raise AbcgenError(
             f"the corpus is too small for one batch: {len(ids)} characters for "
             f"{batch} streams; use a smaller --batch-size or a bigger corpus"
         )
-    inputs = ids[: n * batch].view(batch, n)
+    inputs = (ids if inputs is None else inputs)[: n * batch].view(batch, n)
     targets = ids[1 : n * batch + 1].view(batch, n)
     return inputs, targets
 
@@ -129,13 +132,14 @@ def known_tunes(tunes: list[str], vocab: Vocab) -> list[str]:
 
 
 @torch.no_grad()
-def evaluate(model: CharModel, text_ids: torch.Tensor, batch: int = 16, seq_len: int = 256,
-             bf16: bool = False) -> dict:
-    """Mean loss (nats per character) and next-character accuracy over a text."""
+def evaluate(model: CharModel, text_ids: torch.Tensor, input_ids: torch.Tensor | None = None,
+             batch: int = 16, seq_len: int = 256, bf16: bool = False) -> dict:
+    """Mean loss (nats per character) and next-character accuracy over a text (its
+    character ids, and its model input ids if they differ: see form.encode_text)."""
     model.eval()
     device = next(model.parameters()).device
     batch = max(1, min(batch, (len(text_ids) - 1) // 2))
-    inputs, targets = make_streams(text_ids, batch)
+    inputs, targets = make_streams(text_ids, batch, input_ids)
     inputs, targets = inputs.to(device), targets.to(device)
     total_loss, correct, count, state = 0.0, 0, 0, None
     for start, end in windows(inputs.shape[1], seq_len):
@@ -241,10 +245,12 @@ class Run:
         self.out_dir, self.corpus, self.model, self.vocab = out_dir, corpus, model, vocab
         self.config, self.device, self.bf16 = config, device, bf16
         self.optimizer = make_optimizer(model, config)
-        train_ids = torch.tensor(vocab.encode(corpus.text("train")), dtype=torch.long)
-        self.inputs, self.targets = (t.to(device) for t in make_streams(train_ids, config.batch_size))
+        form = model.config.form
+        train_inputs, train_ids = encode_text(corpus.text("train"), vocab, form)
+        self.inputs, self.targets = (t.to(device) for t in make_streams(train_ids, config.batch_size,
+                                                                        train_inputs))
         val_tunes = known_tunes(corpus.val, vocab) or known_tunes(corpus.train[:20], vocab)
-        self.val_ids = torch.tensor(vocab.encode("".join(t + "\n\n" for t in val_tunes)))
+        self.val_inputs, self.val_ids = encode_text("".join(t + "\n\n" for t in val_tunes), vocab, form)
         self.windows = windows(self.inputs.shape[1], config.seq_len)
         self.epoch, self.window, self.step, self.elapsed = 0, 0, 0, 0.0
         self.state = None
@@ -360,7 +366,7 @@ class Run:
         return loss.item()
 
     def evaluate_and_save(self, chars_per_s: float) -> dict:
-        result = evaluate(self.model, self.val_ids, bf16=self.bf16)
+        result = evaluate(self.model, self.val_ids, self.val_inputs, bf16=self.bf16)
         metrics = {
             "epoch": self.epoch + self.window / len(self.windows),
             "step": self.step,

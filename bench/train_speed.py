@@ -2,10 +2,11 @@
 
     .venv/bin/python bench/train_speed.py [CORPUS] [--steps N]
 
-Both train a 2x128 LSTM on the same Nottingham training split with the same batch
+All train a 2x128 LSTM on the same Nottingham training split with the same batch
 (64 streams) and sequence length (128), Adam, in one process, alternating rounds so
-that background load hits both alike. The reference is the textbook version:
-torch.nn.LSTM over a one-hot float input, float32.
+that background load hits all alike. The reference is the textbook version:
+torch.nn.LSTM over a one-hot float input, float32. abcgen runs twice: as trained by
+default (reading form classes beside the characters) and with characters only.
 """
 
 import argparse
@@ -19,6 +20,7 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]
 from bench.common import corpus_path  # noqa: E402
 
 from abcgen.corpus import load_corpus  # noqa: E402
+from abcgen.form import FORM_BLOCKS, encode_text  # noqa: E402
 from abcgen.model import ModelConfig, build_model  # noqa: E402
 from abcgen.train import make_streams, use_bf16  # noqa: E402
 from abcgen.vocab import Vocab  # noqa: E402
@@ -75,24 +77,31 @@ def main():
     args = parser.parse_args()
     corpus = load_corpus(corpus_path([None, args.corpus] if args.corpus else [None]))
     vocab = Vocab.from_text(corpus.text("train"))
-    ids = torch.tensor(vocab.encode(corpus.text("train")))
+    form_inputs, ids = encode_text(corpus.text("train"), vocab, FORM_BLOCKS)
     inputs, targets = make_streams(ids, BATCH)
     torch.manual_seed(0)
     bf16 = use_bf16("auto", torch.device("cpu"))
-    ours = make_stepper(build_model(ModelConfig(vocab_size=len(vocab))), inputs, targets, bf16)
-    reference = make_stepper(Reference(len(vocab)), inputs, targets, False)
-    ours(), reference()  # warm-up
-    totals = {"abcgen": 0.0, "reference": 0.0}
+    steppers = {
+        "abcgen": make_stepper(build_model(ModelConfig(vocab_size=len(vocab))),
+                               make_streams(ids, BATCH, form_inputs)[0], targets, bf16),
+        "no form": make_stepper(build_model(ModelConfig(vocab_size=len(vocab), form=0)),
+                                inputs, targets, bf16),
+        "reference": make_stepper(Reference(len(vocab)), inputs, targets, False),
+    }
+    for step in steppers.values():
+        step()  # warm-up
+    totals = dict.fromkeys(steppers, 0.0)
     for _ in range(args.rounds):
-        totals["abcgen"] += time_steps(ours, args.steps)
-        totals["reference"] += time_steps(reference, args.steps)
+        for name, step in steppers.items():
+            totals[name] += time_steps(step, args.steps)
     chars = BATCH * SEQ * args.steps * args.rounds
     speed = {name: chars / seconds for name, seconds in totals.items()}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, bf16 autocast: {bf16}")
     print(f"batch {BATCH} x seq {SEQ}, {args.rounds} rounds of {args.steps} steps each")
     for name, value in speed.items():
         print(f"{name:10s} {value:10,.0f} chars/s")
-    print(f"ratio      {speed['abcgen'] / speed['reference']:.2f}x")
+    print(f"ratio      {speed['abcgen'] / speed['reference']:.2f}x "
+          f"(characters only: {speed['no form'] / speed['reference']:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import corpus_path  # noqa: E402
 
 from abcgen.corpus import load_corpus  # noqa: E402
+from abcgen.form import encode_text  # noqa: E402
 from abcgen.sample import TUNE_END, load_model  # noqa: E402
 
 PART_END = re.compile(r"(:\||\|\]|\|\|)\s*$")
@@ -49,7 +50,8 @@ def end_probabilities(model_path, tunes) -> dict:
         text = tune + TUNE_END
         if set(text) - set(vocab.chars):
             continue
-        logits, state = net(torch.tensor([vocab.encode(text)]), state)
+        inputs, _ = encode_text(text, vocab, net.config.form)
+        logits, state = net(inputs.unsqueeze(0), state)
         probs = torch.softmax(logits[0].float(), dim=-1)[:, newline]  # P(next char is "\n")
         for index, first in part_end_lines(text):
             seen["first part end" if first else "later part end"].append(probs[index].item())

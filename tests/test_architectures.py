@@ -117,13 +117,14 @@ def test_checkpoint_round_trip_records_the_architecture(arch, tmp_path):
 
 def test_checkpoints_without_the_new_options_load_with_defaults(tmp_path):
     vocab = Vocab.from_text("abc\n")
-    model = build_model(ModelConfig(vocab_size=len(vocab), hidden=8, layers=1))
+    model = build_model(ModelConfig(vocab_size=len(vocab), hidden=8, layers=1, form=0))
     save_checkpoint(tmp_path / "old.pt", model, vocab, {})
     payload = torch.load(tmp_path / "old.pt", weights_only=True)
     payload["config"] = {k: payload["config"][k] for k in ("vocab_size", "arch", "hidden", "layers", "dropout")}
     torch.save(payload, tmp_path / "old.pt")
     config = load_checkpoint(tmp_path / "old.pt").config
     assert (config.arch, config.heads, config.window, config.kernel, config.context) == ("lstm", 4, 16, 3, 64)
+    assert config.form == 0  # saved before form classes: it reads characters only
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -32,7 +32,7 @@ def test_streams_make_every_character_a_target():
 
 
 def test_model_shapes_and_one_hot_equivalence():
-    model = build_model(ModelConfig(vocab_size=10, hidden=8, layers=2, dropout=0.0)).eval()
+    model = build_model(ModelConfig(vocab_size=10, hidden=8, layers=2, dropout=0.0, form=0)).eval()
     ids = torch.randint(0, 10, (3, 5))
     logits, state = model(ids)
     assert logits.shape == (3, 5, 10)
@@ -43,7 +43,7 @@ def test_model_shapes_and_one_hot_equivalence():
     reference, _ = stacked(one_hot)
     assert torch.allclose(logits, model.head(reference), atol=1e-6)
     # A checkpoint from when the layers were one stacked torch.nn.LSTM still loads.
-    old = build_model(ModelConfig(vocab_size=10, hidden=8, layers=2, dropout=0.0)).eval()
+    old = build_model(ModelConfig(vocab_size=10, hidden=8, layers=2, dropout=0.0, form=0)).eval()
     old.load_state_dict({**{f"rnn.{k}": v for k, v in stacked.state_dict().items()},
                          **{f"head.{k}": v for k, v in model.head.state_dict().items()}})
     assert torch.allclose(old(ids)[0], logits, atol=1e-6)

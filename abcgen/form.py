@@ -1,0 +1,102 @@
+"""Where in its tune each character stands: the model's sense of form.
+
+A character model decides when a tune ends at the end of a part, and a part end looks
+the same after the first strain as after the last; it decides when a part ends after a
+phrase of bars that it has to count. From the text alone it has to count across 150-300
+characters, more than its training windows see: models without help closed a quarter of
+their tunes after one strain, or let a strain wander on for 30 bars. So the model is also
+told where each character stands: how many bars of its tune are complete, as two one-hot
+inputs beside the character's, the block of BARS_PER_BLOCK bars (0-7, 8-15, ..., the
+last block open-ended) and the bar within the block (see model.input_table). The
+counting is done here, character by character, the same way for the training text and
+for the sampler.
+
+A bar is complete at a bar line (a run of `|` and `:` characters) after some music in the
+tune body; bar lines that only open a repeat (`|:` at the start of a line) do not count,
+and field lines in the body such as P:B are left out. A blank line starts the next tune.
+A form class numbers the pair: block x BARS_PER_BLOCK + bar within the block.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+BARS_PER_BLOCK = 8
+FORM_BLOCKS = 6  # 0-7 bars, 8-15, ..., 40 or more
+MUSIC = set("ABCDEFGabcdefgzxZ")
+
+
+@dataclass(frozen=True)
+class Place:
+    """The counter after some text: what the next character is read against."""
+
+    bars: int = 0
+    music: bool = False  # notes or rests since the last bar line
+    in_body: bool = False
+    line_head: str = ""  # the first two characters of the current line
+    previous: str = "\n"
+
+    def after(self, ch: str) -> "Place":
+        if ch == "\n":
+            if self.previous == "\n":  # a blank line: the next tune
+                return Place()
+            return Place(self.bars, self.music, self.in_body or self.line_head == "K:", "", ch)
+        head = self.line_head if len(self.line_head) >= 2 else self.line_head + ch
+        field_line = len(head) == 2 and head[0].isalpha() and head[1] == ":"
+        music = self.in_body and not field_line and (self.music or ch in MUSIC)
+        if music and ch in "|:":
+            return Place(self.bars + 1, False, self.in_body, head, ch)
+        return Place(self.bars, music, self.in_body, head, ch)
+
+    def form_class(self, blocks: int) -> int:
+        """block x BARS_PER_BLOCK + bar within the block (0 without blocks)."""
+        if not blocks:
+            return 0
+        return min(self.bars // BARS_PER_BLOCK, blocks - 1) * BARS_PER_BLOCK + self.bars % BARS_PER_BLOCK
+
+
+def class_count(blocks: int) -> int:
+    """How many form classes a model with this many blocks reads (1: none)."""
+    return max(1, blocks * BARS_PER_BLOCK)
+
+
+def form_classes(text: str, blocks: int) -> list[int]:
+    """The form class of each character of a text: where its tune stands once that
+    character is read."""
+    place, found = Place(), []
+    for ch in text:
+        place = place.after(ch)
+        found.append(place.form_class(blocks))
+    return found
+
+
+def model_inputs(ids: torch.Tensor, text: str, vocab_size: int, blocks: int) -> torch.Tensor:
+    """The ids a model reads for a text: the character ids, or with form classes the
+    id of each (character, form class) pair, character + vocab_size * class."""
+    if not blocks:
+        return ids
+    return ids + vocab_size * torch.tensor(form_classes(text, blocks), dtype=ids.dtype)
+
+
+def encode_text(text: str, vocab, blocks: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(model inputs, character ids) of a text."""
+    ids = torch.tensor(vocab.encode(text), dtype=torch.long)
+    return model_inputs(ids, text, len(vocab), blocks), ids
+
+
+class FormTracker:
+    """Form classes of a text that grows one character at a time and may be cut back
+    (the sampler's rewinds): the place after each prefix is kept."""
+
+    def __init__(self, blocks: int):
+        self.blocks = blocks
+        self.places = [Place()]  # places[i]: after the first i characters
+
+    def feed(self, text: str) -> int:
+        """The form class once the last character of text is read (the text before it
+        is the one fed so far, perhaps cut back since)."""
+        del self.places[len(text):]
+        self.places.append(self.places[-1].after(text[-1]))
+        return self.places[-1].form_class(self.blocks)
