@@ -1,55 +1,80 @@
-"""Reading ABC tunes: split a text into tunes, read header fields, and check a tune.
+"""Reading and checking ABC tunes: the strict check shared by sample, evaluate and the sampler.
 
-The check is shared by `abcgen sample --check` and `abcgen evaluate`. A tune is valid when
+A tune passes `check_tune` when the programs musicians use (abc2midi and abcm2ps behind
+EasyABC, abcjs on tune sites, music21 behind MuseScore imports) read it without an error,
+and every bar has the duration its meter asks for:
 
-1. music21's ABC reader (music21.abcFormat) tokenises it without error,
-2. it has at least one note (rests alone do not count), and
-3. every full bar has exactly the duration its meter asks for.
+1. Header: X: with a tune number first, K: last; M: and L: take ABC 2.1's defaults when absent.
+2. Body: only what ABC 2.1 defines: notes, rests, chords, bar lines, endings, tuplets, broken
+   rhythm, ties, slurs, grace notes, decorations (`!trill!`, `+trill+`, `~.HLMOPSTuv`), chord
+   symbols and annotations, inline fields, field lines, comments, `\\` at a line end. A
+   character that is none of these, a chord symbol or decoration left open, a stray `]`,
+   `)` or `}`, a slur or grace group never closed, or an X: line (a second tune) fails.
+3. Repeats and endings pair: a `|:` while a repeat is open fails, a `|:` never closed fails,
+   an end repeat with nothing open fails unless it is the tune's first (ABC repeats from the
+   start); `[2` needs a `[1` before it, `[1` needs a `[2` after it, and an ending needs a
+   repeat around it.
+4. A tie joins two notes of the same pitch (letter and octave; a chord ties to a chord).
+5. The tune closes with a final or repeat bar line (`|]`, `||`, `:|`, `::`).
+6. Bars: every bar is full except where ABC practice allows it to be short: the first and last
+   bar of a section (a pickup, and the short bar that completes it), and the bar before an
+   ending. A section (the music between repeat signs, double bars and body P:/M:/K: fields,
+   each ending counted once) is a whole number of bars: a pickup and the short closing bar
+   add up to one. A section of less than a bar (a pickup before `|:`) joins the next one.
 
-Rule 3 follows ABC practice, which is tolerant at the edges of a section and strict elsewhere.
-A bar may be *shorter* than its meter (never longer) when it is
-
-- the first bar of the tune (a pickup, or anacrusis), or the last one;
-- next to a section boundary: just before or just after a repeat sign (`|:`, `:|`, `::`),
-  a double or final barline (`||`, `|]`, `[|`), or a field line in the body (`P:`, `M:`, `K:`,
-  also inline as `[M:3/4]`); so the short last bar of a repeated part and the pickup into
-  the next part pass, whether or not they add up to a full bar;
-- just before a first or second ending (`[1`, `[2`, `|1`, `:|2`): where the common part of
-  a section stops short.
-
-Every other bar must be full. Meter changes in the body (an `M:` line or inline `[M:3/4]`)
-apply from the bar that follows them; a bar under `M:none` is never checked. Grace notes take
-no time; tuplets and broken rhythm (`>`, `<`) do.
-
-Bar durations come from music21's tokens (each note's quarterLength, tuplet ratio and grace
-flag), not from a hand-written ABC parser. Building a full music21 score takes 30-100 ms per
-tune, most of it chord symbols and beaming; reading the tokens takes 1-3 ms, which lets the
-check run on hundreds of tunes.
+The reader is a single regular expression over the body plus a small state machine, so a
+check takes about a millisecond whatever the meter, and time grows linearly with length.
+music21's ABC reader accepts far more than the tools above do (it passes unclosed chord
+symbols, stray brackets, ties to other pitches) and takes 30-100 ms for a full score, so it
+is used for export, not for the check. A failed check's reason names the bar and the rule.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import io
 import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-# An inline field such as [M:3/4] or [K:Ador]; music21's tokeniser would read it as a chord.
-INLINE_FIELD = re.compile(r"\[([A-Za-z]):([^\]\n]*)\]")
-NOTE_BEFORE_COLONS = re.compile(r"([A-Z])::")
 FIELD_LINE = re.compile(r"^([A-Za-z+]):\s?(.*)$")
-# Body fields that mark the edge of a section: a new part, meter or key.
-SECTION_FIELDS = {"P", "M", "K"}
-# Barlines that end a section (music21 writes `::` as `:|` then `|:`).
-SECTION_BARS = {":|", "|:", "||", "|]", "[|"}
-ENDING_BARS = {"[1", "[2"}
+BODY_FIELDS = set("IKLMmNPQRrsTUVWw")  # field letters ABC 2.1 allows inside a tune body
+INLINE_FIELDS = set("IKLMmNPQRrTUV")
+SECTION_FIELDS = {"P", "M", "K"}  # body fields that start a new section
+FINAL_BARS = {"|]", "||", ":|", "::"}
+SHORTHAND_DECORATIONS = set("~.HLMOPSTuv")
+NOTE_OFFSETS = dict(zip("CDEFGAB", (0, 2, 4, 5, 7, 9, 11)))
+ACCIDENTALS = {"^^": 2, "^": 1, "=": 0, "_": -1, "__": -2}
+
+# One token of a tune body. The order matters: longer and more specific forms first.
+TOKEN = re.compile(r"""
+  (?P<newline>\n)
+| (?P<space>[ \t`y]+)
+| (?P<comment>%[^\n]*)
+| (?P<continuation>\\[ \t]*(?:%[^\n]*)?(?=\n|$))
+| (?P<inline>\[(?P<inline_name>[A-Za-z]):(?P<inline_value>[^\]\n]*)\])
+| (?P<ending>\[(?P<ending_numbers>[1-9](?:[-,][1-9])*))
+| (?P<bar>(?P<bar_end>:*)(?P<bar_core>\[\||\|\]|\|\||\|)(?P<bar_start>:*)
+          (?P<bar_ending>[1-9](?:[-,][1-9])*)?|::+)
+| (?P<symbol>"[^"\n]*")
+| (?P<decoration>![^!\n]*!|\+[A-Za-z0-9^<>().]+\+)
+| (?P<shorthand>[~.HLMOPSTuv])
+| (?P<tuplet>\((?P<tuplet_p>[1-9])(?::(?P<tuplet_q>[1-9]?)(?::(?P<tuplet_r>[1-9]?))?)?)
+| (?P<slur>[()])
+| (?P<grace>\{/?|\})
+| (?P<note>(?P<accidental>\^\^|\^|__|_|=)?(?P<letter>[A-Ga-g])(?P<octave>[,']*)
+          (?P<length>\d*/*\d*))
+| (?P<rest>[zx](?P<rest_length>\d*/*\d*))
+| (?P<measure_rest>[ZX](?P<measures>\d*))
+| (?P<chord_open>\[)
+| (?P<chord_close>\](?P<chord_length>\d*/*\d*))
+| (?P<tie>-)
+| (?P<broken>[<>]{1,3})
+""", re.VERBOSE)
 
 
 @dataclass(frozen=True)
 class Bar:
-    """One bar of a tune, as music21 read it.
+    """One bar of a tune.
 
     notes: (MIDI pitch, or None for a rest; duration in quarter notes), grace notes left out.
     expected: the duration the meter asks for, in quarter notes (None under a free meter).
@@ -63,6 +88,7 @@ class Bar:
     expected: Fraction | None
     tonic: int | None
     may_be_short: bool = False
+    line: int = 0  # the body line (0 = the first) on which the bar starts
 
     @property
     def duration(self) -> Fraction:
@@ -74,11 +100,42 @@ class Bar:
 
 
 @dataclass
+class Section:
+    """Bars between section edges, with its endings: what form counting works on.
+
+    bars: indices into Tune.bars of the common part; endings: one list of bar indices per
+    ending ([1, [2, ...). repeated: closed by an end repeat. length: in bars, the common part
+    plus the first ending (a pickup and a short closing bar make one).
+    """
+
+    bars: list[int] = field(default_factory=list)
+    endings: list[list[int]] = field(default_factory=list)
+    repeated: bool = False
+    length: Fraction = Fraction(0)
+    pickup: Fraction = Fraction(0)  # a pickup before it that joined it (see _join_pickups)
+    last_ending: Fraction = Fraction(0)  # the last ending's bars minus the first ending's
+
+    @property
+    def whole(self) -> bool:
+        """Whether it is a whole number of bars: counted with its first or its last ending,
+        with or without the pickup before it (the corpus writes all four)."""
+        return any((self.length - pickup + ending).denominator == 1
+                   for pickup in {Fraction(0), self.pickup} for ending in {Fraction(0), self.last_ending})
+
+    @property
+    def bar_count(self) -> int | None:
+        """Whole bars in it, the pickup and a short closing bar counted as one."""
+        whole = [self.length - p + e for p in {Fraction(0), self.pickup} for e in {Fraction(0), self.last_ending}]
+        return next((int(n) if n.denominator == 1 else None for n in sorted(whole) if n.denominator == 1), None)
+
+
+@dataclass
 class Tune:
-    """A tune read by music21: its header fields and its bars in the order written."""
+    """A tune read by the strict reader: header fields, bars in the order written, sections."""
 
     header: dict[str, str]
     bars: list[Bar]
+    sections: list[Section] = field(default_factory=list)
 
     @property
     def notes(self) -> list[tuple[int | None, Fraction]]:
@@ -101,14 +158,19 @@ class CheckResult:
     key: str | None = None
     title: str | None = None
     tune: Tune | None = field(default=None, repr=False)
-    bad_bar: int | None = None  # index into tune.bars of the first bar of the wrong length
+    bad_bar: int | None = None  # index into tune.bars of the first bar that breaks a rule
+    rule: str | None = None  # a short name of the rule broken: "bar length", "repeat", ...
 
     def __bool__(self) -> bool:
         return self.ok
 
 
 class AbcParseError(ValueError):
-    """music21 could not read a tune."""
+    """A tune that is not ABC as the tools read it. `bar` is the index of the bar it names."""
+
+    def __init__(self, message: str, bar: int | None = None, rule: str = "syntax"):
+        super().__init__(message)
+        self.bar, self.rule = bar, rule
 
 
 # ---------------------------------------------------------------- text helpers
@@ -131,30 +193,25 @@ def header_fields(tune: str) -> dict[str, str]:
 
     Each field keeps its first value; comment lines are skipped.
     """
+    return _split_header(tune)[0]
+
+
+def _split_header(tune: str) -> tuple[dict[str, str], str, int]:
+    """(header fields, body text, index of the body's first line among the tune's lines)."""
     fields: dict[str, str] = {}
-    for line in tune.splitlines():
-        line = line.strip()
-        if not line or line.startswith("%"):
+    lines = tune.split("\n")
+    for number, line in enumerate(lines):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("%"):
             continue
-        match = FIELD_LINE.match(line)
+        match = FIELD_LINE.match(stripped)
         if not match:
-            break
+            return fields, "\n".join(lines[number:]), number
         name, value = match.group(1), match.group(2).split("%")[0].strip()
         fields.setdefault(name, value)
         if name == "K":
-            break
-    return fields
-
-
-def prepare_for_music21(tune: str) -> str:
-    """Rewrite two spellings that music21's ABC reader misreads, without changing the music.
-
-    - An inline field ([M:3/4], [K:G]) goes on a line of its own, as ABC 2.1 allows;
-      music21 would read it as a chord.
-    - `A::` (a note, then a double repeat) gets a space: music21 reads `A:` as a field line.
-    """
-    tune = INLINE_FIELD.sub(lambda m: f"\n{m.group(1)}:{m.group(2)}\n", tune)
-    return NOTE_BEFORE_COLONS.sub(r"\1 ::", tune)
+            return fields, "\n".join(lines[number + 1:]), number + 1
+    return fields, "", len(lines)
 
 
 def format_length(quarters: Fraction, denominator: int = 8) -> str:
@@ -169,217 +226,586 @@ def format_length(quarters: Fraction, denominator: int = 8) -> str:
     return f"{whole.numerator}/{whole.denominator}"
 
 
-# ---------------------------------------------------------------- reading with music21
-
-
-def read_tune(text: str, complete: bool = True) -> Tune:
-    """Read a tune with music21's ABC tokeniser into bars of (pitch, duration) notes.
-
-    complete=False reads the beginning of a tune still being written: its last bar is
-    not the tune's last bar, so it gets no end-of-tune tolerance.
-    Raises AbcParseError when music21 cannot read it.
-    """
-    from music21 import abcFormat
-
-    handler = abcFormat.ABCHandler()
-    try:
-        # music21 writes its warnings straight to stderr; keep the command line clean.
-        with contextlib.redirect_stderr(io.StringIO()):
-            handler.process(prepare_for_music21(text))
-            bars = _BarReader().read(handler.tokens, complete)
-    except Exception as error:  # music21 raises many kinds of error on malformed text
-        raise AbcParseError(_short_message(error)) from error
-    return Tune(header=header_fields(text), bars=bars)
-
-
-def _short_message(error: Exception) -> str:
-    message = str(error).splitlines()[0] if str(error) else type(error).__name__
-    if message.startswith("no active default note length"):
-        return "no usable L: or M: field before the first note"
-    return message if len(message) <= 100 else message[:97] + "..."
-
-
-class _BarReader:
-    """Walks music21's ABC tokens and cuts them into bars, noting section edges."""
-
-    def __init__(self):
-        self.bars: list[Bar] = []
-        self.notes: list[tuple[int | None, Fraction]] = []
-        self.meter = None  # music21 TimeSignature in force, or None
-        self.tonic: int | None = None
-        self.bar_meter = None  # meter and tonic in force when the current bar began
-        self.bar_tonic: int | None = None
-        self.starts_section = True  # the tune's first bar counts as a section start
-        self.in_grace = False
-        self.short_ok: set[int] = set()  # indices of bars allowed to be short
-
-    def read(self, tokens, complete: bool = True) -> list[Bar]:
-        from music21 import abcFormat
-
-        for token in tokens:
-            if isinstance(token, abcFormat.ABCMetadata):
-                self.on_field(token)
-            elif isinstance(token, abcFormat.ABCBar):
-                self.on_barline(token.src.strip())
-            elif isinstance(token, abcFormat.ABCGraceStart):
-                self.in_grace = True
-            elif isinstance(token, abcFormat.ABCGraceStop):
-                self.in_grace = False
-            elif isinstance(token, abcFormat.ABCNote) and not token.inGrace:
-                self.on_note(token)
-        self.close_bar()
-        if self.bars:
-            self.short_ok.update({0, len(self.bars) - 1} if complete else {0})
-        return [self._with_tolerance(index, bar) for index, bar in enumerate(self.bars)]
-
-    def _with_tolerance(self, index: int, bar: Bar) -> Bar:
-        if index not in self.short_ok:
-            return bar
-        return Bar(bar.number, bar.notes, bar.meter, bar.expected, bar.tonic, may_be_short=True)
-
-    def on_field(self, token) -> None:
-        if token.isMeter():
-            self.meter = _time_signature(token.data)
-        elif token.isKey():
-            self.tonic = _tonic_pitch_class(token.data)
-        if token.tag in SECTION_FIELDS and self.bars_started():
-            self.section_edge()
-
-    def on_barline(self, symbol: str) -> None:
-        self.close_bar()
-        if symbol in SECTION_BARS:
-            self.section_edge()
-        elif symbol in ENDING_BARS and self.bars:
-            self.short_ok.add(len(self.bars) - 1)
-
-    def on_note(self, token) -> None:
-        if not self.notes:
-            self.bar_meter, self.bar_tonic = self.meter, self.tonic
-        length = Fraction(token.quarterLength)
-        if token.activeTuplet is not None:
-            length *= Fraction(token.activeTuplet.tupletMultiplier())
-        self.notes.append((_note_pitch(token), length))
-
-    def bars_started(self) -> bool:
-        return bool(self.bars or self.notes)
-
-    def section_edge(self) -> None:
-        """A section boundary here: the bar before it and the bar after it may be short.
-
-        A field line in the middle of a bar ends that bar, as music21's own measures do.
-        """
-        self.close_bar()
-        if self.bars:
-            self.short_ok.add(len(self.bars) - 1)
-        self.starts_section = True
-
-    def close_bar(self) -> None:
-        if not self.notes or sum(length for _, length in self.notes) == 0:
-            self.notes = []
-            return
-        meter = self.bar_meter
-        expected = Fraction(meter.barDuration.quarterLength) if meter is not None else None
-        name = meter.ratioString if meter is not None else None
-        self.bars.append(Bar(len(self.bars) + 1, tuple(self.notes), name, expected, self.bar_tonic))
-        if self.starts_section:
-            self.short_ok.add(len(self.bars) - 1)
-            self.starts_section = False
-        self.notes = []
-
-
-def _note_pitch(token) -> int | None:
-    """MIDI pitch of a note token; the top note of a chord; None for a rest."""
-    from music21 import abcFormat
-
-    if isinstance(token, abcFormat.ABCChord):
-        names = [sub.pitchName for sub in token.subTokens
-                 if isinstance(sub, abcFormat.ABCNote) and sub.pitchName]
-        return max((_midi(name) for name in names), default=None)
-    if token.isRest or not token.pitchName:
-        return None
-    return _midi(token.pitchName)
+# ---------------------------------------------------------------- header values
 
 
 @functools.lru_cache(maxsize=512)
-def _midi(pitch_name: str) -> int:
-    from music21 import pitch
+def parse_meter(value: str) -> tuple[Fraction | None, str | None]:
+    """(bar length in quarter notes, meter as n/d) of an M: value; (None, None) for a free
+    meter. `C` is 4/4, `C|` 2/2, `(2+3)/8` and `3/8+2/8` are 5/8.
+    Raises AbcParseError for a value that is not a meter."""
+    text = value.split("%")[0].replace(" ", "")
+    if text.lower() in ("", "none"):
+        return None, None
+    if text in ("C", "C|"):
+        return (Fraction(4), "4/4") if text == "C" else (Fraction(2), "2/2")
+    sums = re.fullmatch(r"\(?(\d+(?:\+\d+)*)\)?/(\d+)", text)
+    terms = re.findall(r"(\d+)/(\d+)", text) if re.fullmatch(r"\d+/\d+(?:\+\d+/\d+)+", text) else []
+    if sums and int(sums[2]):
+        numerator, denominator = sum(int(n) for n in sums[1].split("+")), int(sums[2])
+    elif terms and all(int(d) for _, d in terms):
+        denominator = max(int(d) for _, d in terms)
+        numerator = sum(Fraction(int(n), int(d)) for n, d in terms) * denominator
+        if numerator.denominator != 1:
+            raise AbcParseError(f"M:{value} is not a meter (such as 6/8, 3/4, C)")
+        numerator = int(numerator)
+    else:
+        raise AbcParseError(f"M:{value} is not a meter (such as 6/8, 3/4, C)")
+    if numerator == 0:
+        raise AbcParseError(f"M:{value} is not a meter (such as 6/8, 3/4, C)")
+    return Fraction(4 * numerator, denominator), f"{numerator}/{denominator}"
 
-    return int(pitch.Pitch(pitch_name).midi)
+
+def parse_unit(value: str) -> Fraction:
+    """An L: value as a fraction of a whole note; raises AbcParseError when it is not one."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", value.split("%")[0])
+    if not match or int(match[1]) == 0 or int(match[2]) == 0:
+        raise AbcParseError(f"L:{value} is not a unit note length (such as 1/8)")
+    return Fraction(int(match[1]), int(match[2]))
 
 
-@functools.lru_cache(maxsize=256)
-def _time_signature(meter_field: str):
-    """music21's TimeSignature for an M: value (None for M:none); only read, so shared."""
-    from music21 import abcFormat
-
-    token = abcFormat.ABCMetadata(f"M:{meter_field}")
-    token.preParse()
-    return token.getTimeSignatureObject()
+def default_unit(bar: Fraction | None) -> Fraction:
+    """ABC 2.1's default L: for a meter: 1/16 below 3/4, else 1/8 (also for a free meter)."""
+    return Fraction(1, 16) if bar is not None and bar < 3 else Fraction(1, 8)
 
 
-@functools.lru_cache(maxsize=256)
-def _tonic_pitch_class(key_field: str) -> int | None:
-    """Pitch class of the tonic named by a K: value ('G', 'Ador', 'Bbm'); None for K:none/HP."""
-    from music21 import abcFormat
+MODE_SHIFT = {"": 0, "maj": 0, "ion": 0, "mix": -1, "dor": -2, "m": -3, "min": -3, "aeo": -3,
+              "phr": -4, "loc": -5, "lyd": 1}
+FIFTHS = {"C": 0, "G": 1, "D": 2, "A": 3, "E": 4, "B": 5, "F": -1}
+SHARP_ORDER, FLAT_ORDER = "FCGDAEB", "BEADGCF"
 
-    token = abcFormat.ABCMetadata(f"K:{key_field}")
-    token.preParse()
-    try:
-        key = token.getKeySignatureObject()
-    except Exception:  # an unreadable key: no tonic rather than no tune
-        return None
-    tonic = getattr(key, "tonic", None)
-    if tonic is None or key_field.strip().lower() in ("", "none"):
-        return None
-    return tonic.pitchClass
+
+@functools.lru_cache(maxsize=512)
+def parse_key(value: str) -> tuple[int | None, dict[str, int]]:
+    """(tonic pitch class or None, {letter: alteration}) of a K: value such as G, Ador, Bbm,
+    F#mix, D =c, none or HP. Raises AbcParseError for a value that is not a key."""
+    words = value.split("%")[0].strip().split()
+    if not words or words[0].lower() in ("none",):
+        return None, {}
+    if words[0] in ("HP", "Hp"):  # Highland pipes: written without a signature (HP) or with F# C#
+        return 9, {} if words[0] == "HP" else {"F": 1, "C": 1}
+    match = re.fullmatch(r"([A-G])([#b]?)([A-Za-z]*)", words[0])
+    mode = match[3].lower()[:3] if match else ""
+    if match and match[3].lower() in ("m", "min", "minor"):
+        mode = "m"
+    if not match or (mode not in MODE_SHIFT and not match[3].lower().startswith(("maj", "exp"))):
+        raise AbcParseError(f"K:{value} is not a key (such as D, Ador, Emin, Bb)")
+    sign = {"#": 1, "b": -1, "": 0}[match[2]]
+    fifths = FIFTHS[match[1]] + 7 * sign + MODE_SHIFT.get(mode, 0)
+    alter = {ch: 1 for ch in SHARP_ORDER[:max(fifths, 0)]}
+    alter.update({ch: -1 for ch in FLAT_ORDER[:max(-fifths, 0)]})
+    if match[3].lower().startswith("exp"):
+        alter = {}
+    for word in words[1:]:
+        explicit = re.fullmatch(r"(\^\^|\^|__|_|=)([A-Ga-g])", word)
+        if explicit:
+            alter[explicit[2].upper()] = ACCIDENTALS[explicit[1]]
+    tonic = (NOTE_OFFSETS[match[1]] + sign) % 12
+    return tonic, alter
 
 
 @functools.lru_cache(maxsize=256)
 def key_name(key_field: str) -> str:
     """A K: value spelled one way: 'G' -> 'G major', 'Ador' -> 'A dorian', 'Em' -> 'E minor'."""
-    from music21 import abcFormat
-
-    token = abcFormat.ABCMetadata(f"K:{key_field}")
-    token.preParse()
-    try:
-        key = token.getKeySignatureObject()
-    except Exception:  # not a key music21 knows: keep what was written
-        return key_field.strip()
-    tonic, mode = getattr(key, "tonic", None), getattr(key, "mode", None)
-    if tonic is None or key_field.strip().lower() in ("", "none"):
+    match = re.fullmatch(r"\s*([A-G][#b]?)\s*([A-Za-z]*)\s*", key_field.split("%")[0].split(" ")[0] or " ")
+    names = {"": "major", "maj": "major", "ion": "major", "m": "minor", "min": "minor",
+             "aeo": "minor", "mix": "mixolydian", "dor": "dorian", "phr": "phrygian",
+             "lyd": "lydian", "loc": "locrian"}
+    if not match:
         return key_field.strip() or "none"
-    return f"{tonic.name.replace('-', 'b').capitalize()} {mode}"
+    mode = match[2].lower()
+    mode = "m" if mode in ("m", "minor") else mode[:3]
+    if mode not in names:
+        return key_field.strip()
+    return f"{match[1]} {names[mode]}"
+
+
+# ---------------------------------------------------------------- the reader
+
+
+def read_tune(text: str, complete: bool = True) -> Tune:
+    """Read a tune into bars of (pitch, duration) notes and sections, strictly.
+
+    complete=False reads the beginning of a tune still being written: its last bar is not
+    the tune's last bar, and what is still open (a repeat, a tie, a slur) may close later.
+    Raises AbcParseError, naming the bar and the rule, when the tune breaks one.
+    """
+    header, body, _ = _split_header(text)
+    if "K" not in header:
+        raise AbcParseError("it has no K: line ending its header", rule="header")
+    number = header.get("X")
+    if number is None or not number.isdigit():
+        raise AbcParseError(f"X: should be a tune number, not {number!r}", rule="header")
+    reader = _Reader(header)
+    reader.read(body)
+    return reader.finish(complete)
+
+
+class _Reader:
+    """Walks the tokens of a body, building bars and sections and enforcing the rules."""
+
+    def __init__(self, header: dict[str, str]):
+        self.header = header
+        self.bar_length, self.meter = parse_meter(header.get("M", "none"))
+        self.unit = parse_unit(header["L"]) if "L" in header else default_unit(self.bar_length)
+        self.tonic, self.key_alter = parse_key(header["K"])
+        self.bars: list[Bar] = []
+        self.notes: list[tuple[int | None, Fraction]] = []
+        self.bar_accidentals: dict[tuple[str, int], int] = {}
+        self.line = 0
+        self.bar_line = 0
+        self.short_ok: set[int] = set()
+        self.starts_section = True
+        self.sections = [Section()]
+        self.in_ending = False
+        self.repeat_open = False
+        self.repeats_closed = 0
+        self.endings_seen: list[int] = []  # ending numbers in the current repeat
+        self.chord: list[tuple[int, Fraction]] | None = None
+        self.grace = False
+        self.slurs = 0
+        self.tuplet_left, self.tuplet_ratio = 0, Fraction(1)
+        self.broken_next: Fraction | None = None
+        self.tie_from: tuple | None = None  # (letter, octave) or a chord's set, after a `-`
+        self.last_pitch_key: tuple | None = None
+        self.last_bar_symbol = ""
+        self.measure_rests = 0
+        self.pitched = 0  # notes with a pitch so far
+
+    # -- errors name the bar being written
+
+    def fail(self, message: str, rule: str = "syntax"):
+        raise AbcParseError(f"bar {len(self.bars) + 1}: {message}", bar=len(self.bars), rule=rule)
+
+    def read(self, body: str) -> None:
+        position, end = 0, len(body)
+        at_line_start = True
+        while position < end:
+            if at_line_start:
+                line_end = body.find("\n", position)
+                line_end = end if line_end < 0 else line_end
+                line = body[position:line_end]
+                if FIELD_LINE.match(line) or line.startswith("%"):
+                    self.on_field_line(line)
+                    position = line_end
+                    continue
+            match = TOKEN.match(body, position)
+            if match is None:
+                self.fail(f"{body[position]!r} is not ABC")
+            position = match.end()
+            kind = match.lastgroup if match.lastgroup not in _SUBGROUPS else _kind(match)
+            at_line_start = kind == "newline"
+            getattr(self, f"on_{kind}")(match)
+
+    # -- fields
+
+    def on_field_line(self, line: str) -> None:
+        if line.startswith("%"):
+            return
+        name, value = line[0], line[2:].split("%")[0].strip()
+        if name == "X":
+            self.fail("a new tune (X:) starts inside this one", rule="field")
+        if name not in BODY_FIELDS:
+            self.fail(f"{name}: is not a field a tune body may hold", rule="field")
+        self.apply_field(name, value)
+
+    def on_inline(self, match) -> None:
+        name, value = match["inline_name"], match["inline_value"].strip()
+        if name not in INLINE_FIELDS:
+            self.fail(f"[{name}:] is not an inline field", rule="field")
+        self.apply_field(name, value)
+
+    def apply_field(self, name: str, value: str) -> None:
+        if name == "V" and value.split()[0:1] != self.header.get("V", value).split()[0:1]:
+            self.fail("it has more than one voice; abcgen reads single-voice tunes", rule="voices")
+        if name == "M":
+            self.bar_length, self.meter = parse_meter(value)
+        elif name == "L":
+            self.unit = parse_unit(value)
+        elif name == "K":
+            self.tonic, self.key_alter = parse_key(value)
+        if name in SECTION_FIELDS and (self.bars or self.notes):
+            self.section_edge(closing="field")
+
+    # -- spacing and comments
+
+    def on_newline(self, match) -> None:
+        self.line += 1
+
+    def on_space(self, match) -> None:
+        pass
+
+    on_comment = on_space
+
+    def on_continuation(self, match) -> None:
+        pass
+
+    def on_symbol(self, match) -> None:
+        pass
+
+    def on_decoration(self, match) -> None:
+        pass
+
+    on_shorthand = on_decoration
+
+    # -- notes
+
+    def on_note(self, match) -> None:
+        octave = (1 if match["letter"].islower() else 0) + match["octave"].count("'") - match["octave"].count(",")
+        letter = match["letter"].upper()
+        pitch = self.pitch(letter, octave, match["accidental"])
+        length = self.length(match["length"])
+        if self.chord is not None:
+            self.chord.append((pitch, length))
+            self.note_key = (letter, octave)
+            return
+        self.tie_check((letter, octave))
+        self.add_note(pitch, length, (letter, octave))
+
+    def pitch(self, letter: str, octave: int, accidental: str | None) -> int:
+        if accidental:
+            self.bar_accidentals[(letter, octave)] = ACCIDENTALS[accidental]
+        alter = self.bar_accidentals.get((letter, octave), self.key_alter.get(letter, 0))
+        midi = 60 + 12 * octave + NOTE_OFFSETS[letter] + alter
+        if not 0 <= midi <= 127:
+            self.fail(f"a note beyond the MIDI range ({letter} in octave {octave + 4})", rule="range")
+        return midi
+
+    def length(self, text: str) -> Fraction:
+        """A length suffix as quarter notes: '' 1 unit, '3' 3, '/' 1/2, '3/2', '//' 1/4."""
+        if not text:
+            return self.unit * 4
+        numerator, slash, rest = text.partition("/")
+        value = Fraction(int(numerator) if numerator else 1)
+        if slash:
+            digits = rest.lstrip("/")
+            if digits and "/" in digits:
+                self.fail(f"{text!r} is not a note length")
+            divisor = int(digits) if digits else 2 ** (1 + len(rest))
+            if divisor == 0:
+                self.fail(f"a note length divided by zero ({text!r})")
+            value /= divisor
+        if value == 0:
+            self.fail(f"a note of length zero ({text!r})")
+        return value * self.unit * 4
+
+    def on_rest(self, match) -> None:
+        self.tie_check(None)
+        self.add_note(None, self.length(match["rest_length"]), None)
+
+    def on_measure_rest(self, match) -> None:
+        if self.notes or self.chord is not None:
+            self.fail("a multi-bar rest (Z) must fill its bar alone")
+        self.measure_rests = int(match["measures"] or 1)
+        if self.measure_rests == 0:
+            self.fail("a multi-bar rest of zero bars")
+
+    def add_note(self, pitch: int | None, length: Fraction, key) -> None:
+        if self.grace:
+            return
+        if self.broken_next is not None:
+            length, self.broken_next = length * self.broken_next, None
+        if self.tuplet_left:
+            length *= self.tuplet_ratio
+            self.tuplet_left -= 1
+        if not self.notes:
+            self.bar_line = self.line
+        self.notes.append((pitch, length))
+        self.last_pitch_key = key
+        self.pitched += pitch is not None
+
+    def on_chord_open(self, match) -> None:
+        if self.chord is not None:
+            self.fail("a chord inside a chord")
+        self.chord = []
+
+    def on_chord_close(self, match) -> None:
+        if self.chord is None:
+            self.fail("a ] with no [ before it", rule="bracket")
+        notes, self.chord = self.chord, None
+        if not notes:
+            self.fail("an empty chord []")
+        keys = frozenset(self.chord_keys(notes))
+        self.tie_check(keys)
+        multiplier = self.length(match["chord_length"]) / (self.unit * 4)
+        self.add_note(max(pitch for pitch, _ in notes), notes[0][1] * multiplier, keys)
+
+    def chord_keys(self, notes) -> list:
+        return [(pitch // 12, pitch % 12) for pitch, _ in notes]
+
+    def on_grace(self, match) -> None:
+        opening = match["grace"].startswith("{")
+        if opening == self.grace:
+            self.fail("a grace note group inside another" if opening else "a } with no { before it",
+                      rule="bracket")
+        self.grace = opening
+
+    def on_slur(self, match) -> None:
+        if match["slur"] == "(":
+            self.slurs += 1
+        elif self.slurs == 0:
+            self.fail("a ) with no ( before it", rule="bracket")
+        else:
+            self.slurs -= 1
+
+    def on_tuplet(self, match) -> None:
+        p = int(match["tuplet_p"])
+        compound = self.bar_length is not None and (self.bar_length * 2).denominator == 1 and \
+            (self.bar_length / Fraction(3, 2)).denominator == 1 and self.meter not in ("3/4", "3/2")
+        q = int(match["tuplet_q"]) if match["tuplet_q"] else {2: 3, 3: 2, 4: 3, 6: 2, 8: 3}.get(p, 3 if compound else 2)
+        r = int(match["tuplet_r"]) if match["tuplet_r"] else p
+        self.tuplet_left, self.tuplet_ratio = r, Fraction(q, p)
+
+    def on_broken(self, match) -> None:
+        if not self.notes or self.grace:
+            self.fail(f"{match['broken']!r} with no note before it")
+        dots = len(match["broken"])
+        longer, shorter = 2 - Fraction(1, 2 ** dots), Fraction(1, 2 ** dots)
+        first, second = (longer, shorter) if match["broken"][0] == ">" else (shorter, longer)
+        pitch, length = self.notes[-1]
+        self.notes[-1] = (pitch, length * first)
+        self.broken_next = second
+
+    def on_tie(self, match) -> None:
+        if self.last_pitch_key is None or not self.notes:
+            self.fail("a tie (-) with no note before it", rule="tie")
+        self.tie_from = self.last_pitch_key
+
+    def tie_check(self, key) -> None:
+        """A note or chord after a tie: it must be the same pitch (a chord: share a note)."""
+        if self.tie_from is None or self.grace:
+            return
+        source, self.tie_from = self.tie_from, None
+        if key is None:
+            self.fail("a tie (-) to a rest", rule="tie")
+        if isinstance(source, frozenset) or isinstance(key, frozenset):
+            first = source if isinstance(source, frozenset) else {self.pitch_key(source)}
+            second = key if isinstance(key, frozenset) else {self.pitch_key(key)}
+            if first & second:
+                return
+        elif source == key:
+            return
+        self.fail("a tie (-) between notes of different pitch", rule="tie")
+
+    def pitch_key(self, key: tuple) -> tuple:
+        letter, octave = key
+        midi = 60 + 12 * octave + NOTE_OFFSETS[letter] + self.bar_accidentals.get(key, self.key_alter.get(letter, 0))
+        return (midi // 12, midi % 12)
+
+    # -- bar lines, endings and sections
+
+    def on_bar(self, match) -> None:
+        if self.chord is not None or self.grace:
+            self.fail("a bar line inside a chord or a grace note group", rule="bracket")
+        symbol = match["bar"]
+        ends = symbol.startswith(":")
+        starts = symbol.endswith(":") and not match["bar_ending"]
+        core = match["bar_core"] or ""
+        self.close_bar()
+        self.last_bar_symbol = "::" if ends and starts else (":|" if ends else (core or symbol))
+        if ends:
+            self.end_repeat()
+        if core in ("||", "|]", "[|") and not ends and not starts:
+            self.section_edge(closing="double")
+        if starts:
+            self.start_repeat()
+        if match["bar_ending"]:
+            self.start_ending(match["bar_ending"])
+
+    def on_ending(self, match) -> None:
+        if self.chord is not None:
+            self.fail("an ending inside a chord")
+        if self.notes:  # an ending may start in the middle of a bar (ABC 2.1 4.9)
+            self.close_bar()
+            self.short_ok.add(len(self.bars) - 1)
+        self.start_ending(match["ending_numbers"])
+
+    def start_ending(self, numbers: str) -> None:
+        first = int(numbers[0])
+        expected = len(self.endings_seen) + 1
+        if first != expected:
+            what = f"[{first} with no [{expected} before it" if first > expected else f"a second [{first}"
+            self.fail(what, rule="ending")
+        if first > 1 and self.last_bar_symbol not in (":|", "::"):
+            self.fail(f"[{first} must follow an end repeat (:|)", rule="ending")
+        self.endings_seen += range(first, 1 + max(int(n) for n in re.findall(r"\d", numbers)))
+        if self.bars:
+            self.short_ok.add(len(self.bars) - 1)
+        self.sections[-1].endings.append([])
+        self.in_ending = True
+        self.starts_section = True
+
+    def start_repeat(self) -> None:
+        if self.repeat_open:
+            self.fail("a |: inside a repeat that is still open", rule="repeat")
+        self.section_edge(closing="repeat")
+        self.repeat_open = True
+
+    def end_repeat(self) -> None:
+        if not self.repeat_open and self.repeats_closed and not self.endings_seen:
+            self.fail("an end repeat (:|) with no |: before it", rule="repeat")
+        self.repeat_open = False
+        self.repeats_closed += 1
+        self.sections[-1].repeated = True
+        if self.in_ending:  # :| closes the first ending; the next ending follows
+            if self.bars:
+                self.short_ok.add(len(self.bars) - 1)
+            self.starts_section = True
+            return
+        self.section_edge(closing="repeat")
+
+    def section_edge(self, closing: str) -> None:
+        """A section boundary: the bar before it and the bar after it may be short."""
+        self.close_bar()
+        if self.endings_seen == [1]:
+            self.fail("a first ending [1 with no second ending", rule="ending")
+        if self.bars:
+            self.short_ok.add(len(self.bars) - 1)
+        self.starts_section = True
+        self.in_ending = False
+        self.endings_seen = []
+        if self.sections[-1].bars or self.sections[-1].endings:
+            self.sections.append(Section())
+
+    def close_bar(self) -> None:
+        if self.measure_rests:
+            for _ in range(self.measure_rests):
+                self.bars.append(Bar(len(self.bars) + 1, ((None, self.bar_length or Fraction(4)),),
+                                     self.meter, self.bar_length, self.tonic, line=self.line))
+                self.place_bar()
+            self.measure_rests = 0
+            return
+        if not self.notes:
+            return
+        bar = Bar(len(self.bars) + 1, tuple(self.notes), self.meter, self.bar_length, self.tonic, line=self.bar_line)
+        self.bars.append(bar)
+        self.place_bar()
+        self.notes, self.bar_accidentals = [], {}
+
+    def place_bar(self) -> None:
+        index = len(self.bars) - 1
+        section = self.sections[-1]
+        (section.endings[-1] if self.in_ending and section.endings else section.bars).append(index)
+        if self.starts_section:
+            self.short_ok.add(index)
+            self.starts_section = False
+
+    # -- the end
+
+    def finish(self, complete: bool) -> Tune:
+        if self.chord is not None:
+            self.fail("a chord [ never closed", rule="bracket")
+        if complete and self.pitched:
+            if self.grace:
+                self.fail("a grace note group { never closed", rule="bracket")
+            if self.slurs:
+                self.fail("a slur ( never closed", rule="bracket")
+            if self.tie_from is not None:
+                self.fail("a tie (-) at the end of the tune", rule="tie")
+            if self.notes and self.last_bar_symbol:
+                self.fail("the tune does not end with a bar line", rule="end")
+            if self.last_bar_symbol not in FINAL_BARS and not self.notes:
+                self.fail("the tune does not end with a final or repeat bar line (|], ||, :|)", rule="end")
+        self.close_bar()
+        if complete and self.pitched:
+            if self.repeat_open:
+                self.fail("a |: never closed by a :|", rule="repeat")
+            self.section_edge(closing="end")
+        if self.bars:
+            self.short_ok.update({0, len(self.bars) - 1} if complete else {0})
+        bars = [_tolerant(bar) if index in self.short_ok else bar for index, bar in enumerate(self.bars)]
+        sections = [section for section in self.sections if section.bars or section.endings]
+        for section in sections:
+            section.length = _section_length(section, bars)
+        return Tune(self.header, bars, _join_pickups(sections))
+
+
+_SUBGROUPS = {"inline_name", "inline_value", "ending_numbers", "bar_end", "bar_core", "bar_start",
+              "bar_ending", "tuplet_p", "tuplet_q", "tuplet_r", "accidental", "letter", "octave",
+              "length", "rest_length", "measures", "chord_length"}
+
+
+def _kind(match) -> str:
+    return next(name for name, value in match.groupdict().items() if value is not None and name not in _SUBGROUPS)
+
+
+def _tolerant(bar: Bar) -> Bar:
+    return Bar(bar.number, bar.notes, bar.meter, bar.expected, bar.tonic, True, bar.line)
+
+
+def _section_length(section: Section, bars: list[Bar]) -> Fraction:
+    """Bars in a section: the common part and its first ending, as fractions of full bars;
+    also notes how much longer its last ending is than its first."""
+    def length(indices):
+        return sum((bars[i].duration / bars[i].expected for i in indices if bars[i].expected), Fraction(0))
+
+    if section.endings:
+        section.last_ending = length(section.endings[-1]) - length(section.endings[0])
+    if section.bars and length(section.bars[:1]) < 1:
+        section.pickup = length(section.bars[:1])
+    return length(section.bars + (section.endings[0] if section.endings else []))
+
+
+def _join_pickups(sections: list[Section]) -> list[Section]:
+    """A section of less than one bar (a pickup before |:) joins the section after it."""
+    joined: list[Section] = []
+    for section in sections:
+        if joined and 0 < joined[-1].length < 1 and not joined[-1].repeated and not joined[-1].endings:
+            pickup = joined.pop()
+            section.bars = pickup.bars + section.bars
+            section.length += pickup.length
+            section.pickup = pickup.length if section.pickup == 0 else section.pickup
+        joined.append(section)
+    return joined
 
 
 # ---------------------------------------------------------------- the check
 
 
 def check_tune(text: str, complete: bool = True) -> CheckResult:
-    """Check one ABC tune: music21 reads it, it has notes, its full bars are full.
+    """Check one ABC tune strictly (see the module doc).
 
     complete=False checks the beginning of a tune that is still being written (see read_tune).
-    Returns a CheckResult whose `reason` is one short phrase when the tune fails.
+    Returns a CheckResult whose `reason` is one short phrase naming the bar and the rule.
     """
     header = header_fields(text)
     facts = dict(meter=header.get("M"), key=header.get("K"), title=header.get("T"))
     try:
         tune = read_tune(text, complete)
     except AbcParseError as error:
-        return CheckResult(False, f"music21 could not parse it: {error}", **facts)
+        return CheckResult(False, str(error), bad_bar=error.bar, rule=error.rule, **facts)
+    except (ValueError, RecursionError) as error:  # never a traceback for a tune, however broken
+        return CheckResult(False, f"unreadable: {error}", rule="syntax", **facts)
     facts.update(n_notes=len(tune.pitches), n_bars=len(tune.bars), tune=tune)
     bad_bar = _bad_bar(tune)
-    reason = _header_problem(header) or (_bar_problem(tune.bars[bad_bar]) if bad_bar is not None else None)
     if not tune.pitches:
-        reason = "it has no notes"
-    return CheckResult(reason is None, reason, bad_bar=bad_bar, **facts)
+        return CheckResult(False, "it has no notes", rule="empty", **facts)
+    if bad_bar is not None:
+        return CheckResult(False, _bar_problem(tune.bars[bad_bar]), bad_bar=bad_bar, rule="bar length", **facts)
+    if complete:
+        section = _broken_section(tune.sections)
+        if section is not None:
+            first = tune.bars[(section.bars or section.endings[0])[0]].number
+            return CheckResult(False, f"bar {first}: the section starting here has {_bars(section.length)} "
+                               "bars, not a whole number", rule="section", **facts)
+    return CheckResult(True, **facts)
 
 
-def _header_problem(header: dict[str, str]) -> str | None:
-    """music21 reads X: as a whole number when it splits a file into tunes."""
-    number = header.get("X")
-    if number is not None and not number.isdigit():
-        return f"X: should be a tune number, not {number!r}"
+def _broken_section(sections: list[Section]) -> Section | None:
+    """The first section that is not a whole number of bars on its own, nor ends on a
+    whole bar counted from the tune's start (a pickup into the next part may sit at the
+    end of the part before it)."""
+    pickup = sections[0].pickup if sections else Fraction(0)
+    done = Fraction(0)
+    for section in sections:
+        done += section.length + section.last_ending
+        if not section.whole and (done - pickup).denominator != 1 and done.denominator != 1:
+            return section
     return None
+
+
+def _bars(length: Fraction) -> str:
+    return f"{float(length):.3g}"
 
 
 def _bad_bar(tune: Tune) -> int | None:
@@ -402,3 +828,41 @@ def _bar_problem(bar: Bar) -> str:
 def check_tunes(tunes: list[str]) -> list[CheckResult]:
     """check_tune over a list of tunes."""
     return [check_tune(tune) for tune in tunes]
+
+
+# ---------------------------------------------------------------- form
+
+
+@dataclass
+class Form:
+    """The form of a tune, as `abcgen evaluate` counts it for generated and corpus tunes."""
+
+    repeats_paired: bool
+    section_lengths: list[int | None]  # whole bars per section (None: not a whole number)
+    ends_on_tonic: bool
+
+    @property
+    def regular_sections(self) -> bool:
+        return bool(self.section_lengths) and all(n in (4, 8, 16) for n in self.section_lengths)
+
+    @property
+    def folk_form(self) -> bool:
+        return self.repeats_paired and self.regular_sections and self.ends_on_tonic
+
+
+def tune_form(text: str) -> Form:
+    """The form of a tune. A tune the reader cannot finish (a repeat or tie that breaks the
+    rules, a character that is not ABC) has no sections and does not end on the tonic."""
+    result = check_tune(text)
+    if result.tune is None:
+        return Form(result.rule not in ("repeat", "ending"), [], False)
+    return Form(True, _lengths(result.tune), _ends_on_tonic(result.tune))
+
+
+def _lengths(tune: Tune) -> list[int | None]:
+    return [s.bar_count for s in tune.sections]
+
+
+def _ends_on_tonic(tune: Tune) -> bool:
+    last = next((bar for bar in reversed(tune.bars) if bar.pitches), None)
+    return last is not None and last.tonic is not None and last.pitches[-1] % 12 == last.tonic

@@ -24,6 +24,7 @@ Tunes without K: or without a single note are dropped, and the reason counted.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import re
 import sys
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
+from abcgen.abc import check_tune
 from abcgen.errors import AbcgenError
 from abcgen.files import write_text_atomic  # noqa: F401  (re-exported)
 
@@ -88,10 +90,27 @@ class Corpus:
 
 
 def read_text(path: Path) -> str:
-    """Read a file as UTF-8, falling back to latin-1; refuse binary files."""
-    data = path.read_bytes()
+    """Read a file as ABC text (see decode_text); refuse binary files."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise AbcgenError(f"cannot read {path}: {error.strerror or error}") from error
+    return decode_text(data, str(path))
+
+
+def decode_text(data: bytes, name: str) -> str:
+    """ABC text from bytes: UTF-16 or UTF-8 after a byte-order mark (the mark dropped),
+    else UTF-8, falling back to latin-1. Bytes with NUL in them are refused as binary."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError as error:
+            raise AbcgenError(f"{name} starts as UTF-16 but is not: {error.reason}; "
+                              "save it as UTF-8") from error
     if b"\0" in data:
-        raise AbcgenError(f"{path} is a binary file, not ABC text")
+        raise AbcgenError(f"{name} is a binary file, not ABC text")
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -99,13 +118,16 @@ def read_text(path: Path) -> str:
 
 
 def abc_files(path: Path) -> list[Path]:
-    """The .abc files that PATH names: itself, or every *.abc below a folder."""
+    """The .abc files that PATH names: itself (a file or a pipe), or every *.abc below a folder."""
     if not path.exists():
         raise AbcgenError(
             f"{path} does not exist; run `abcgen download` to fetch the Nottingham corpus"
         )
-    if path.is_file():
+    if path.is_file() or path.is_fifo():
         return [path]
+    if not path.is_dir():
+        raise AbcgenError(f"{path} is neither a folder nor a file; point at a folder of .abc "
+                          "files or one .abc file (- reads standard input)")
     files = sorted(p for p in path.rglob("*") if p.suffix.lower() == ".abc" and p.is_file())
     if not files:
         what = "is empty" if not any(path.iterdir()) else "has no .abc files"
@@ -140,12 +162,16 @@ def default_unit_length(meter: str) -> str:
 
 
 def parse_length(text: str) -> Fraction:
-    """An ABC length suffix as a multiple of the unit: '' 1, '3' 3, '/' 1/2, '3/2', '//' 1/4."""
+    """An ABC length suffix as a multiple of the unit: '' 1, '3' 3, '/' 1/2, '3/2', '//' 1/4.
+
+    Raises ValueError for a zero denominator ('/0'), which no ABC reader can play."""
     numerator, _, rest = text.partition("/")
     value = Fraction(int(numerator) if numerator else 1)
     if _:
         slashes = 1 + len(rest) - len(rest.lstrip("/"))
         digits = rest.lstrip("/")
+        if digits and int(digits) == 0:
+            raise ValueError(f"a note length with a zero denominator ({text!r})")
         value /= int(digits) if digits else 2 ** slashes
     return value
 
@@ -260,9 +286,43 @@ def normalise_tune(raw: str) -> tuple[str | None, str | None]:
     header["X"] = ["1"]
     header.setdefault("T", ["Untitled"])
     header.setdefault("M", ["4/4"])
-    body = to_unit_length(header, body)
+    body = repair_bar_lines("\n".join(to_unit_length(header, body)))
     lines = [f"{name}:{value}" for name in HEADER_ORDER for value in header.get(name, [])]
-    return "\n".join(lines + body), None
+    return "\n".join(lines + [body]), None
+
+
+# Bar lines outside chord symbols, with the field lines that also end a section.
+BAR_LINE = re.compile(r'"[^"\n]*"|(?P<bar>:*(?:\[\||\|\]|\|\||\|):*|::+)|(?P<field>^[A-Za-z]:.*$)', re.M)
+
+
+def repair_bar_lines(body: str) -> str:
+    """Rewrite the corpus's repeat spellings that ABC tools misread, music unchanged:
+    `|: || |:` is one `|:`; `:|:` is `::`; a part that ends with `:|` after an earlier
+    repeat gets the `|:` it leaves out (abc2midi: "Assuming repeat"); a body that does not
+    end with a final or repeat bar line gets `|]`."""
+    body = re.sub(r"\|:\s*\|\|\s*\|:", "|:", body)
+    body = re.sub(r"(?<![|:]):\|:(?![|:])", "::", body)
+    inserts, open_at, closed, section_start = [], False, 0, 0
+    for match in BAR_LINE.finditer(body):
+        bar = match["bar"]
+        if match["field"] is not None:
+            section_start = match.end()
+        if not bar:
+            continue
+        if bar.startswith(":"):
+            if not open_at and closed:
+                inserts.append(section_start)
+            open_at, closed = False, closed + 1
+        if bar.endswith(":"):
+            open_at = True
+        if bar.startswith(":") or bar.strip(":") in ("||", "|]"):
+            section_start = match.end()
+    for position in reversed(inserts):
+        start = len(body[position:]) - len(body[position:].lstrip())
+        body = body[: position + start] + "|:" + body[position + start:]
+    if not body.rstrip().endswith(("|]", "||", ":|", "::")):
+        body = body.rstrip() + ("]" if body.rstrip().endswith("|") else "|]")
+    return body
 
 
 # ---------------------------------------------------------------- splitting
@@ -285,12 +345,23 @@ def renumber_tune(tune: str, number: int) -> str:
     return re.sub(r"^X:.*$", f"X:{number}", tune, count=1, flags=re.M)
 
 
+def check_failure(tune: str) -> str | None:
+    """Why a normalised tune fails the strict check, as a counted drop reason (the rule
+    broken, not the bar), or None. Training on such tunes would teach the model to write
+    what the sampler then has to refuse."""
+    result = check_tune(tune)
+    return None if result.ok else f"fails the ABC check ({result.rule})"
+
+
 def parse_tunes(texts: list[str], name: str, files: int = 0) -> Corpus:
     """Normalise the tunes in some ABC texts and split them."""
     corpus = Corpus(name=name, train=[], val=[], test=[], files=files)
     for text in texts:
         for raw in split_raw_tunes(text):
             tune, reason = normalise_tune(raw)
+            if tune is not None:
+                reason = check_failure(tune)
+                tune = None if reason else tune
             if tune is None:
                 corpus.dropped[reason] += 1
             else:
@@ -301,27 +372,110 @@ def parse_tunes(texts: list[str], name: str, files: int = 0) -> Corpus:
 
 
 def load_corpus(path: str | Path) -> Corpus:
-    """Read a folder of .abc files, one .abc file, or '-' (stdin) into a Corpus."""
+    """Read a folder of .abc files, one .abc file, or '-' (stdin) into a Corpus.
+
+    A tune that cannot be read as it stands (a note length such as `A/0`, a meter `M:3/0`)
+    is dropped and counted with a reason that names it (X: and title); the others go through."""
     if str(path) == "-":
-        return parse_tunes([sys.stdin.read()], name="stdin", files=1)
-    path = Path(path)
-    files = abc_files(path)
-    return parse_tunes([read_text(f) for f in files], name=path.stem or path.name, files=len(files))
+        texts, name, files = [_read_stdin()], "stdin", 1
+    else:
+        path = Path(path)
+        found = abc_files(path)
+        texts, name, files = [read_text(f) for f in found], path.stem or path.name, len(found)
+    raws = [raw for text in texts for raw in split_raw_tunes(text)]
+    unreadable = Counter(f"{_tune_label(raw)}: {ZERO_DENOMINATOR}" for raw in raws if _zero_length(raw))
+    readable = [raw for raw in raws if not _zero_length(raw)] if unreadable else raws
+    try:
+        corpus = _parse_readable_tunes(readable, name, files)
+    except AbcgenError as error:
+        raise _no_readable_tunes(error, name, unreadable) from None
+    corpus.dropped.update(unreadable)
+    return corpus
+
+
+ZERO_DENOMINATOR = "a note length with a zero denominator (such as A/0)"
+# Chord symbols, decorations, inline fields and comments: where a `/0` is no note length.
+_NOT_LENGTHS = re.compile(r'"[^"]*"|![^!]*!|\+[^+\s]*\+|\[[A-Za-z]:[^\]]*\]|%.*')
+
+
+def _zero_length(raw: str) -> bool:
+    """Whether a music line of the tune writes a length such as A/0, z3/0 or [CE]//0."""
+    music = (line for line in raw.split("\n") if not FIELD_LINE.match(line.strip()))
+    return any(re.search(r"/0+(?!\d)", _NOT_LENGTHS.sub("", line)) for line in music)
+
+
+def _read_stdin() -> str:
+    """Standard input as bytes, decoded as files are (decode_text)."""
+    stream = getattr(sys.stdin, "buffer", None)
+    return decode_text(stream.read(), "standard input") if stream else sys.stdin.read()
+
+
+def _parse_readable_tunes(raws: list[str], name: str, files: int) -> Corpus:
+    """parse_tunes over raw tunes; when normalising one fails, over the tunes that normalise
+    without error, the others dropped with one reason each that names the tune."""
+    try:
+        return parse_tunes(["\n".join(raws)], name=name, files=files)
+    except (ArithmeticError, ValueError, LookupError):  # normalising a tune failed
+        pass
+    readable, unreadable = [], Counter()
+    for raw in raws:
+        try:
+            normalise_tune(raw)
+            readable.append(raw)
+        except (ArithmeticError, ValueError, LookupError) as error:
+            unreadable[f"{_tune_label(raw)}: {_reason(error)}"] += 1
+    try:
+        corpus = parse_tunes(["\n".join(readable)], name=name, files=files)
+    except AbcgenError as error:
+        raise _no_readable_tunes(error, name, unreadable) from None
+    corpus.dropped.update(unreadable)
+    return corpus
+
+
+def _no_readable_tunes(error: AbcgenError, name: str, unreadable: Counter) -> AbcgenError:
+    if not unreadable:
+        return error
+    return AbcgenError(f"{name}: no readable tunes ({sum(unreadable.values())} unreadable, "
+                       f"e.g. {next(iter(unreadable))})")
+
+
+def _tune_label(raw: str) -> str:
+    """`X:3 (The Title)` for a raw tune."""
+    number = header_value(raw, "X") or "?"
+    return f"X:{number} ({header_value(raw, 'T') or 'untitled'})"
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, ZeroDivisionError):
+        return "a length or meter with a zero denominator"
+    return str(error).splitlines()[0][:120] if str(error) else type(error).__name__
 
 
 # ---------------------------------------------------------------- statistics
 
 
 def header_value(tune: str, name: str) -> str | None:
+    """The value of the first `NAME:` line of a tune, stripped; None when it has none."""
     match = re.search(rf"^{name}:(.*)$", tune, flags=re.M)
     return match[1].strip() if match else None
 
 
+def meter_name(meter: str | None) -> str | None:
+    """A meter spelled one way: `C` -> `4/4`, `C|` -> `2/2`, `3 / 4` -> `3/4`."""
+    if meter is None:
+        return None
+    meter = re.sub(r"\s+", "", meter)
+    return {"C": "4/4", "C|": "2/2"}.get(meter, meter)
+
+
 def summary(corpus: Corpus) -> dict:
-    """What `abcgen corpus` reports, as plain data."""
+    """What `abcgen corpus` reports, as plain data. Keys and meters are counted by meaning:
+    `D`, `Dmaj` and `Dmajor` are one key (`D major`), `C|` and `2/2` one meter."""
+    from abcgen.abc import key_name
     from abcgen.vocab import Vocab
 
     vocab = Vocab.from_text(corpus.text("train"))
+    keys = (header_value(t, "K") for t in corpus.tunes)
     return {
         "name": corpus.name,
         "fingerprint": corpus.fingerprint,
@@ -331,7 +485,6 @@ def summary(corpus: Corpus) -> dict:
         "vocabulary_size": len(vocab),
         "splits": {name: len(corpus.split(name)) for name in SPLIT_NAMES},
         "dropped": dict(corpus.dropped),
-        "meters": dict(Counter(header_value(t, "M") for t in corpus.tunes).most_common()),
-        "keys": dict(Counter(header_value(t, "K") for t in corpus.tunes).most_common()),
+        "meters": dict(Counter(meter_name(header_value(t, "M")) for t in corpus.tunes).most_common()),
+        "keys": dict(Counter(key_name(key) if key is not None else None for key in keys).most_common()),
     }
-

@@ -1,6 +1,8 @@
 """The shared ABC check: tunes with known answers, and the real corpus when present."""
 
 import time
+from collections import Counter
+from fractions import Fraction
 
 import pytest
 
@@ -53,7 +55,7 @@ def test_pickup_and_short_last_bar_pass():
 
 
 def test_short_end_of_repeated_part_and_pickup_into_next_part_pass():
-    body = "D|GAB c2d|e2d B2G|A2B c2A|G3 G2:|\nB|d2d e2e|d2B G2B|A2B c2A|G3 G2:|"
+    body = "D|GAB c2d|e2d B2G|A2B c2A|G3 G2:|\n|:B|d2d e2e|d2B G2B|A2B c2A|G3 G2:|"
     assert check_tune(tune(body)).ok
 
 
@@ -66,12 +68,12 @@ def test_first_and_second_endings_may_end_short():
 
 def test_double_repeat_after_a_capital_note_is_read_as_a_barline():
     # music21 alone would read "A::" as an A: field line and lose the rest of the line.
-    body = "GAB c2d|e2d B2A::d2d e2e|d2B G2B|]"
+    body = "GAB c2d|e2d B2A::d2d e2e|d2B G2B:|"
     assert check_tune(tune(body)).ok
 
 
 def test_tuplets_broken_rhythm_grace_notes_and_chords_take_their_time():
-    body = "(3GAB c2 d>e|{g}f2 [GB]2 d/2e/2f|]"
+    body = "(3GAB c2 d>e f2|{g}f2 [GB]2 d/2e/2f g2|]"
     assert check_tune(tune(body, meter="4/4")).ok
 
 
@@ -112,17 +114,18 @@ def test_wrong_bar_after_a_meter_change_is_measured_against_the_new_meter():
 def test_unreadable_tune_says_music21_could_not_parse_it():
     result = check_tune(tune("GAB c2d|e2d [B2G"))
     assert not result.ok
-    assert result.reason.startswith("music21 could not parse it: ")
+    assert result.reason == "bar 2: a chord [ never closed"
 
 
-def test_a_pitch_music21_cannot_build_is_a_parse_failure_not_a_crash():
+def test_two_accidentals_on_one_note_are_not_abc():
     result = check_tune(tune("d=^d2 c4 z|]", meter="4/4", key="D"))
-    assert result.reason.startswith("music21 could not parse it: ")
+    assert result.reason == "bar 1: '=' is not ABC"
 
 
-def test_tune_without_length_or_meter_cannot_be_read():
-    result = check_tune("X:1\nT:No meter\nK:G\nGAB|")
-    assert result.reason == "music21 could not parse it: no usable L: or M: field before the first note"
+def test_tune_without_length_or_meter_takes_the_abc_defaults():
+    result = check_tune("X:1\nT:No meter\nK:G\nGAB|]")
+    assert result.ok and result.tune.bars[0].expected is None  # free meter
+    assert result.tune.notes[0][1] == Fraction(1, 2)  # L:1/8 by default
 
 
 @pytest.mark.parametrize("body", ["", "z6|z6|]", '"G"|'])
@@ -160,14 +163,16 @@ def _corpus_tunes(nottingham_dir):
     return tunes
 
 
-def test_nearly_all_raw_nottingham_tunes_pass(nottingham_dir):
+def test_raw_nottingham_tunes_fail_only_for_what_the_normaliser_repairs_or_drops(nottingham_dir):
     tunes = _corpus_tunes(nottingham_dir)
     assert len(tunes) == 1034
     started = time.perf_counter()
-    failures = [result.reason for result in map(check_tune, tunes) if not result.ok]
+    rules = Counter(result.rule for result in map(check_tune, tunes) if not result.ok)
     elapsed = time.perf_counter() - started
-    assert len(failures) <= 5, failures  # two known mistakes in the files themselves
-    assert elapsed / len(tunes) < 0.1  # a loose guard; the real figure lives in bench/
+    # repeat spellings and missing final bars are repaired; the rest leave the training set
+    assert set(rules) <= {"repeat", "end", "section", "tie", "bar length", "ending", "syntax"}, rules
+    assert rules["repeat"] + rules["end"] > 200
+    assert elapsed / len(tunes) < 0.05  # a loose guard; the real figure lives in bench/
 
 
 def test_nearly_all_normalised_nottingham_tunes_pass(nottingham_dir):

