@@ -452,6 +452,8 @@ class _Reader:
 
     def on_note(self, match) -> None:
         octave = (1 if match["letter"].islower() else 0) + match["octave"].count("'") - match["octave"].count(",")
+        if ("'" in match["octave"] and match["letter"].isupper()) or ("," in match["octave"] and match["letter"].islower()):
+            self.fail(f"{match['letter']}{match['octave']}: write octaves as C, (below) and c' (above)")
         letter = match["letter"].upper()
         pitch = self.pitch(letter, octave, match["accidental"])
         length = self.length(match["length"])

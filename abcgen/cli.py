@@ -234,6 +234,13 @@ def info(model, as_json):
 # ---- sample
 
 
+STRUCTURE_OPTION = click.option(
+    "--structure", default="auto", show_default=True,
+    help="The form to write each tune to: parts as letters, a doubled letter for a repeated "
+         "part, bars after a letter when not 8 (AABB, AAB, A16B16, AABBCC); auto draws one "
+         "from the training tunes' forms in the tune's meter; none leaves form to the model.")
+
+
 @cli.command()
 @click.option("--model", "model_path", type=click.Path(dir_okay=False),
               help="Model file [default: $ABCGEN_MODEL, else the shipped Nottingham model].")
@@ -258,6 +265,7 @@ def info(model, as_json):
 @click.option("--pitch-top-p", type=float, default=0.9, show_default=True,
               help="With --keep-rhythm, write a pitch only from the likeliest ones that hold this "
                    "share of the pitch odds (nucleus sampling); 1 allows any.")
+@STRUCTURE_OPTION
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Regenerate tunes that fail the ABC check (parse, notes, bar lengths).")
 @click.option("--retries", type=int, default=5, show_default=True,
@@ -273,8 +281,8 @@ def info(model, as_json):
 @click.option("--force", is_flag=True, help="Let --export overwrite files that exist already.")
 @click.option("--quiet", "-q", is_flag=True, help="No messages on stderr.")
 def sample(model_path, temperature, top_k, num, seed, max_chars, meter, key, title, length, prime,
-           fix_bars, keep_rhythm, pitch_top_p, check, retries, device, output, export_dir, formats, force,
-           quiet):
+           fix_bars, keep_rhythm, pitch_top_p, structure, check, retries, device, output, export_dir,
+           formats, force, quiet):
     """Write new tunes as ABC on stdout."""
     from abcgen.sample import load_model
 
@@ -283,7 +291,7 @@ def sample(model_path, temperature, top_k, num, seed, max_chars, meter, key, tit
     tunes = model.generate(n=num, temperature=temperature, top_k=top_k, seed=seed, meter=meter,
                            key=key, title=title, length=length, prime=prime, max_chars=max_chars,
                            fix_bars=fix_bars, keep_rhythm=keep_rhythm, pitch_top_p=pitch_top_p,
-                           check=check, retries=retries,
+                           structure=structure, check=check, retries=retries,
                            report=say)
     text = "\n\n".join(tunes) + "\n"
     if output:
@@ -320,6 +328,7 @@ def sample(model_path, temperature, top_k, num, seed, max_chars, meter, key, tit
 @click.option("--pitch-top-p", type=float, default=0.9, show_default=True,
               help="With --keep-rhythm, write a pitch only from the likeliest ones that hold this "
                    "share of the pitch odds (nucleus sampling); 1 allows any.")
+@STRUCTURE_OPTION
 @click.option("--device", type=DEVICES, default="cpu", show_default=True, help="Where to sample.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True),
               help="Also write the report as JSON to this file (- prints it instead of the table).")
@@ -327,7 +336,7 @@ def sample(model_path, temperature, top_k, num, seed, max_chars, meter, key, tit
               help="Write a PNG chart per feature into this folder (needs: pip install 'abcgen[plots]').")
 @click.option("--quiet", "-q", is_flag=True, help="No progress or messages on stderr.")
 def evaluate(corpus_path, model_path, num, temperature, top_k, seed, fix_bars, keep_rhythm, pitch_top_p,
-             device, json_path, plots_dir, quiet):
+             structure, device, json_path, plots_dir, quiet):
     """Sample tunes without the check and compare them with CORPUS: validity, musical
     statistics against the training tunes, and how much they copy from them."""
     from abcgen.evaluate import evaluate_model, format_report, require_matplotlib, write_json, write_plots
@@ -337,7 +346,7 @@ def evaluate(corpus_path, model_path, num, temperature, top_k, seed, fix_bars, k
     say = (lambda message: None) if quiet else (lambda message: click.echo(message, err=True))
     report = evaluate_model(corpus_path, model_path, n=num, temperature=temperature, top_k=top_k,
                             seed=seed, fix_bars=fix_bars, keep_rhythm=keep_rhythm, pitch_top_p=pitch_top_p,
-                            device=device, say=say, progress=not quiet and sys.stderr.isatty())
+                            structure=structure, device=device, say=say, progress=not quiet and sys.stderr.isatty())
     if json_path == "-":
         import json
 

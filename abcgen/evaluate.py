@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
-from abcgen.abc import Tune, check_tune, key_name
+from abcgen.abc import Tune, check_tune, key_name, tune_form
 from abcgen.errors import AbcgenError
 
 CACHE_VERSION = 1  # bump whenever tune_features, bar_sequence or abcgen.abc.read_tune change
@@ -401,6 +401,36 @@ def compare(generated: list[str], corpus: CorpusProfile) -> dict:
     }
 
 
+def form_summary(tunes: list[str]) -> dict:
+    """The form of some tunes: the shares whose repeats pair, whose sections all have 4, 8
+    or 16 bars, that end on the tonic, that do all three; and the section lengths."""
+    forms = [tune_form(tune) for tune in tunes]
+    share = lambda flags: sum(flags) / len(forms) if forms else None  # noqa: E731
+    lengths = Counter(str(n) if n is not None else "not whole" for form in forms for n in form.section_lengths)
+    return {
+        "tunes": len(forms),
+        "repeats_paired": share(form.repeats_paired for form in forms),
+        "sections_4_8_16": share(form.regular_sections for form in forms),
+        "ends_on_tonic": share(form.ends_on_tonic for form in forms),
+        "all_three": share(form.folk_form for form in forms),
+        "section_lengths": dict(sorted(lengths.items(), key=lambda item: (_label_value(item[0]), item[0]))),
+    }
+
+
+def tool_acceptance(tunes: list[str]) -> dict:
+    """The share of tunes that abc2midi, abcm2ps and music21 read without an error, where
+    they are installed (abcgen.abctools); `missing` names those that are not."""
+    from abcgen import abctools
+
+    available = abctools.available_tools()
+    missing = [tool for tool in ("abc2midi", "abcm2ps") if tool not in available]
+    tools = abctools.summarise(tunes)["tools"] if tunes else {}
+    accepted = {tool: found["error_free"] / len(tunes) for tool, found in tools.items() if "error_free" in found}
+    if "abcjs" in tools:
+        accepted["abcjs (no warning)"] = tools["abcjs"]["warning_free"] / len(tunes)
+    return {"accepted": accepted, "missing": missing}
+
+
 def evaluate_tunes(generated: list[str], train: list[str], val: list[str]) -> dict:
     """compare() from plain lists of ABC tunes, without a model or a cache."""
     return compare(generated, CorpusProfile.from_tunes(train, val))
@@ -408,7 +438,8 @@ def evaluate_tunes(generated: list[str], train: list[str], val: list[str]) -> di
 
 def evaluate_model(corpus_path, model_path=None, n: int = 200, temperature: float = 0.8,
                    top_k: int | None = None, seed: int | None = None, fix_bars: bool = True,
-                   keep_rhythm: bool = True, pitch_top_p: float | None = None, device: str = "cpu",
+                   keep_rhythm: bool = True, pitch_top_p: float | None = None, structure: str = "auto",
+                   device: str = "cpu",
                    cache: Path | None = None, say=None, progress: bool = False) -> dict:
     """Sample n tunes (no check, no retries) and compare them with the corpus at corpus_path.
 
@@ -436,7 +467,8 @@ def evaluate_model(corpus_path, model_path=None, n: int = 200, temperature: floa
     model = load_model(model_path, device=device)
     say(f"sampling {n} tunes at temperature {temperature}...")
     generated = model.generate(n=n, temperature=temperature, top_k=top_k, seed=seed, check=False,
-                               fix_bars=fix_bars, keep_rhythm=keep_rhythm, pitch_top_p=pitch_top_p)
+                               fix_bars=fix_bars, keep_rhythm=keep_rhythm, pitch_top_p=pitch_top_p,
+                               structure=structure)
     say("scoring the test split...")
     prediction = model.score(corpus.test) if corpus.test else None
     report = {
@@ -444,9 +476,11 @@ def evaluate_model(corpus_path, model_path=None, n: int = 200, temperature: floa
                    "val": len(corpus.val), "test": len(corpus.test)},
         "sampling": {"model": str(model_path or "shipped model"), "n": n, "temperature": temperature,
                      "top_k": top_k, "seed": seed, "fix_bars": fix_bars,
-                     "keep_rhythm": keep_rhythm, "pitch_top_p": pitch_top_p},
+                     "keep_rhythm": keep_rhythm, "pitch_top_p": pitch_top_p, "structure": structure},
         "prediction": prediction,
         **compare(generated, profile),
+        "form": {"generated": form_summary(generated), "validation": form_summary(corpus.val)},
+        "tools": tool_acceptance(generated),
     }
     report["seconds"] = round(time.perf_counter() - started, 1)
     report["tunes"] = generated
@@ -482,7 +516,30 @@ def format_report(report: dict) -> str:
     lines += _validity_lines(report["validity"])
     lines += [""] + _statistics_lines(report["statistics"])
     lines += [""] + _originality_lines(report["originality"])
+    if "form" in report:
+        lines += [""] + _form_lines(report["form"])
+    if "tools" in report:
+        lines += [""] + _tool_lines(report["tools"])
     return "\n".join(lines) + "\n"
+
+
+def _form_lines(form: dict) -> list[str]:
+    generated, validation = form["generated"], form["validation"]
+    lines = [f"Form                      {'generated':>10} {'validation':>11}"]
+    for key, label in (("repeats_paired", "repeats paired"), ("sections_4_8_16", "sections of 4/8/16 bars"),
+                       ("ends_on_tonic", "ends on the tonic"), ("all_three", "all three")):
+        lines.append(f"  {label:<24}{_percent(generated[key]):>10} {_percent(validation[key]):>11}")
+    common = list(generated["section_lengths"].items())[:8]
+    lines.append("  section lengths (bars)  " + ", ".join(f"{bars}: {count}" for bars, count in common))
+    return lines
+
+
+def _tool_lines(tools: dict) -> list[str]:
+    lines = ["ABC tools                 share of tunes read without an error"]
+    lines += [f"  {tool:<24}{_percent(share)}" for tool, share in tools["accepted"].items()]
+    if tools["missing"]:
+        lines.append(f"  {', '.join(tools['missing'])} not installed (Debian: apt-get install abcmidi abcm2ps)")
+    return lines
 
 
 def _validity_lines(valid: dict) -> list[str]:

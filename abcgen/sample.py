@@ -36,6 +36,7 @@ import torch
 from abcgen.checkpoint import Checkpoint, load_checkpoint
 from abcgen.errors import AbcgenError
 from abcgen.form import FormTracker, encode_text
+from abcgen.structure import BODY_CHARACTERS, BodyRules, check_structure_option, choose_structure
 
 PRETRAINED = Path(__file__).parent / "pretrained" / "nottingham.pt"
 TUNE_END = "\n\n"
@@ -137,6 +138,8 @@ class Stream:
     line_tries: int = 0
     form: FormTracker | None = None  # where the tune stands, for a model that reads form classes
     form_class: int = 0  # of the text so far
+    rules: BodyRules | None = None  # the structure the body is written to (see abcgen.structure)
+    closing: bool = False  # the rules are writing a part's closing bar line
 
     def next_segment(self):
         if not self.plan:
@@ -183,6 +186,7 @@ class SamplingOptions:
     fix_bars: bool
     keep_rhythm: bool
     generator: torch.Generator
+    structure: str | None = None  # a form such as AABB, "auto" or None (see abcgen.structure)
 
 
 @dataclass
@@ -332,13 +336,17 @@ class TuneModel:
 
     def generate(self, n=1, temperature=0.8, top_k=None, seed=None, meter=None, key=None,
                  title=None, length=None, prime=None, max_chars=1500, check=True, retries=5,
-                 fix_bars=True, keep_rhythm=True, pitch_top_p=PITCH_TOP_P, report=None) -> list[str]:
+                 fix_bars=True, keep_rhythm=True, pitch_top_p=PITCH_TOP_P, structure="auto",
+                 report=None) -> list[str]:
         """Write n tunes as ABC text.
 
         keep_rhythm: apply the temperature among pitches and among lengths only, not to
         what kind of character comes next (see class_tempered); and write a pitch only
         from the likeliest ones that hold pitch_top_p of the pitch odds (1: any).
         fix_bars: write again any bar of the wrong length as soon as it is complete.
+        structure: the form to write to (AABB, A16B16, ...), "auto" to draw one from the
+        training tunes' forms in the tune's meter, or "none" (see abcgen.structure); the
+        structure rules need fix_bars.
         check: afterwards, regenerate whole tunes that fail the ABC check (up to retries
         times); report, if given, is called with one line about them.
         """
@@ -352,6 +360,7 @@ class TuneModel:
         if max_chars < MIN_MAX_CHARS:
             raise AbcgenError(f"--max-chars must be at least {MIN_MAX_CHARS} (room for a header and a bar)")
         check_header_values(meter=meter, key=key, title=title, length=length)
+        check_structure_option(structure)
         if retries < 0:
             raise AbcgenError("--retries must be at least 0")
         prime = read_prime(prime)
@@ -367,7 +376,8 @@ class TuneModel:
         self.warn_unseen(meter, key, report)
         generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
         options = SamplingOptions(temperature, top_k, pitch_top_p, max_chars, fix_bars, keep_rhythm,
-                                  generator)
+                                  generator, structure if fix_bars and structure != "none" else None)
+        check_prime_structure(prime, options.structure)
         tunes = self.sample_batch(n, plan, options)
         if check:
             tunes = self.regenerate_failures(tunes, plan, options, retries, report)
@@ -422,7 +432,13 @@ class TuneModel:
         start, _ = encode_text(TUNE_END, vocab, model.config.form)
         logits, state = model(start.expand(n, -1).to(device))
         logits = logits[:, -1]
+        outside = torch.tensor([ch not in BODY_CHARACTERS for ch in vocab.chars])
         while active:
+            for i in active:
+                stream = streams[i]
+                if stream.mode == "body" and stream.rules is None and options.structure and not stream.bars:
+                    stream.rules = self.body_rules(stream, options)
+            logits = self.mask_forbidden(logits, [streams[i] for i in active], outside)
             probs = next_char_probs(logits, options.temperature, options.top_k)
             if options.keep_rhythm:  # in tune bodies; header values keep the plain temperature
                 body = torch.tensor([streams[i].mode == "body" for i in active], device=device)
@@ -442,6 +458,7 @@ class TuneModel:
                                         logits[row])
                     if mode == "body":
                         target = watch_bars(stream, chars[-1], snapshot)
+                        chars[-1] = stream.text[-1] if stream.text and target is None else chars[-1]
                     else:
                         target = watch_header_value(stream, snapshot, self.checkpoint.meta)
                     if target is not None:
@@ -464,6 +481,36 @@ class TuneModel:
                     logits[row] = target.logits
         return [(s.text, s.cut) for s in streams]
 
+    def body_rules(self, stream: Stream, options: SamplingOptions) -> BodyRules | None:
+        """The structure rules for a tune whose header is written (None under a free meter)."""
+        head_end = stream.text.find("\n", stream.text.find("\nK:") + 1) + 1
+        head = stream.text[:head_end] if head_end > 0 else stream.text
+        meter = (re.search(r"^M:(.*)$", head, re.M) or [None, "none"])[1].strip()
+        if meter.lower() in ("none", ""):
+            return None
+        structure = choose_structure(options.structure, meter, self.checkpoint.meta.get("forms", {}),
+                                     options.generator)
+        rules = BodyRules(structure, head)
+        rules.start(len(head))
+        rules.replay(stream.text)
+        return rules
+
+    def mask_forbidden(self, logits: torch.Tensor, streams: list[Stream], outside: torch.Tensor) -> torch.Tensor:
+        """Logits with the characters the structure rules forbid set to -inf."""
+        rows = [(row, s) for row, s in enumerate(streams) if s.rules is not None and not s.forced and s.mode == "body"]
+        if not rows:
+            return logits
+        mask = torch.zeros(logits.shape, dtype=torch.bool)
+        for row, stream in rows:
+            lexer = stream.rules.lexer
+            if not lexer.in_quote:
+                mask[row] |= outside
+            for ch in stream.rules.forbidden():
+                if ch in self.vocab.index:
+                    mask[row, self.vocab.index[ch]] = True
+        mask[mask.all(dim=1)] = False  # never leave a row with nothing to choose
+        return logits.masked_fill(mask.to(logits.device), float("-inf"))
+
     def score(self, tunes: list[str]) -> dict:
         """Next-character loss (nats), bits per character and accuracy on some tunes."""
         from abcgen.train import evaluate, known_tunes
@@ -483,6 +530,8 @@ def watch_bars(stream: Stream, ch: str, snapshot) -> Snapshot | None:
     from abcgen.abc import check_tune
 
     watch = stream.bars = stream.bars or BarWatch(body_start=snapshot())
+    if stream.rules is not None and not stream.cut:
+        return watch_structure(stream, watch, ch, snapshot)
     if stream.cut or watch.rewinds >= MAX_BAR_REWINDS:
         return None
     if stream.done:  # the tune has ended, so its last bar is complete
@@ -513,6 +562,55 @@ def watch_bars(stream: Stream, ch: str, snapshot) -> Snapshot | None:
     target = watch.rewind_target()
     stream.text, stream.done = stream.text[: target.length], False
     return watch.rewind(target, line_start=stream.text.endswith("\n"))
+
+
+def watch_structure(stream: Stream, watch: BarWatch, ch: str, snapshot) -> Snapshot | None:
+    """Follow the body under the structure rules: at each bar's end, go on, write the
+    part's closing bar line, or cut the bar and return the Snapshot to write it from."""
+    rules = stream.rules
+    if stream.done:
+        return None
+    ends_bar = ch == "|" and rules.lexer.ends_bar() and not stream.closing
+    if ends_bar and watch.starts:
+        action, _ = rules.bar_end(stream.text, may_rewrite=watch.rewinds < MAX_BAR_REWINDS)
+        if action == "rewrite":
+            target = watch.rewind_target()
+            stream.text, stream.done = stream.text[: target.length], False
+            rules.replay(stream.text)
+            return watch.rewind(target, line_start=stream.text.endswith("\n"))
+        if action == "close":
+            closing = _
+            stream.text = stream.text[:-1] + closing[0]
+            stream.forced, stream.closing = closing[1:], True
+            ch = closing[0]
+            if stream.form is not None:
+                stream.form_class = stream.form.feed(stream.text)
+    rules.lexer.feed(ch)
+    begun = watch.step(ch, snapshot)
+    if begun is not None and not (watch.starts and watch.starts[-1].length == begun.length):
+        watch.starts.append(begun)
+        watch.tries_here = 0
+    if stream.closing and not stream.forced:
+        stream.closing = False
+        rules.closed(len(stream.text))
+    return None
+
+
+def check_prime_structure(prime: str | None, structure: str | None) -> None:
+    """One line for a --prime whose music breaks the ABC rules the structure is held to."""
+    from abcgen.abc import check_tune
+
+    if not prime or not structure:
+        return
+    text = prime if prime.lstrip().startswith("X:") else "X:1\nM:4/4\nL:1/8\nK:C\n" + prime
+    if "\nK:" not in text or not text.split("\nK:", 1)[1].partition("\n")[2].strip():
+        return
+    result = check_tune(text.rstrip("\n") + ("" if text.rstrip().endswith("|") else "|"), complete=False)
+    if result.tune is None or result.bad_bar is not None:
+        raise AbcgenError(f"--prime breaks the ABC rules: {result.reason}")
+    if re.search(r":\||\|:|\|\]|::", text.split("\nK:", 1)[1]):
+        raise AbcgenError("--prime holds repeat or final bar lines; with a structure the "
+                          "parts are closed by the rules (or use --structure none)")
 
 
 def bars_fail(result) -> bool:
@@ -648,7 +746,8 @@ def class_tempered(logits, temperature, classes, pitch_top_p=1.0):
         1, index, scaled, "amax")
     weights = torch.exp(scaled - class_max.gather(1, index))
     class_sums = torch.zeros(batch, count, device=logits.device).index_add_(1, classes, weights)
-    within = weights / class_sums.gather(1, index)
+    # a class whose every character is masked (-inf) gives 0/0: it keeps no share
+    within = torch.nan_to_num(weights / class_sums.gather(1, index), nan=0.0)
     if pitch_top_p < 1:
         pitches = classes == PITCH_CLASS
         within[:, pitches] = pitch_nucleus(within[:, pitches], pitch_top_p)
@@ -668,4 +767,4 @@ def pitch_nucleus(shares, top_p):
     ordered, order = shares.sort(dim=-1, descending=True)
     outside = ordered.cumsum(dim=-1) - ordered > top_p
     kept = shares.scatter(-1, order, ordered.masked_fill(outside, 0.0))
-    return kept / kept.sum(dim=-1, keepdim=True)
+    return torch.nan_to_num(kept / kept.sum(dim=-1, keepdim=True), nan=0.0)

@@ -1,0 +1,297 @@
+"""The form a tune is written to, and the rules that hold the sampler to it.
+
+A structure is a list of parts, each a whole number of bars, played once or repeated:
+`AABB` is two repeated 8-bar parts (the form of most reels and jigs), `A16B16` two 16-bar
+parts played once, `AABBCC` three repeated parts. It is written as letters, a doubled letter
+for a repeated part, each letter optionally followed by its number of bars (8 when left out).
+`auto` draws one from the forms of the training tunes in the tune's meter (the checkpoint
+keeps their counts); `none` writes without structure rules.
+
+While a tune body is written (constrained decoding, see BodyRules):
+- characters that would break the structure or ABC are removed from the choice: a field
+  line or inline field in the body, a `:` (repeat signs are written by the rules, never by
+  the model), a second `|` or `]` or an ending number after a bar line, a `]`, `)` or `}`
+  with nothing open, a line break inside a chord symbol, a `\\` that does not end a line, a
+  blank line (the end of the tune) before the last part is done;
+- when a bar ends, the part so far goes through the strict check (abcgen.abc): a bar of the
+  wrong length, a tie between different pitches, a part that runs past its length, a last
+  note off the tonic, and the sampler writes that bar again (see sample.watch_bars);
+- when a part reaches its length, its closing bar line is written for it: `:|` for a
+  repeated part, `||` between parts, `|]` at the end, and `|:` opens a repeated part that
+  follows another repeat.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import torch
+
+from abcgen.abc import check_tune
+from abcgen.errors import AbcgenError
+
+DEFAULT_STRUCTURE = "AABB"
+PART_BARS = 8
+MAX_PARTS = 8
+MAX_PART_BARS = 32
+PART = re.compile(r"([A-Z])(\d+)?")
+# Outside chord symbols and decorations, the characters a tune body may hold (the others,
+# such as field letters, only begin field lines, which the rules leave out).
+BODY_CHARACTERS = set("ABCDEFGabcdefgzxZ^_=,'0123456789/|[]()<>{}-.~\" \n\\")
+
+
+@dataclass(frozen=True)
+class Part:
+    bars: int
+    repeated: bool
+
+
+@dataclass(frozen=True)
+class Structure:
+    parts: tuple[Part, ...]
+
+    def __str__(self) -> str:
+        return "".join((letter * (2 if part.repeated else 1)) + (str(part.bars) if part.bars != PART_BARS else "")
+                       for letter, part in zip("ABCDEFGH", self.parts))
+
+    @classmethod
+    def parse(cls, text: str) -> "Structure":
+        """`AABB`, `A16B16`, `AABBCC`, `A8A8B8`...; raises AbcgenError with one line."""
+        spec = text.replace(" ", "")
+        found = PART.findall(spec)
+        if not spec or "".join(letter + number for letter, number in found) != spec:
+            raise AbcgenError(f"structure {text!r} is not a form such as AABB or A16B16 "
+                              "(letters for parts, a doubled letter for a repeat, bars after a letter)")
+        parts: list[tuple[str, int, int]] = []  # letter, bars, times written
+        for letter, number in found:
+            bars = int(number) if number else PART_BARS
+            if parts and parts[-1][0] == letter and parts[-1][2] == 1 and parts[-1][1] == bars:
+                parts[-1] = (letter, bars, 2)
+            else:
+                parts.append((letter, bars, 1))
+        if len(parts) > MAX_PARTS:
+            raise AbcgenError(f"structure {text!r} has {len(parts)} parts; at most {MAX_PARTS}")
+        for letter, bars, _ in parts:
+            if not 1 <= bars <= MAX_PART_BARS:
+                raise AbcgenError(f"part {letter} of {text!r} has {bars} bars; a part has 1 to {MAX_PART_BARS}")
+        return cls(tuple(Part(bars, times == 2) for _, bars, times in parts))
+
+
+def structure_of(tune: str) -> str | None:
+    """The structure a tune is written in (`AABB`), or None when it fails the check or has
+    a section that is not a whole number of bars."""
+    result = check_tune(tune)
+    if not result.ok or not result.tune.sections:
+        return None
+    counts = [section.bar_count for section in result.tune.sections]
+    if any(count is None or not 1 <= count <= MAX_PART_BARS for count in counts) or len(counts) > MAX_PARTS:
+        return None
+    return str(Structure(tuple(Part(count, section.repeated) for count, section in zip(counts, result.tune.sections))))
+
+
+def corpus_forms(tunes: list[str]) -> dict[str, dict[str, int]]:
+    """{meter: {structure: number of tunes}} over some tunes: what `auto` draws from."""
+    forms: dict[str, Counter] = {}
+    for tune in tunes:
+        form = structure_of(tune)
+        meter = check_tune(tune).meter
+        if form and meter:
+            forms.setdefault(meter, Counter())[form] += 1
+    return {meter: dict(counts.most_common()) for meter, counts in forms.items()}
+
+
+def choose_structure(spec: str | None, meter: str, forms: dict, generator: torch.Generator) -> Structure | None:
+    """The structure for one tune: spec itself, or with `auto` one drawn from the forms of
+    the training tunes in this meter (their counts as odds), or None for `none`."""
+    if spec is None or spec == "none":
+        return None
+    if spec != "auto":
+        return Structure.parse(spec)
+    counts = forms.get(meter) or {DEFAULT_STRUCTURE: 1}
+    names = list(counts)
+    pick = torch.multinomial(torch.tensor([float(counts[n]) for n in names]), 1, generator=generator)
+    return Structure.parse(names[int(pick)])
+
+
+def check_structure_option(spec: str | None) -> None:
+    if spec not in (None, "auto", "none"):
+        Structure.parse(spec)
+
+
+# ---------------------------------------------------------------- the rules while writing
+
+
+@dataclass
+class Lexer:
+    """Just enough of a tune body's syntax to know which characters may come next."""
+
+    previous: str = "\n"
+    in_quote: bool = False
+    chord: bool = False
+    grace: bool = False
+    slurs: int = 0
+    tuplet: str = ""  # "(", "(3", "(3:" ... while a tuplet mark is being written
+    music: bool = False  # a note or rest since the last bar line
+
+    def ends_bar(self) -> bool:
+        """Whether a `|` now would end a bar (rather than sit in a chord symbol or chord)."""
+        return self.music and not (self.in_quote or self.chord or self.grace)
+
+    def feed(self, ch: str) -> None:
+        if not self.in_quote and not self.chord and not self.grace:
+            if ch in "|:":
+                self.music = False
+            elif ch in "ABCDEFGabcdefgzxZ":
+                self.music = True
+        if self.in_quote:
+            self.in_quote = ch != '"'
+        elif ch == '"':
+            self.in_quote = True
+        elif ch == "[":
+            self.chord = True
+        elif ch == "]":
+            self.chord = False
+        elif ch in "{}":
+            self.grace = ch == "{"
+        elif ch == ")":
+            self.slurs -= 1
+        self.tuplet = self.next_tuplet(ch)
+        if self.tuplet == "(" and not self.in_quote:
+            self.slurs += 1
+        elif self.tuplet[:1] == "(" and len(self.tuplet) == 2 and self.previous == "(":
+            self.slurs -= 1  # "(3" opened a tuplet, not a slur
+        self.previous = ch
+
+    def next_tuplet(self, ch: str) -> str:
+        if self.in_quote:
+            return ""
+        if ch == "(":
+            return "("
+        if self.tuplet and (ch.isdigit() or (ch == ":" and len(self.tuplet) < 5)):
+            return self.tuplet + ch
+        return ""
+
+    def forbidden(self, ending_allowed: bool) -> set[str]:
+        """Characters that cannot come next without breaking ABC or the structure."""
+        if self.in_quote:
+            return {"\n"}
+        if self.previous == "\\":
+            return BODY_CHARACTERS - {"\n"}
+        # chords ([GB]) and inline fields are left out: the model rarely closes them
+        blocked = {"[", ":"} if not self.tuplet[1:] else {"["}
+        if self.previous == "|":
+            blocked |= set("|]:0123456789")
+        if self.previous == "[":
+            blocked |= set("|0123456789[]")
+        if not self.chord:
+            blocked.add("]")
+        else:
+            blocked |= {"[", "|", "\n", "\\", '"', "{", "}"}
+        if not self.grace:
+            blocked.add("}")
+        else:
+            blocked |= {"{", "|", "[", "\n"}
+        if self.previous in "ABCDEFG,":
+            blocked.add("'")
+        if self.previous in "abcdefg'":
+            blocked.add(",")
+        if self.slurs <= 0:
+            blocked.add(")")
+        if self.previous == "\n" and not ending_allowed:
+            blocked.add("\n")
+        if self.previous in " \n":
+            blocked.add("\\")
+        return blocked
+
+
+@dataclass
+class BodyRules:
+    """The structure rules for one tune being written (see the module doc)."""
+
+    structure: Structure
+    head: str  # the tune's header up to and including its K: line
+    part_starts: list[int] = field(default_factory=list)  # text offsets where each part began
+    lexer: Lexer = field(default_factory=Lexer)
+    finished: bool = False
+
+    @property
+    def part(self) -> int:
+        return len(self.part_starts) - 1
+
+    def start(self, offset: int) -> None:
+        self.part_starts = [offset]
+
+    def forbidden(self) -> set[str]:
+        return self.lexer.forbidden(self.finished)
+
+    def replay(self, text: str) -> None:
+        """Follow the text again after a rewind (parts that began after its end are undone)."""
+        while len(self.part_starts) > 1 and self.part_starts[-1] > len(text):
+            self.part_starts.pop()
+        self.finished = False
+        self.lexer = Lexer()
+        for ch in text[self.part_starts[0]:]:
+            self.lexer.feed(ch)
+
+    def part_text(self, text: str) -> str:
+        return self.head + text[self.part_starts[-1]:]
+
+    def bar_end(self, text: str, may_rewrite: bool = True) -> tuple[str, str | None]:
+        """A bar has just ended with the last character of text (its first bar line
+        character). Returns ("ok", None) to go on, ("close", bar line text) to write the
+        part's closing bar line in place of that character, or ("rewrite", reason).
+        Once may_rewrite is False (the rewinds are spent), the part is closed as soon as it
+        is long enough, so that repeats still pair."""
+        action, detail = self._bar_end(text)
+        if action == "rewrite" and not may_rewrite:
+            return ("close", self.closing(self.part == len(self.structure.parts) - 1)) if detail == "long" else ("ok", None)
+        return action, detail
+
+    def _bar_end(self, text: str) -> tuple[str, str | None]:
+        part = self.structure.parts[self.part]
+        result = check_tune(self.part_text(text[:-1]) + "|", complete=False)
+        if result.tune is None:
+            return "rewrite", result.reason
+        bars = [bar for bar in result.tune.bars if bar.expected]
+        if result.bad_bar is not None:
+            done = sum((bar.duration / bar.expected for bar in bars), Fraction(0))
+            return "rewrite", "long" if done >= part.bars else result.reason
+        done = sum((bar.duration / bar.expected for bar in bars), Fraction(0))
+        pickup = bars[0].duration / bars[0].expected if bars and bars[0].may_be_short and len(bars) > 1 else Fraction(0)
+        if pickup >= 1:
+            pickup = Fraction(0)
+        last_bar_short = bars and bars[-1].duration < bars[-1].expected
+        if done in (part.bars, part.bars + pickup) and (done == part.bars or not last_bar_short):
+            last = self.part == len(self.structure.parts) - 1
+            if text[:-1].rstrip().endswith("-"):  # a tie across a repeat or the tune's end
+                return "rewrite", "long"
+            if last and not ends_on_tonic(result):
+                return "rewrite", "long"
+            return "close", self.closing(last)
+        if done > part.bars:
+            return "rewrite", "long"
+        if last_bar_short and len(bars) > 1:
+            return "rewrite", "a short bar inside a part"
+        return "ok", None
+
+    def closing(self, last: bool) -> str:
+        part = self.structure.parts[self.part]
+        if last:
+            return (":|" if part.repeated else "|]") + "\n\n"
+        following = self.structure.parts[self.part + 1]
+        return (":|" if part.repeated else "||") + "\n" + ("|:" if following.repeated and part.repeated else "")
+
+    def closed(self, offset: int) -> None:
+        """The closing bar line has been written up to offset: the next part begins."""
+        if self.part == len(self.structure.parts) - 1:
+            self.finished = True
+        else:
+            self.part_starts.append(offset)
+
+
+def ends_on_tonic(result) -> bool:
+    last = next((bar for bar in reversed(result.tune.bars) if bar.pitches), None)
+    return last is not None and (last.tonic is None or last.pitches[-1] % 12 == last.tonic)
