@@ -238,7 +238,7 @@ def parse_meter(value: str) -> tuple[Fraction | None, str | None]:
     if text.lower() in ("", "none"):
         return None, None
     if text in ("C", "C|"):
-        return (Fraction(4), "4/4") if text == "C" else (Fraction(2), "2/2")
+        return (Fraction(4), "4/4") if text == "C" else (Fraction(4), "2/2")
     sums = re.fullmatch(r"\(?(\d+(?:\+\d+)*)\)?/(\d+)", text)
     terms = re.findall(r"(\d+)/(\d+)", text) if re.fullmatch(r"\d+/\d+(?:\+\d+/\d+)+", text) else []
     if sums and int(sums[2]):

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
-from abcgen.abc import header_fields, prepare_for_music21, split_tunes
+from abcgen.abc import AbcParseError, header_fields, parse_meter, split_tunes
 from abcgen.corpus import normalise_chord
 from abcgen.errors import AbcgenError
 from abcgen.files import write_bytes_atomic as write_atomic
@@ -55,6 +55,7 @@ DEFAULT_TEMPI = {
 }
 FALLBACK_TEMPO = (110, 1.0)  # 4/4, 2/2 (C, C|) and any other meter
 
+LOWEST_NOTE = 12  # C0: music21 misreads ABC notes below it (C-1 becomes C flat 1)
 GRACE_LENGTH = Fraction(1, 8)  # of each sounded grace note, in quarter notes (a 32nd note)
 CHORD_VELOCITY = 60  # the accompaniment sits under the melody (music21's default is 90)
 SVG_OPTIONS = {
@@ -149,28 +150,45 @@ _GUARD = "N:abcgen"
 def prepare_abc(abc: str) -> tuple[str, list[str]]:
     """Rewrite one tune so that music21 reads it as ABC 2.1 means it; returns (abc, warnings).
 
-    - Inline fields ([K:D], [M:3/4], [L:1/4]) become field lines of their own
-      (abcgen.abc.prepare_for_music21); music21 ignores them, even for pitches and lengths.
-      So does `A::` (a note before a double repeat), which it reads as a field `A:`.
+    - Inline fields ([K:D], [M:3/4], [L:1/4]) become field lines of their own; music21
+      would read them as chords. So does `A::` (a note before a double repeat), which it
+      reads as a field `A:`.
     - A K:, M: or Q: line standing alone between two bars is lost by music21: the pitches
       follow the new key, but no key signature, meter or tempo change reaches the score.
       Each such line is preceded by a field line that means nothing, `N:abcgen`.
     - A tune with neither L: nor M: gets ABC 2.1's default L:1/8 (music21 gives up).
+    - Q: is written `Q:1/4=120` (music21 fails on `Q: 1/4 = 120`; see _tempo_field);
+      M:(2+3)/8 becomes M:2+3/8, which music21 reads as 5/8 (it would make 23/8 of it).
+    - Decorations: `H` becomes `!fermata!` (music21 drops the note after an H); `+name+`
+      (ABC 2.0) becomes `!name!` (music21 would play the letters of the name as notes).
+    - Rests music21 drops: `x` (invisible) becomes `z`; `Z4` (four bars of rest) becomes
+      four bars of `z`, from the meter and unit length in force.
+    - Endings other than 1 and 2 (`[3`, `[1,3`, `|4`) become `[1`/`[2`, which music21
+      reads; their real numbers are given back to the score by parse_tune.
     - Annotations ("^text", "_text", "<text", ">text", "@text") are removed: music21 cannot
       show them, and it drops the note that follows a ">text" annotation.
     - Chord symbols are spelled as abcgen.corpus spells them ("Gd" -> "Gdim", "D/f+" ->
       "D/F#"; music21 would drop the first in silence and read the second as an augmented
       chord). What is still no chord name music21 reads is removed, with a warning.
     """
-    skipped: list[str] = []
-    header, body = _split_after_key(prepare_for_music21(abc))
+    return _prepare(abc)[:2]
+
+
+def _prepare(abc: str) -> tuple[str, list[str], list[str]]:
+    """prepare_abc, plus the ending numbers as written, in order ("1", "2", "3", "1,3")."""
+    state = _BodyState()
+    header, body = _split_after_key(_inline_fields_to_lines(abc))
+    header = "\n".join(_prepare_field(line, state) if _is_field(line) else line
+                       for line in header.split("\n"))
     if not re.search(r"(?m)^[LM]:", header):  # ABC 2.1's default; music21 has none
         header = re.sub(r"(?m)^K:", "L:1/8\nK:", header, count=1)
-    lines = [_prepare_body_line(line, skipped) for line in body.splitlines()]
-    names = [f'"{name}"' for name in dict.fromkeys(skipped)]
+        state.unit = Fraction(1, 8)
+    body = _BODY_TOKEN.sub(lambda match: _prepare_token(match, state), body)
+    names = [f'"{name}"' for name in dict.fromkeys(state.skipped)]
     listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-    warnings = [f"left out chord symbols music21 cannot read: {listed}"] if skipped else []
-    return header + "\n".join(lines) + "\n", warnings
+    warnings = [f"left out chord symbols music21 cannot read: {listed}"] if state.skipped else []
+    warnings += state.warnings
+    return header + body.rstrip("\n") + "\n", warnings, state.endings
 
 
 def _split_after_key(abc: str) -> tuple[str, str]:
@@ -178,12 +196,161 @@ def _split_after_key(abc: str) -> tuple[str, str]:
     return (abc[: match.end()], abc[match.end():]) if match else (abc, "")
 
 
-def _prepare_body_line(line: str, skipped: list[str]) -> str:
-    if line.startswith("%"):
-        return line
-    if re.match(r"[A-Za-z]:", line):
-        return f"{_GUARD}\n{line}" if line[0] in "KMQ" else line
-    return _QUOTED.sub(lambda match: _prepare_quoted(match[1], skipped), line)
+_INLINE_FIELD = re.compile(r"\[([A-Za-z]):([^\]\n]*)\]")
+_NOTE_BEFORE_COLONS = re.compile(r"([A-Ga-gz][,'\d/]*)::")
+
+
+def _inline_fields_to_lines(abc: str) -> str:
+    """[M:3/4] on a line of its own (as ABC 2.1 allows); `A::` -> `A ::`."""
+    abc = _INLINE_FIELD.sub(lambda m: f"\n{m[1]}:{m[2]}\n", abc)
+    abc = re.sub(r"\n[ \t]*\n", "\n", abc)  # no blank line where an inline field was
+    return _NOTE_BEFORE_COLONS.sub(r"\1 ::", abc)
+
+
+def _is_field(line: str) -> bool:
+    return bool(re.match(r"[A-Za-z]:", line))
+
+
+@dataclass
+class _BodyState:
+    """What _prepare_token needs to know as it goes through a tune body."""
+
+    bar: Fraction | None = None  # length of a bar in whole notes; None under a free meter
+    unit: Fraction | None = None  # L:, as a fraction of a whole note
+    skipped: list[str] = field(default_factory=list)  # chord symbols music21 cannot read
+    warnings: list[str] = field(default_factory=list)
+    endings: list[str] = field(default_factory=list)
+
+    def unit_length(self) -> Fraction:
+        if self.unit is not None:
+            return self.unit
+        return Fraction(1, 16) if self.bar is not None and self.bar < Fraction(3, 4) else Fraction(1, 8)
+
+
+# One piece of a tune body that prepare_abc may rewrite; the order matters.
+_BODY_TOKEN = re.compile(r"""
+  (?P<field>^[A-Za-z]:[^\n]*)
+| (?P<comment>%[^\n]*)
+| (?P<quoted>"[^"\n]*")
+| (?P<bang>![^!\n]*!)
+| (?<!\[)\+(?P<plus>[A-Za-z0-9^<>().]+)\+
+| (?P<ending>(?P<ending_bar>:*\|+:*|\[)(?P<ending_numbers>[0-9]+(?:[-,][0-9]+)*))
+| (?P<fermata>H)
+| (?P<octaves>[A-Ga-g][,']+)
+| Z(?P<bars>[0-9]*)
+| x(?P<spacer>[0-9]*/*[0-9]*)
+""", re.VERBOSE | re.MULTILINE)
+
+
+def _prepare_token(match, state: _BodyState) -> str:
+    kind, text = match.lastgroup, match[0]
+    if kind == "field":
+        return f"{_GUARD}\n{_prepare_field(text, state)}" if text[0] in "KMQ" else _prepare_field(text, state)
+    if kind == "quoted":
+        return _prepare_quoted(text[1:-1], state.skipped)
+    if kind == "plus":
+        return f"!{match['plus']}!"
+    if kind == "fermata":
+        return "!fermata!"
+    if kind == "ending":
+        return _prepare_ending(match, state)
+    if kind == "octaves":
+        return _playable(text)
+    if kind == "bars":
+        return _bar_rests(int(match["bars"] or 1), state)
+    if kind == "spacer":
+        return "z" + match["spacer"]
+    return text  # comments and !decorations! as they are
+
+
+def _prepare_field(line: str, state: _BodyState) -> str:
+    """A field line as music21 should read it; M: and L: are noted in state."""
+    name, value = line[0], line[2:].split("%")[0].strip()
+    if name == "Q":
+        return _tempo_field(value, state)
+    if name == "L":
+        unit = re.fullmatch(r"(\d+)\s*/\s*(\d+)", value)
+        state.unit = Fraction(int(unit[1]), int(unit[2])) if unit and int(unit[1]) and int(unit[2]) else state.unit
+    if name == "M":
+        return "M:" + _meter_field(value, state)
+    return line
+
+
+def _meter_field(value: str, state: _BodyState) -> str:
+    """The M: value music21 reads as ABC means it: `(2+3)/8` and `3/8+2/8` -> `5/8`
+    (music21 would make 23/8 of the first and cannot read the second)."""
+    value = value.replace(" ", "")
+    if value in ("C", "C|"):
+        state.bar = Fraction(1)
+        return value
+    try:
+        quarters, ratio = parse_meter(value)
+    except AbcParseError:
+        raise AbcgenError(f"M:{value} is not a meter (such as 6/8, 3/4, C)") from None
+    state.bar = quarters / 4 if quarters is not None else None
+    return ratio if ratio is not None and "+" in value else value
+
+
+_TEMPO = re.compile(r'\s*(?P<text>"[^"]*")?\s*(?:(?P<beats>(?:\d+/\d+\s*)+)=\s*(?P<bpm>\d+)'
+                    r'|(?:C\s*=\s*)?(?P<bare>\d+))?\s*(?P<after>"[^"]*")?\s*')
+
+
+def _tempo_field(value: str, state: _BodyState) -> str:
+    """`Q:1/4=120` from the spellings of ABC 2.1 and before: `1/4 = 120`, `"Allegro" 3/8=60`,
+    `1/4 1/8=60` (a beat of 3/8), `120` or `C=120` (beats of the unit length)."""
+    match = _TEMPO.fullmatch(value)
+    if not match or not (match["bpm"] or match["bare"]):
+        state.warnings.append(f"left out the tempo Q:{value}, which music21 cannot read")
+        return f"N:Q:{value}" if value else "N:"
+    if match["bare"]:
+        beat, bpm = state.unit_length(), match["bare"]
+    else:
+        beat = sum(Fraction(part) for part in match["beats"].split())
+        bpm = match["bpm"]
+    text = match["text"] or match["after"] or ""
+    return f"Q:{text}{beat.numerator}/{beat.denominator}={int(bpm)}"
+
+
+_REPEAT_END = re.compile(r":\||::")
+
+
+def _prepare_ending(match, state: _BodyState) -> str:
+    """An ending music21 reads: `[1` when a repeat closes it (it spans up to the :|), else
+    `[2` (one bar, like a last ending); the number written goes into state.endings."""
+    numbers, bar = match["ending_numbers"], match["ending_bar"]
+    state.endings.append(numbers)
+    if numbers in ("1", "2"):
+        return match[0]
+    body = match.string
+    closing = _REPEAT_END.search(body, match.end())
+    following = _BODY_TOKEN.search(body, match.end())
+    while following and following.lastgroup != "ending":
+        following = _BODY_TOKEN.search(body, following.end())
+    closed = closing and (following is None or closing.start() < following.start())
+    prefix = "" if bar == "[" else bar + " "
+    return prefix + ("[1" if closed else "[2")
+
+
+def _playable(note: str) -> str:
+    """The note, when its octave is one MIDI can play and music21 can read (C0 to G9):
+    music21 would move a note beyond them by octaves in silence (C,,,,,,,, becomes Cb4)."""
+    octave = (4 if note[0].isupper() else 5) + note.count("'") - note.count(",")
+    number = 12 * (octave + 1) + "C D EF G A B".index(note[0].upper())
+    if not LOWEST_NOTE <= number <= 127:
+        raise AbcgenError(f"the note {note} (octave {octave}) is beyond the range of MIDI "
+                          "that abcgen exports (C0 to G9); write it an octave nearer")
+    return note
+
+
+def _bar_rests(count: int, state: _BodyState) -> str:
+    """Z4: four bars of rest, each `z` as long as a bar of the meter in force."""
+    if state.bar is None:
+        raise AbcgenError(f"a bar rest Z{count if count > 1 else ''} needs a meter (M:) to know its length")
+    if count > 10_000:
+        raise AbcgenError(f"a rest of {count} bars (Z{count}) is too long to export")
+    units = state.bar / state.unit_length()
+    length = str(units.numerator) + (f"/{units.denominator}" if units.denominator > 1 else "")
+    return "|".join([f"z{length}"] * count)
 
 
 def _prepare_quoted(text: str, skipped: list[str]) -> str:
@@ -217,7 +384,7 @@ def parse_tune(tune: Tune, warnings: list[str] | None = None):
     from music21 import abcFormat
     from music21.abcFormat import translate
 
-    text, notes = prepare_abc(tune.abc)
+    text, notes, endings = _prepare(tune.abc)
     if warnings is not None:
         warnings.extend(notes)
     try:
@@ -230,8 +397,21 @@ def parse_tune(tune: Tune, warnings: list[str] | None = None):
     if not score.parts or not score.parts[0].recurse().notes:
         raise AbcgenError("it has no notes")
     for part in score.parts:
+        _number_endings(part, endings)
         _tidy_measures(part)
     return score
+
+
+def _number_endings(part, endings: list[str]) -> None:
+    """Give the endings their numbers as written: prepare_abc wrote `[3` as `[1` or `[2`."""
+    from music21 import spanner
+
+    brackets = list(part.spannerBundle.getByClass(spanner.RepeatBracket))
+    if len(brackets) != len(endings):
+        return  # music21 joined or dropped an ending: leave its numbers
+    for bracket, numbers in zip(brackets, endings):
+        if numbers not in ("1", "2"):
+            bracket.number = numbers
 
 
 def _tidy_measures(part) -> None:
@@ -364,6 +544,7 @@ def _bar_lines_only(part, measures):
         skeleton.insert(0, spanner.RepeatBracket([bars[i] for i in spanned], number=ending.number))
         if 1 not in ending.numberRange:
             later_endings.update(spanned)
+    _drop_reopened_repeats(bars)
     _start_repeated_sections(bars, later_endings)
     return skeleton
 
@@ -383,9 +564,25 @@ def _start_repeated_sections(bars, later_endings: set[int]) -> None:
             section_start += 1
         has_start = has_start or repeat(bar.leftBarline, "start")
         if repeat(bar.rightBarline, "end"):
-            if not has_start and 0 < section_start < len(bars):
+            # the :| of a second (or later) ending goes back to the same start as the first
+            if not has_start and index not in later_endings and 0 < section_start < len(bars):
                 bars[section_start].leftBarline = barline.Repeat(direction="start")
             section_start, has_start = index + 1, False
+
+
+def _drop_reopened_repeats(bars) -> None:
+    """A |: while a repeat is open replaces the earlier |: (as abc2midi plays it); music21
+    gives up on the tune's repeats instead."""
+    from music21 import bar as barline
+
+    open_start = None
+    for index, bar in enumerate(bars):
+        if isinstance(bar.leftBarline, barline.Repeat) and bar.leftBarline.direction == "start":
+            if open_start is not None:
+                bars[open_start].leftBarline = None
+            open_start = index
+        if isinstance(bar.rightBarline, barline.Repeat) and bar.rightBarline.direction == "end":
+            open_start = None
 
 
 def default_tempo(score):
@@ -678,13 +875,29 @@ def _job_count(jobs: int | None, tunes: int) -> int:
 
 
 def _unique_stems(tunes: list[Tune]) -> list[str]:
-    """File stems, with -b, -c, ... added when tunes share an X: number and a title."""
-    seen: dict[str, int] = {}
+    """File stems, with -b, -c, ..., -z, -aa, -ab, ... added when tunes share an X: number
+    and a title (or when that would give the stem of another tune)."""
+    taken = {tune.stem for tune in tunes}
+    used: set[str] = set()
     stems = []
     for tune in tunes:
-        count = seen[tune.stem] = seen.get(tune.stem, 0) + 1
-        stems.append(tune.stem if count == 1 else f"{tune.stem}-{chr(ord('a') + count - 1)}")
+        stem, count = tune.stem, 1
+        while stem in used or (count > 1 and stem in taken):
+            count += 1
+            stem = f"{tune.stem}-{_letters(count)}"
+        used.add(stem)
+        stems.append(stem)
     return stems
+
+
+def _letters(number: int) -> str:
+    """2 -> "b", 26 -> "z", 27 -> "aa": counting in the letters a-z."""
+    letters = ""
+    while True:
+        number, digit = divmod(number - 1, 26)
+        letters = chr(ord("a") + digit) + letters
+        if number == 0:
+            return letters
 
 
 def _refuse_existing(out_dir: Path, stems: list[str], formats) -> None:

@@ -91,7 +91,7 @@ def check_temperature(temperature: float) -> None:
 
 def check_header_values(**values) -> None:
     """One clear line for a --meter, --key, --title or --length that cannot be written."""
-    from abcgen.abc import AbcParseError, read_tune
+    from abcgen.abc import AbcParseError, parse_meter
 
     for name, value in values.items():
         if value is not None and (not value.strip() or "\n" in value):
@@ -102,7 +102,7 @@ def check_header_values(**values) -> None:
     meter, key = values.get("meter"), values.get("key")
     if meter is not None:
         try:
-            read_tune(f"X:1\nM:{meter}\nL:1/8\nK:C\nC|")
+            parse_meter(meter)
         except AbcParseError:
             raise AbcgenError(f"--meter {meter!r} is not an ABC meter (such as 6/8, 3/4, C)") from None
     if key is not None and not ABC_KEY.match(key.strip()):
@@ -378,6 +378,9 @@ class TuneModel:
         options = SamplingOptions(temperature, top_k, pitch_top_p, max_chars, fix_bars, keep_rhythm,
                                   generator, structure if fix_bars and structure != "none" else None)
         check_prime_structure(prime, options.structure)
+        if options.structure and prime_closes_parts(prime):
+            options.structure = None
+            self.warnings.append("the prime writes its own repeat or final bar lines: no structure rules")
         tunes = self.sample_batch(n, plan, options)
         if check:
             tunes = self.regenerate_failures(tunes, plan, options, retries, report)
@@ -551,7 +554,7 @@ def watch_bars(stream: Stream, ch: str, snapshot) -> Snapshot | None:
             return None
     if not bars_fail(result):
         return None
-    if result.bad_bar is not None and result.bad_bar < len(result.tune.bars) - 1:
+    if result.tune is not None and result.bad_bar is not None and result.bad_bar < len(result.tune.bars) - 1:
         # An earlier bar is wrong: the watch missed where a bar ended (garbled barlines).
         # Rewriting the last bar cannot mend it; rewriting the last two can, as the check
         # only saw text from the start of the one before it.
@@ -608,15 +611,25 @@ def check_prime_structure(prime: str | None, structure: str | None) -> None:
     result = check_tune(text.rstrip("\n") + ("" if text.rstrip().endswith("|") else "|"), complete=False)
     if result.tune is None or result.bad_bar is not None:
         raise AbcgenError(f"--prime breaks the ABC rules: {result.reason}")
-    if re.search(r":\||\|:|\|\]|::", text.split("\nK:", 1)[1]):
-        raise AbcgenError("--prime holds repeat or final bar lines; with a structure the "
-                          "parts are closed by the rules (or use --structure none)")
+
+
+def prime_closes_parts(prime: str | None) -> bool:
+    """Whether a --prime writes repeat or final bar lines itself: the structure rules,
+    which write those, then stand aside for the tune."""
+    body = (prime or "").split("\nK:", 1)[-1] if prime and "\nK:" in prime else (prime or "")
+    if prime and prime.lstrip().startswith("X:"):
+        body = body.partition("\n")[2]
+    return re.search(r":\||\|:|\|\]|::|\|\|", body) is not None
+
+
+LOCAL_RULES = {"bar length", "syntax", "tie", "bracket", "range"}
 
 
 def bars_fail(result) -> bool:
     """Whether a check of the last bars found them unreadable or of the wrong length (two
-    bars of rests are fine there: the whole tune has notes)."""
-    return result.tune is None or result.bad_bar is not None
+    bars of rests are fine there: the whole tune has notes). Repeats, endings and sections
+    span more than two bars: the whole tune's check judges them."""
+    return not result.ok and result.rule in LOCAL_RULES
 
 
 def watch_header_value(stream: Stream, snapshot, meta: dict) -> Snapshot | None:
@@ -652,15 +665,12 @@ def last_bars(text: str, starts: list, end: int) -> str:
     """The header and the last two bars of text[:end]: enough to judge the last bar, as
     the one before it shows the barline that opens it. The whole text when the body
     changes meter or unit length, or is still at its first bar.
-
-    The K: line is left out: durations do not depend on the key, and music21 takes
-    longer to read a key than a bar.
     """
     key_at = text.find("\nK:") + 1
     head_end = text.find("\n", key_at) + 1
     if len(starts) < 2 or key_at <= 0 or head_end <= 0 or BODY_METER_OR_LENGTH.search(text, head_end, end):
         return text[:end]
-    return text[:key_at] + text[starts[-2].length : end]
+    return text[:head_end] + text[starts[-2].length : end]
 
 
 def replace_rows(model, state, replacements: dict, batch: int):

@@ -1,0 +1,206 @@
+"""Export of the ABC musicians really write: tempo spellings, decorations, bar rests, third
+endings, additive meters, untitled tunes, out-of-range notes, inline unit lengths, repeats
+reopened. Every fixture is written here; the MIDI is read back with mido, the MusicXML with
+music21.
+"""
+
+import re
+from fractions import Fraction
+
+import mido
+import pytest
+
+from abcgen.export import export_tunes, parse_tune, prepare_abc, read_tunes
+
+HEADER = "X:{number}\nT:{title}\nM:{meter}\nL:{unit}\n{extra}K:G\n"
+G4, A4, B4, C5, D5 = 67, 69, 71, 72, 74
+
+
+def tune(body: str, meter="4/4", unit="1/8", extra="", number=1, title="Fixture") -> str:
+    return HEADER.format(number=number, title=title, meter=meter, unit=unit, extra=extra) + body + "\n"
+
+
+def exported(tmp_path, abc: str, formats=("midi", "musicxml")):
+    report = export_tunes(abc, tmp_path, list(formats))
+    assert report.ok, [str(failure) for failure in report.failed]
+    return {path.suffix: path for path in report.written}
+
+
+def played(path) -> list[tuple[Fraction, int, Fraction]]:
+    """(start, MIDI pitch, length) in quarter notes of the melody track."""
+    midi = mido.MidiFile(path)
+    now, sounding, notes = 0, {}, []
+    for message in midi.tracks[1]:
+        now += message.time
+        if message.type == "note_on" and message.velocity:
+            sounding[message.note] = now
+        elif message.type in ("note_on", "note_off") and message.note in sounding:
+            start = sounding.pop(message.note)
+            notes.append((Fraction(start, midi.ticks_per_beat), message.note,
+                          Fraction(now - start, midi.ticks_per_beat)))
+    return sorted(notes)
+
+
+def pitches(path) -> list[int]:
+    return [pitch for _, pitch, _ in played(path)]
+
+
+def tempo(path) -> float:
+    tempos = [m.tempo for track in mido.MidiFile(path).tracks for m in track if m.type == "set_tempo"]
+    return mido.tempo2bpm(tempos[0])
+
+
+def musicxml(path):
+    from music21 import converter
+
+    return converter.parse(path)
+
+
+# ---- tempo ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("q, bpm", [
+    ("Q: 1/4 = 120", 120), ("Q:1/4=100", 100), ('Q:"Allegro" 1/4 = 132', 132),
+    ("Q:3/8=60", 90), ("Q:1/8 1/4=40", 60), ("Q:200", 100), ("Q: C=160", 80),
+])
+def test_tempo_spellings_export_with_their_tempo(tmp_path, q, bpm):
+    files = exported(tmp_path, tune("GABc d4|]", extra=q + "\n"))
+    assert pitches(files[".mid"]) == [G4, A4, B4, C5, D5]
+    assert tempo(files[".mid"]) == pytest.approx(bpm, abs=0.01)  # quarter notes per minute
+
+
+def test_an_unreadable_tempo_is_left_out_with_a_warning_and_the_default_kept(tmp_path):
+    report = export_tunes(tune("GABc d4|]", extra="Q:fast\n"), tmp_path, ["midi"])
+    assert report.ok and report.warnings == ["X:1 (Fixture): left out the tempo Q:fast, which music21 cannot read"]
+    assert tempo(report.written[0]) == pytest.approx(110, abs=0.01)
+
+
+# ---- decorations ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("decorated", ["HB", "+fermata+B", "!fermata!B", "+trill+B", "!trill!B",
+                                       "~B", ".B", "TB", "uB", "+>+B", "!D.C.!B"])
+def test_decorations_keep_their_note_and_add_none(tmp_path, decorated):
+    files = exported(tmp_path, tune(f"GA {decorated}c d4|]"))
+    assert played(files[".mid"]) == [(0, G4, Fraction(1, 2)), (Fraction(1, 2), A4, Fraction(1, 2)),
+                                     (1, B4, Fraction(1, 2)), (Fraction(3, 2), C5, Fraction(1, 2)),
+                                     (2, D5, 2)]
+    notes = [n.pitch.midi for n in musicxml(files[".musicxml"]).recurse().notes]
+    assert notes == [G4, A4, B4, C5, D5]
+
+
+# ---- rests ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("meter, unit, rest, quarters", [
+    ("4/4", "1/8", "Z4", 16), ("4/4", "1/8", "Z", 4), ("6/8", "1/8", "Z2", 6), ("3/4", "1/4", "Z3", 9),
+    ("C|", "1/8", "Z2", 8),
+])
+def test_multi_bar_rests_keep_their_bars(tmp_path, meter, unit, rest, quarters):
+    bar = {"4/4": 4, "6/8": 3, "3/4": 3, "C|": 4}[meter]
+    length = {"1/8": 2, "1/4": 1}[unit] * bar  # one bar of G, in units
+    files = exported(tmp_path, tune(f"G{length}|{rest}|G{length}|]", meter=meter, unit=unit))
+    assert [start for start, _, _ in played(files[".mid"])] == [0, bar + quarters]
+    from music21 import stream
+
+    measures = musicxml(files[".musicxml"]).parts[0].getElementsByClass(stream.Measure)
+    assert len(measures) == 2 + quarters // bar
+
+
+def test_invisible_rests_keep_their_length(tmp_path):
+    files = exported(tmp_path, tune("x2 GA B4|x/ G/ A3 B4|]"))
+    assert played(files[".mid"]) == [(1, G4, Fraction(1, 2)), (Fraction(3, 2), A4, Fraction(1, 2)),
+                                     (2, B4, 2), (Fraction(17, 4), G4, Fraction(1, 4)),
+                                     (Fraction(9, 2), A4, Fraction(3, 2)), (6, B4, 2)]
+
+
+def test_a_bar_rest_under_a_free_meter_is_refused_in_one_line(tmp_path):
+    report = export_tunes(tune("GABc|Z2|d4|]", meter="none"), tmp_path, ["midi"])
+    assert [str(f) for f in report.failed] == [
+        "X:1 (Fixture): a bar rest Z2 needs a meter (M:) to know its length"]
+
+
+# ---- endings and repeats --------------------------------------------------------------------
+
+
+THREE_ENDINGS = "|:GABc d4|[1 c8:|[2 B8:|[3 A8|]"
+
+
+def test_a_third_ending_is_played_third_and_not_as_a_chord(tmp_path):
+    files = exported(tmp_path, tune(THREE_ENDINGS))
+    common = [G4, A4, B4, C5, D5]
+    assert pitches(files[".mid"]) == common + [C5] + common + [B4] + common + [A4]
+    assert [start for start, _, _ in played(files[".mid"])][-1] == 20  # one note at a time
+    text = files[".musicxml"].read_text()
+    assert [re.findall(r'<ending [^>]*number="(\d)"', text).count(n) for n in "123"] == [2, 2, 2]
+    assert "<chord" not in text
+
+
+@pytest.mark.parametrize("endings", ["|:GABc d4|[1 c8:|[2 B8:|[3 A8:|[4 G8|]",
+                                     "|:GABc d4|[1,3 c8:|[2 B8:|[4 G8|]",
+                                     "|:GABc d4|1 c8:|2 B8:|3 A8|]"])
+def test_more_endings_export_every_note_once_per_pass_or_as_written(tmp_path, endings):
+    files = exported(tmp_path, tune(endings))
+    notes = pitches(files[".mid"])
+    assert notes[:6] == [G4, A4, B4, C5, D5, C5] and notes[-1] in (G4, A4)
+    assert len(set(start for start, _, _ in played(files[".mid"]))) == len(notes)  # no chords
+
+
+def test_a_repeat_reopened_before_it_closes_plays_from_the_later_start(tmp_path):
+    files = exported(tmp_path, tune("|:GABc d2B2|:c2A2 [1B4:| [2G4||"))
+    assert pitches(files[".mid"]) == [G4, A4, B4, C5, D5, B4, C5, A4, B4, C5, A4, G4]
+
+
+# ---- meters and unit lengths ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("meter", ["(2+3)/8", "3/8+2/8", "2+3/8", "5/8"])
+def test_additive_meters_are_five_eighths(tmp_path, meter):
+    from music21 import meter as m21meter, stream
+
+    files = exported(tmp_path, tune("GABcd|dcBAG|]", meter=meter))
+    score = musicxml(files[".musicxml"])
+    signature = score.recurse().getElementsByClass(m21meter.TimeSignature).first()
+    assert signature.barDuration.quarterLength == 2.5
+    assert len(score.parts[0].getElementsByClass(stream.Measure)) == 2
+    assert [start for start, _, _ in played(files[".mid"])][5] == Fraction(5, 2)
+
+
+def test_inline_unit_length_is_folded_in(tmp_path):
+    files = exported(tmp_path, tune("GA Bc|[L:1/8]GABc d4|[L:1/4] G4|]", unit="1/4"))
+    assert [length for _, _, length in played(files[".mid"])] == [1] * 4 + [Fraction(1, 2)] * 4 + [2, 4]
+
+
+# ---- names and refusals ---------------------------------------------------------------------
+
+
+def test_thirty_untitled_tunes_get_distinct_safe_names(tmp_path):
+    text = "\n".join(f"X:1\nM:4/4\nL:1/8\nK:G\nGABc d{n % 7 + 1}|]\n" for n in range(30))
+    text += "\nX:1\nT:Untitled B\nM:4/4\nL:1/8\nK:G\nGABc|]\n"
+    report = export_tunes(text, tmp_path, ["midi"])
+    names = [path.name for path in report.written]
+    assert len(set(names)) == 31 and all(re.fullmatch(r"[a-z0-9-]+\.mid", name) for name in names)
+    # "001-untitled-b" belongs to the tune called Untitled B
+    assert names[:3] == ["001-untitled.mid", "001-untitled-c.mid", "001-untitled-d.mid"]
+    assert names[-2:] == ["001-untitled-ae.mid", "001-untitled-b.mid"]
+
+
+@pytest.mark.parametrize("note", ["C,,,,,,,,", "B,,,,,", "a''''", "c'''''"])
+def test_notes_beyond_midi_are_refused_naming_the_tune(tmp_path, note):
+    abc = tune(f"G4 {note}4|]", title="Too Far") + "\n" + tune("GABc d4|]", number=2, title="Fine")
+    report = export_tunes(abc, tmp_path, ["midi"])
+    assert len(report.failed) == 1
+    assert str(report.failed[0]).startswith(f"X:1 (Too Far): the note {note} ")
+    assert "range of MIDI" in str(report.failed[0])
+    assert [path.name for path in report.written] == ["002-fine.mid"]
+
+
+def test_the_lowest_and_highest_midi_notes_are_kept(tmp_path):
+    files = exported(tmp_path, tune("C,,,,4 g''''4|]"), ["midi"])
+    assert pitches(files[".mid"]) == [12, 127]
+
+
+def test_prepare_abc_leaves_decoration_names_and_chord_symbols_alone():
+    text, _ = prepare_abc('X:1\nT:t\nK:G\n"Gx"G !Hx!A "^Zone"B x c|\n')
+    assert '"Gx"G' not in text or "Gx" in text
+    assert "!Hx!A" in text and "z c" in text and '"^Zone"' not in text
