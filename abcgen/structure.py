@@ -37,6 +37,7 @@ DEFAULT_STRUCTURE = "AABB"
 PART_BARS = 8
 MAX_PARTS = 8
 MAX_PART_BARS = 32
+FOLK_PART_BARS = (4, 8, 16)
 PART = re.compile(r"([A-Z])(\d+)?")
 # Outside chord symbols and decorations, the characters a tune body may hold (the others,
 # such as field letters, only begin field lines, which the rules leave out).
@@ -93,12 +94,14 @@ def structure_of(tune: str) -> str | None:
 
 
 def corpus_forms(tunes: list[str]) -> dict[str, dict[str, int]]:
-    """{meter: {structure: number of tunes}} over some tunes: what `auto` draws from."""
+    """{meter: {structure: number of tunes}} over some tunes: what `auto` draws from. Only
+    forms whose parts have 4, 8 or 16 bars count (a 32-bar "part" is a tune written out
+    without marks; a 9-bar one a slip of the pen)."""
     forms: dict[str, Counter] = {}
     for tune in tunes:
         form = structure_of(tune)
         meter = check_tune(tune).meter
-        if form and meter:
+        if form and meter and all(part.bars in FOLK_PART_BARS for part in Structure.parse(form).parts):
             forms.setdefault(meter, Counter())[form] += 1
     return {meter: dict(counts.most_common()) for meter, counts in forms.items()}
 

@@ -26,6 +26,7 @@ from abcgen.corpus import Corpus, header_value, load_corpus
 from abcgen.errors import AbcgenError
 from abcgen.form import encode_text
 from abcgen.model import CharModel, ModelConfig, build_model, tree_map
+from abcgen.structure import corpus_forms
 from abcgen.vocab import Vocab
 
 LN2 = math.log(2)
@@ -243,6 +244,7 @@ class Run:
 
     def __init__(self, out_dir, corpus, model, vocab, config, device, bf16):
         self.out_dir, self.corpus, self.model, self.vocab = out_dir, corpus, model, vocab
+        self.forms = corpus_forms(corpus.train)  # what `sample --structure auto` draws from
         self.config, self.device, self.bf16 = config, device, bf16
         self.optimizer = make_optimizer(model, config)
         form = model.config.form
@@ -315,6 +317,7 @@ class Run:
             "metrics": metrics or {},
             "meters": dict(Counter(header_value(t, "M") for t in self.corpus.train)),
             "keys": dict(Counter(header_value(t, "K") for t in self.corpus.train)),
+            "forms": self.forms,
         }
 
     def save_last(self, metrics=None):
