@@ -55,7 +55,7 @@ class Structure:
     parts: tuple[Part, ...]
 
     def __str__(self) -> str:
-        return "".join((letter * (2 if part.repeated else 1)) + (str(part.bars) if part.bars != PART_BARS else "")
+        return "".join((letter + (str(part.bars) if part.bars != PART_BARS else "")) * (2 if part.repeated else 1)
                        for letter, part in zip("ABCDEFGH", self.parts))
 
     @classmethod
