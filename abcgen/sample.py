@@ -301,7 +301,8 @@ def close_cut_tune(text: str) -> str:
     last_bar = music.rfind("|")
     music = music[: last_bar + 1] if last_bar >= 0 else ""
     if music.endswith("|") and not music.endswith(("||", "|]", ":|")):
-        music += "]"
+        opened = music.rfind("|:") > music.rfind(":|")  # a repeat still open: close it
+        music = music[:-1] + ":|" if opened else music + "]"
     return f"{head}{sep}{key_line}\n{music}".rstrip()
 
 

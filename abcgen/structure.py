@@ -41,6 +41,7 @@ FOLK_PART_BARS = (4, 8, 16)
 PART = re.compile(r"([A-Z])(\d+)?")
 # Outside chord symbols and decorations, the characters a tune body may hold (the others,
 # such as field letters, only begin field lines, which the rules leave out).
+NOTE_END = set("ABCDEFGabcdefgzxZ,'0123456789/]")  # what a length, tie or > may follow
 BODY_CHARACTERS = set("ABCDEFGabcdefgzxZ^_=,'0123456789/|[]()<>{}-.~\" \n\\")
 
 
@@ -197,6 +198,12 @@ class Lexer:
             blocked.add("}")
         else:
             blocked |= {"{", "|", "[", "\n"}
+        if self.previous not in NOTE_END and not self.tuplet:
+            blocked |= set("0123456789/-<>")  # a length, tie or broken rhythm needs a note
+        if not self.previous.isdigit():
+            blocked.add("0")  # no length starts with 0 (a zero length, or /0)
+        if self.previous in "^_=":
+            blocked |= BODY_CHARACTERS - set("ABCDEFGabcdefg^_")
         if self.previous in "ABCDEFG,":
             blocked.add("'")
         if self.previous in "abcdefg'":

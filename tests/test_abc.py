@@ -181,3 +181,59 @@ def test_nearly_all_normalised_nottingham_tunes_pass(nottingham_dir):
     tunes = corpus.train + corpus.val + corpus.test
     failures = [result.reason for result in map(check_tune, tunes) if not result.ok]
     assert len(failures) / len(tunes) <= 0.005, failures
+
+
+# ---------------------------------------------------------------- the strict rules, one defect each
+
+STRICT_DEFECTS = {
+    "|: inside an open repeat": ("|:GAB c2d|:e2d B2G:|", "repeat"),
+    "|: never closed": ("|:GAB c2d|e2d B2G|]", "repeat"),
+    "a second :| with no |:": ("GAB c2d|e2d B2G:|A2B c2A|G3 G3:|", "repeat"),
+    "[2 alone": ("|:GAB c2d|e2d B2G|[2 A2B c2A:|", "ending"),
+    "[1 with no [2": ("|:GAB c2d|e2d B2G|[1 A2B c2A:|", "ending"),
+    "tie to a bar line and another pitch": ("GAB c2d-|e2d B2G|]", "tie"),
+    "tie to nothing": ("GAB c2d|e2d B2G-|]", "tie"),
+    "backslash in the middle of a line": ("GAB c2d|\\e2d B2G|]", "syntax"),
+    "chord symbol left open": ('GAB c2d|"6G4:|', "syntax"),
+    "letters that are not ABC": ("GAB c2d|t2 e2d B|]", "syntax"),
+    "a second tune inside this one": ("GAB c2d|e2d B2G|]\nX:2\nK:G\nGAB c2d|]", "field"),
+    "stray ]": ("GAB c2d]|e2d B2G|]", "bracket"),
+    "stray )": ("GAB c2d)|e2d B2G|]", "bracket"),
+    "stray }": ("GAB c2d}|e2d B2G|]", "bracket"),
+    "grace group never closed": ("{g GAB c2d|e2d B2G|]", "bracket"),
+    "no final bar line": ("GAB c2d|e2d B2G|", "end"),
+    "section not a whole number of bars": ("GAB c2d|e2d B2G|A2B c2A|G3 G2||d2d e2e|d2B G2B|]", "section"),
+    "note beyond the MIDI range": ("C,,,,,,,,2 B c2d|e2d B2G|]", "range"),
+    "zero length": ("G/0AB c2d|e2d B2G|]", "syntax"),
+}
+
+
+@pytest.mark.parametrize("name", STRICT_DEFECTS)
+def test_the_strict_check_refuses_each_kind_of_defect(name):
+    body, rule = STRICT_DEFECTS[name]
+    result = check_tune(tune(body))
+    assert not result.ok and result.rule == rule, (name, result.reason)
+    assert result.reason.startswith("bar ")  # the reason names the bar
+
+
+@pytest.mark.parametrize("body", [
+    "|:GAB c2d|e2d B2G:|\n|:A2B c2A|G3 G3:|",  # two repeated parts
+    "GAB c2d|e2d B2G:|\n|:A2B c2A|G3 G3:|",  # the first repeat from the start
+    "|:GAB c2d|[1 e2d B2G:|[2 e2d B3||",  # first and second endings
+    "|:GAB c2d|e2d B2G|1 A2B c2A:|2 A2B c3|]",  # |1 and :|2 spellings
+    "GAB c2d-|d2d B2G|]",  # a tie across a bar line to the same pitch
+    '"G"GAB "D7"c2d|{ag}e2d (B2G)|!trill!A2B ~c2A|+fermata+G3 G3|]',
+    "GAB c2d|e2d B2G|\\\nA2B c2A|G3 G3|]",  # a line continuation
+    "(3GAB c2d|e2d B2G|z6|Z2|]",  # a tuplet and rests of several bars
+])
+def test_the_strict_check_accepts_well_formed_abc(body):
+    result = check_tune(tune(body))
+    assert result.ok, result.reason
+
+
+def test_an_absurd_meter_is_checked_quickly():
+    text = "X:1\nT:Wide\nM:2000/8\nL:1/8\nK:G\n" + "GABc" * 500 + "|]\n"
+    started = time.perf_counter()
+    check_tune(text)
+    check_tune(text.replace("M:2000/8", "M:4/4").replace("|]", "[M:99999999/4]GAB|]"))
+    assert time.perf_counter() - started < 2  # seconds, a loose guard; once 98 s with music21
