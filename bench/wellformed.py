@@ -25,7 +25,7 @@ from bench.common import NOTTINGHAM
 
 def figures(tunes):
     total = len(tunes)
-    pct = lambda count: f"{count}/{total} ({100 * count / total:.0f}%)"  # noqa: E731
+    pct = lambda count: f"{count}/{total} ({100 * count / total:.1f}%)"  # noqa: E731
     tools, form = summarise(tunes)["tools"], form_summary(tunes)
     rows = {"pass check_tune": pct(sum(check_tune(t).ok for t in tunes))}
     for name in ("abc2midi", "abcm2ps", "music21", "all"):
@@ -35,11 +35,11 @@ def figures(tunes):
         rows["abcjs warning-free"] = pct(tools["abcjs"]["warning_free"])
     for key, label in (("repeats_paired", "repeats paired"), ("sections_4_8_16", "sections of 4/8/16 bars"),
                        ("ends_on_tonic", "ends on tonic"), ("all_three", "form: all three")):
-        rows[label] = f"{100 * form[key]:.0f}%"
+        rows[label] = f"{100 * form[key]:.1f}%"
     rows["section lengths (bars: sections)"] = ", ".join(f"{k}: {v}" for k, v in form["section_lengths"].items())
     kinds = {name: found["errors"].most_common(3) for name, found in tools.items()
              if name not in ("all", "abcjs") and found["errors"]}
-    if "abcjs" in tools:
+    if "abcjs" in tools and tools["abcjs"]["warnings"]:
         kinds["abcjs warnings"] = tools["abcjs"]["warnings"].most_common(3)
     return rows, kinds
 
