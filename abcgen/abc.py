@@ -42,6 +42,11 @@ INLINE_FIELDS = set("IKLMmNPQRrTUV")
 SECTION_FIELDS = {"P", "M", "K"}  # body fields that start a new section
 FINAL_BARS = {"|]", "||", ":|", "::"}
 SHORTHAND_DECORATIONS = set("~.HLMOPSTuv")
+# A chord symbol as abc2midi, abcm2ps and abcjs all read it: a root, a kind abc2midi knows,
+# a bass note. Text that starts with ^ _ < > @ is an annotation, printed, not played.
+CHORD_SYMBOL = re.compile(r"[A-G][#b]?(|m|7|m7|dim|6|aug|m6|aug7|maj7|M7|dim7|9|m9|sus4|sus|7sus4|"
+                          r"m7b5|\+|11|5)(/[A-Ga-g][#b]?)?")
+ANNOTATION_MARKS = set("^_<>@")
 NOTE_OFFSETS = dict(zip("CDEFGAB", (0, 2, 4, 5, 7, 9, 11)))
 ACCIDENTALS = {"^^": 2, "^": 1, "=": 0, "_": -1, "__": -2}
 
@@ -433,15 +438,19 @@ class _Reader:
         self.line += 1
 
     def on_space(self, match) -> None:
-        pass
+        if self.chord is not None:
+            self.fail("a space inside a chord [ ]")
 
-    on_comment = on_space
+    def on_comment(self, match) -> None:
+        pass
 
     def on_continuation(self, match) -> None:
         pass
 
     def on_symbol(self, match) -> None:
-        pass
+        text = match["symbol"][1:-1]
+        if not CHORD_SYMBOL.fullmatch(text) and text[:1] not in ANNOTATION_MARKS:
+            self.fail(f"{match['symbol']} is not a chord symbol the ABC tools know (such as \"Am7\" or \"D/F#\")")
 
     def on_decoration(self, match) -> None:
         pass
@@ -569,6 +578,8 @@ class _Reader:
         self.broken_next = second
 
     def on_tie(self, match) -> None:
+        if self.tie_from is not None:
+            self.fail("two ties (--) in a row", rule="tie")
         if self.last_pitch_key is None or not self.notes:
             self.fail("a tie (-) with no note before it", rule="tie")
         self.tie_from = self.last_pitch_key

@@ -15,7 +15,7 @@ ABC 2.1 in a few places; the model should learn music, not bookkeeping):
   under L:1/4 becomes `AB`); body L: fields are folded in the same way.
 - Chord symbols: `Gd` -> `Gdim`, `Ea`/`Fa7` -> `Eaug`/`Faug7`, bass notes `/f+` -> `/F#`
   and `/bb` -> `/Bb`, spaces and the parentheses of optional chords removed, empty ones dropped.
-- `[+GB]` (an ABC 1.x chord marker inside brackets) -> `[GB]`.
+- `[+GB]` (an ABC 1.x chord marker inside brackets) -> `[GB]`; spaces inside a chord go.
 - Comment lines (`%`), blank lines, trailing comments and runs of spaces are removed;
   line breaks, line continuations (`\\`) and in-tune fields (P:, K:, M:) are kept.
 
@@ -244,12 +244,16 @@ def normalise_chord(symbol: str) -> str:
     return main
 
 
+NOTE_CHORD = re.compile(r"\[[A-Ga-g^_=,'/0-9 ]+\]")  # a chord of notes, perhaps with spaces
+
+
 def normalise_music_line(line: str) -> str:
     line = line.split("%", 1)[0].rstrip()
     line = CHORD_SYMBOL.sub(
         lambda m: f'"{normalise_chord(m[1])}"' if normalise_chord(m[1]) else "", line
     )
     line = line.replace("[+", "[").replace("+]", "]")
+    line = NOTE_CHORD.sub(lambda m: m[0].replace(" ", ""), line)  # abcm2ps: "Not a note"
     return re.sub(r" {2,}", " ", line).strip()
 
 
