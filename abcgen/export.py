@@ -4,8 +4,11 @@
     >>> report = export_tunes(Path("tunes.abc").read_text(), "out/")
     >>> report.written            # [PosixPath('out/001-the-first.mid'), ...]
 
-music21 reads the ABC and writes MIDI and MusicXML; verovio engraves the MusicXML as SVG,
-one file per page. PDF needs MuseScore or LilyPond on the PATH.
+music21 reads the ABC and writes MusicXML; abcgen writes the MIDI from music21's score;
+verovio engraves the MusicXML as SVG, one file per page. PDF needs MuseScore or LilyPond on
+the PATH. Export time grows in proportion to a tune's length (where music21 took time
+quadratic in it, abcgen does that work itself: see _linear_translation, play_order, to_midi);
+a tune longer than MAX_TUNE_BARS bars is refused, to keep memory bounded.
 
 Each output is named from the tune's X: number and a slug of its title:
 `003-the-american-dwarf.mid`, `.musicxml`, `.svg` and `.pdf`. A tune longer than one page
@@ -28,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import unicodedata
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -57,7 +61,11 @@ FALLBACK_TEMPO = (110, 1.0)  # 4/4, 2/2 (C, C|) and any other meter
 
 LOWEST_NOTE = 12  # C0: music21 misreads ABC notes below it (C-1 becomes C flat 1)
 GRACE_LENGTH = Fraction(1, 8)  # of each sounded grace note, in quarter notes (a 32nd note)
-CHORD_VELOCITY = 60  # the accompaniment sits under the melody (music21's default is 90)
+MELODY_VELOCITY = 90  # music21's default
+CHORD_VELOCITY = 60  # the accompaniment sits under the melody
+MELODY_PROGRAM = 0  # General MIDI acoustic grand piano
+CHORD_PROGRAM = 24  # General MIDI acoustic (nylon) guitar
+TICKS_PER_QUARTER = 10080  # music21's: divisible by 2 to 10, so tuplets and graces land on ticks
 SVG_OPTIONS = {
     "pageWidth": 2100,  # A4, in verovio's tenths of a millimetre
     "pageHeight": 2970,
@@ -375,6 +383,30 @@ def _music21_reads_chord(name: str) -> bool:
         return False
 
 
+# The longest tune exported: music21 holds about 60 kB a bar (a 5,000-bar reel peaks near
+# 450 MB, with its MusicXML and engraving), so that a tune within both limits stays well
+# under 1 GB of memory and a few minutes of work. See bench/RESULTS.md, issue 18.
+MAX_TUNE_BARS = 5_000
+MAX_TUNE_CHARACTERS = 100_000  # for a tune whose bars are few but very long
+_BAR_LINE = re.compile(r"::|:*\|+\]?:*|\[\|")
+
+
+def count_bars(abc: str) -> int:
+    """The bars of a tune as written (a pickup counts as one; repeats are not expanded)."""
+    body = re.sub(r'"[^"\n]*"|![^!\n]*!|%[^\n]*|^[A-Za-z]:[^\n]*', "", _split_after_key(abc)[1], flags=re.M)
+    return sum(1 for bar in _BAR_LINE.split(body) if re.search(r"[A-Ga-gzZx]", bar))
+
+
+def _refuse_too_long(abc: str) -> None:
+    """AbcgenError when the tune is beyond MAX_TUNE_BARS or MAX_TUNE_CHARACTERS."""
+    if len(abc) > MAX_TUNE_CHARACTERS:
+        raise AbcgenError(f"it is too long to export ({len(abc):,} characters; the limit is "
+                          f"{MAX_TUNE_CHARACTERS:,}): split it into tunes of its parts")
+    if (bars := count_bars(abc)) > MAX_TUNE_BARS:
+        raise AbcgenError(f"it is too long to export ({bars:,} bars; the limit is "
+                          f"{MAX_TUNE_BARS:,}): split it into tunes of its parts")
+
+
 def parse_tune(tune: Tune, warnings: list[str] | None = None):
     """Read one tune into a music21 Score (after prepare_abc); warnings go into the list.
 
@@ -384,22 +416,161 @@ def parse_tune(tune: Tune, warnings: list[str] | None = None):
     from music21 import abcFormat
     from music21.abcFormat import translate
 
+    _refuse_too_long(tune.abc)
     text, notes, endings = _prepare(tune.abc)
     if warnings is not None:
         warnings.extend(notes)
     try:
-        with _quiet_stderr():
+        with _quiet_stderr(), _linear_translation():
             handler = abcFormat.ABCHandler(abcVersion=(2, 1, 0))
             handler.process(text)
             score = translate.abcToStreamScore(handler)
     except Exception as error:  # music21 raises many kinds of error on malformed ABC
         raise AbcgenError(f"music21 cannot read it: {_one_line(error)}") from error
+    for part in score.parts:
+        part.__dict__.pop("makeBeams", None)  # set by _rebar for the translation only
     if not score.parts or not score.parts[0].recurse().notes:
         raise AbcgenError("it has no notes")
     for part in score.parts:
         _number_endings(part, endings)
         _tidy_measures(part)
     return score
+
+
+_TRANSLATION_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _linear_translation():
+    """music21's ABC translation with its two whole-part passes made linear in tune length.
+
+    Its reBar indexes a live iterator of the measures (each index walks the part), and its
+    makeBeams looks up the time signature and clef of each bar and beam group through the
+    part, whose search tree each lookup rebuilds: both took time quadratic in the number of
+    bars (minutes at 1,000 bars). translate.reBar is swapped for _rebar while the lock is
+    held, and _rebar gives the part being translated a makeBeams of its own (_make_beams).
+    """
+    from music21.abcFormat import translate
+
+    with _TRANSLATION_LOCK:
+        original, translate.reBar = translate.reBar, _rebar
+        try:
+            yield
+        finally:
+            translate.reBar = original
+
+
+def _rebar(part, *, inPlace=False):
+    """What music21's reBar does (split each bar longer than its meter; the rest of it
+    becomes a bar of its own with a meter that fits), over a list instead of an iterator.
+
+    Like music21 it visits as many bars as there were at the start, the split-off ones
+    included, so that the tunes it reads come out the same.
+    """
+    import copy
+
+    from music21 import common, exceptions21, stream
+    from music21.abcFormat.translate import ABCTranslateException
+
+    if not inPlace:
+        part = copy.deepcopy(part)
+    measures = list(part.getElementsByClass(stream.Measure))
+    signature, renumber = None, 0
+    for index in range(len(measures)):
+        measure = measures[index]
+        signature = measure.timeSignature or signature
+        if signature is None:
+            raise ABCTranslateException("No time signature found in this Part")
+        bar = signature.barDuration.quarterLength
+        measure.number += renumber
+        if common.opFrac(measure.highestTime) > bar:
+            first, rest = measure.splitAtQuarterLength(bar)
+            rest.timeSignature = None
+            if bar != rest.highestTime:
+                try:
+                    rest.timeSignature = rest.bestTimeSignature()
+                except exceptions21.StreamException as error:
+                    raise ABCTranslateException(f"Problem with measure {measure.number}: {error}")
+                if index != len(measures) - 1 and measures[index + 1].timeSignature is None:
+                    measures[index + 1].timeSignature = signature
+            rest.keySignature = None
+            rest.clef = None
+            rest.number = first.number + 1
+            renumber += 1
+            part.insert(common.opFrac(first.offset + first.highestTime), rest)
+            measures.insert(index + 1, rest)
+    part.makeBeams = functools.partial(_make_beams, part)
+    return part if not inPlace else None
+
+
+def _make_beams(part, **_) -> None:
+    """Beams and stem directions as music21's makeBeams sets them, in one walk of the part:
+    the meter and clef in force are carried along instead of looked up for each bar."""
+    from music21 import beam, clef, meter, note, stream
+    from music21.common import opFrac
+
+    signature = None
+    for measure in part.getElementsByClass(stream.Measure):
+        in_force = measure.timeSignature or signature
+        signature = measure.getElementsByClass(meter.TimeSignature).last() or in_force
+        if in_force is None:
+            continue
+        containers = list(measure.voices) if measure.hasVoices() else [measure]
+        for container in containers:
+            notes = container.notesAndRests.stream()
+            if len(notes) <= 1:
+                continue
+            for grace in [element for element in notes if element.duration.isGrace]:
+                notes.remove(grace)
+            bar = in_force.barDuration.quarterLength
+            if opFrac(opFrac(sum(element.duration.quarterLength for element in notes))) > bar:
+                continue  # music21 leaves a bar longer than its meter unbeamed
+            offset = 0.0
+            if measure.paddingLeft != 0.0:
+                offset = opFrac(measure.paddingLeft)
+            elif measure.paddingRight == 0.0 and notes.highestTime < bar:
+                offset = bar - notes.highestTime
+            for element, beams in zip(notes, in_force.getBeams(notes, measureStartOffset=offset)):
+                element.beams = beams if beams is not None else beam.Beams()
+
+    # stems: one direction for each beam group, from the clef in force at its first note
+    current_clef, group, group_clef, in_group = None, [], None, False
+    for element in part.recurse().getElementsByClass((clef.Clef, note.NotRest)):
+        if isinstance(element, clef.Clef):
+            current_clef = element
+            continue
+        first = element.beams.getTypeByNumber(1) if element.beams and element.beams.getByNumber(1) else None
+        if first == "start":
+            in_group = True
+            if not group:
+                group_clef = current_clef
+        if in_group:
+            group.append(element)
+        if first == "stop":
+            _set_stems(group, group_clef)
+            group, in_group = [], False
+    if group:
+        _set_stems(group, group_clef)
+    part.streamStatus.beams = True
+
+
+def _set_stems(group, group_clef) -> None:
+    """music21's rule: stems of a beam group point the way the clef gives for its pitches,
+    except notes whose stems are set already, when all of those agree."""
+    if group_clef is None:
+        return
+    directions = {element.stemDirection for element in group
+                  if element.stemDirection in ("up", "down", "unspecified")}
+    consistent = "unspecified" not in directions and len(directions) < 2
+    pitches = [pitch for element in group for pitch in element.pitches]
+    if not pitches:
+        return
+    direction = group_clef.getStemDirectionForPitches(pitches)
+    for element in group:
+        if element.stemDirection in ("up", "down") and consistent:
+            continue
+        if element.stemDirection in ("up", "down", "unspecified"):
+            element.stemDirection = direction
 
 
 def _number_endings(part, endings: list[str]) -> None:
@@ -481,108 +652,134 @@ def _one_line(error: Exception) -> str:
 
 
 def to_midi(score, chords: bool = False) -> bytes:
-    """A standard MIDI file of the tune as played: repeats and endings expanded (music21's
-    expandRepeats), grace notes sounded, the tempo from Q: or default_tempo(); with
-    chords=True a second track holds the chord symbols."""
-    from music21 import instrument, midi, stream, tempo
+    """A standard MIDI file of the tune as played: repeats and endings expanded (play_order),
+    grace notes sounded, tied notes joined, the tempo from Q: or default_tempo(); with
+    chords=True a further track holds the chord symbols.
 
-    voices = [stream.Part([instrument.Piano()]) for _ in score.parts]  # one per ABC voice (V:)
-    accompaniment = stream.Part([instrument.AcousticGuitar()])
-    for part, voice in zip(score.parts, voices):
-        start, chord_symbol = 0.0, None
-        for measure in play_order(part):
-            _perform(measure, start, voice)
-            if chords and voice is voices[0]:
-                chord_symbol = _accompany(measure, start, chord_symbol, accompaniment)
-            start += measure.duration.quarterLength
-    first_mark = voices[0].getElementsByClass(tempo.MetronomeMark).first()
-    if first_mark is None or first_mark.offset > 0:
-        voices[0].insert(0, default_tempo(score))
-    performance = stream.Score(voices + [accompaniment] if chords else voices)
-    with _quiet_stderr():
-        return midi.translate.streamToMidiFile(performance).writestr()
-
-
-def play_order(part) -> list:
-    """The part's measures in the order they are played, repeats and endings expanded.
-
-    music21's expandRepeats deep-copies every measure several times, which made it most
-    of the export time; here it expands a copy of the bar lines and endings alone, and
-    the result is mapped back to the measures.
+    The file is laid out as music21's MIDI writer lays it out (a tempo track, then one
+    track per ABC voice, all on channel 1, and the chords on channel 2), but written here in
+    one pass over the notes: music21's writer takes time quadratic in the number of notes.
     """
-    from music21 import repeat, stream
+    from music21 import key, meter, tempo
 
-    measures = list(part.getElementsByClass(stream.Measure))
-    if not measures:  # music21 makes no measures for a tune of one or two bars
-        return list(part.makeMeasures().getElementsByClass(stream.Measure))
-    try:
-        with _quiet_stderr():
-            expanded = _bar_lines_only(part, measures).expandRepeats(copySpanners=False)
-    except (repeat.ExpanderException, stream.StreamException):
-        return measures  # repeats music21 cannot follow: play the tune as written
-    return [measures[bar.number] for bar in expanded.getElementsByClass(stream.Measure)]
-
-
-def _bar_lines_only(part, measures):
-    """A part with one empty bar per measure (numbered by position), the same bar lines
-    and the same first and second endings; see also _start_repeated_sections."""
-    import copy
-
-    from music21 import note, spanner, stream
-
-    bars = []
-    for index, measure in enumerate(measures):
-        bar = stream.Measure([note.Rest()], number=index)
-        bar.leftBarline = copy.deepcopy(measure.leftBarline)
-        bar.rightBarline = copy.deepcopy(measure.rightBarline)
-        bars.append(bar)
-    skeleton = stream.Part(bars)
-    position = {id(measure): index for index, measure in enumerate(measures)}
-    later_endings = set()
-    for ending in part.spannerBundle.getByClass(spanner.RepeatBracket):
-        spanned = [position[id(measure)] for measure in ending.getSpannedElements()]
-        skeleton.insert(0, spanner.RepeatBracket([bars[i] for i in spanned], number=ending.number))
-        if 1 not in ending.numberRange:
-            later_endings.update(spanned)
-    _drop_reopened_repeats(bars)
-    _start_repeated_sections(bars, later_endings)
-    return skeleton
+    voices: list[list[_Sound]] = []
+    accompaniment: list[_Sound] = []
+    marks: dict[type, list] = {tempo.MetronomeMark: [], key.KeySignature: [], meter.TimeSignature: []}
+    for part in score.parts:
+        sounds, start, chord_symbol = [], Fraction(0), None
+        for measure in play_order(part):
+            _perform(measure, start, sounds, marks)
+            if chords and not voices:
+                chord_symbol = _accompany(measure, start, chord_symbol, accompaniment)
+            start += Fraction(measure.duration.quarterLength)
+        voices.append(_join_ties(sounds))
+    tempi = marks[tempo.MetronomeMark]
+    if not tempi or tempi[0][0] > 0:
+        tempi.insert(0, (Fraction(0), default_tempo(score)))
+    if not marks[meter.TimeSignature]:
+        marks[meter.TimeSignature].append((Fraction(0), meter.TimeSignature("4/4")))
+    tracks = [_conductor_track(marks)]
+    tracks += [_note_track("Piano", 0, MELODY_PROGRAM, sounds) for sounds in voices]
+    if chords:
+        tracks.append(_note_track("Acoustic Guitar", 1, CHORD_PROGRAM, accompaniment))
+    header = b"MThd" + (6).to_bytes(4, "big") + (1).to_bytes(2, "big") \
+        + len(tracks).to_bytes(2, "big") + TICKS_PER_QUARTER.to_bytes(2, "big")
+    return header + b"".join(tracks)
 
 
-def _start_repeated_sections(bars, later_endings: set[int]) -> None:
-    """Put a start repeat where a section that ends in :| but has no |: begins: just
-    after the previous :| (and its second ending). That is how musicians read it; music21
-    would go back to the start of the tune, playing an A part again with each B part."""
-    from music21 import bar as barline
+@dataclass
+class _Sound:
+    """A note to sound: start and end in quarter notes, MIDI pitch, velocity, tie type."""
 
-    def repeat(line, direction: str) -> bool:
-        return isinstance(line, barline.Repeat) and line.direction == direction
-
-    section_start, has_start = 0, False
-    for index, bar in enumerate(bars):
-        if index == section_start and index in later_endings:
-            section_start += 1
-        has_start = has_start or repeat(bar.leftBarline, "start")
-        if repeat(bar.rightBarline, "end"):
-            # the :| of a second (or later) ending goes back to the same start as the first
-            if not has_start and index not in later_endings and 0 < section_start < len(bars):
-                bars[section_start].leftBarline = barline.Repeat(direction="start")
-            section_start, has_start = index + 1, False
+    start: Fraction
+    end: Fraction
+    pitch: int
+    velocity: int = MELODY_VELOCITY
+    tie: str | None = None
 
 
-def _drop_reopened_repeats(bars) -> None:
-    """A |: while a repeat is open replaces the earlier |: (as abc2midi plays it); music21
-    gives up on the tune's repeats instead."""
-    from music21 import bar as barline
+def _perform(measure, start: Fraction, sounds: list, marks: dict) -> None:
+    """Add the measure's notes to sounds, and its meters, keys and tempi to marks, at start.
 
-    open_start = None
-    for index, bar in enumerate(bars):
-        if isinstance(bar.leftBarline, barline.Repeat) and bar.leftBarline.direction == "start":
-            if open_start is not None:
-                bars[open_start].leftBarline = None
-            open_start = index
-        if isinstance(bar.rightBarline, barline.Repeat) and bar.rightBarline.direction == "end":
-            open_start = None
+    Chord symbols stay out: they are the accompaniment's. Grace notes get GRACE_LENGTH
+    each, taken from the start of the note they lead into (music21 gives them no length).
+    A mark goes in only when it comes later than the last of its kind, from any voice.
+    """
+    from music21 import chord, note
+
+    graces = []
+    for element in measure:
+        offset = start + Fraction(element.offset)
+        kind = next((kind for kind in marks if isinstance(element, kind)), None)
+        if kind is not None:
+            if not marks[kind] or offset > marks[kind][-1][0]:
+                marks[kind].append((offset, element))
+        elif isinstance(element, (note.Note, chord.Chord)) and not _is_chord_symbol(element):
+            if element.duration.isGrace:
+                graces.append(element)
+                continue
+            length = Fraction(element.quarterLength)
+            each = min(GRACE_LENGTH, length / (2 * len(graces))) if graces else Fraction(0)
+            for index, grace in enumerate(graces):
+                _sound(grace, offset + index * each, each, sounds)
+            _sound(element, offset + len(graces) * each, length - len(graces) * each, sounds)
+            graces = []
+
+
+def _sound(element, start: Fraction, length: Fraction, sounds: list) -> None:
+    tie = element.tie.type if element.tie is not None else None
+    for pitch in element.pitches:
+        sounds.append(_Sound(start, start + length, pitch.midi, tie=tie))
+
+
+def _join_ties(sounds: list) -> list:
+    """One sound for each run of tied notes: a tied note is held on through the next note of
+    its pitch that starts as it ends (as music21's stripTies does, which also joins the last
+    note of an A part, tied into its first ending, to its second ending)."""
+    joined, open_ties = [], {}
+    for sound in sounds:
+        held = open_ties.pop(sound.pitch, None)
+        if held is not None and held.end == sound.start:
+            held.end = sound.end
+        else:
+            held = sound
+            joined.append(sound)
+        if sound.tie in ("start", "continue"):
+            open_ties[sound.pitch] = held
+    return joined
+
+
+def _is_chord_symbol(element) -> bool:
+    from music21 import harmony
+
+    return isinstance(element, harmony.Harmony)
+
+
+def _accompany(measure, start: Fraction, current, accompaniment: list):
+    """Add the measure's chords to the accompaniment: each chord symbol held until the next,
+    the one in force struck again at the bar line. Returns the chord symbol in force."""
+    from music21 import harmony
+
+    changes = {Fraction(0): current} if current is not None else {}
+    for symbol in measure.getElementsByClass(harmony.Harmony):
+        changes[Fraction(symbol.offset)] = current = symbol
+    starts = sorted(changes)
+    for begin, end in zip(starts, starts[1:] + [Fraction(measure.duration.quarterLength)]):
+        pitches = _voicing(changes[begin].figure) if changes[begin].pitches else ()
+        if end > begin:
+            accompaniment.extend(_Sound(start + begin, start + end, pitch, CHORD_VELOCITY)
+                                 for pitch in pitches)
+    return current
+
+
+@functools.lru_cache(maxsize=256)
+def _voicing(figure: str) -> tuple[int, ...]:
+    """The MIDI pitches of a chord symbol, moved by octaves so that the lowest is in C3-B3."""
+    from music21 import harmony
+
+    pitches = harmony.ChordSymbol(figure).pitches
+    octaves = -((min(pitch.midi for pitch in pitches) - 48) // 12)
+    return tuple(pitch.midi + 12 * octaves for pitch in pitches)
 
 
 def default_tempo(score):
@@ -594,82 +791,176 @@ def default_tempo(score):
     return tempo.MetronomeMark(number=number, referent=duration.Duration(beat))
 
 
-def _perform(measure, start: float, melody) -> None:
-    """Add fresh copies of a measure's notes, meters, keys and tempi to the melody at start.
+def _ticks(quarters: Fraction) -> int:
+    return round(quarters * TICKS_PER_QUARTER)
 
-    Chord symbols stay out: music21 would play them as chords of no length that never end.
-    Grace notes get GRACE_LENGTH each, taken from the start of the note they lead into:
-    music21 would give them no length either.
+
+def _conductor_track(marks: dict) -> bytes:
+    """Track 1 of the file: tempi, key signatures and meters, in time order."""
+    from music21 import key, tempo
+
+    events = []
+    for order, (kind, found) in enumerate(marks.items()):
+        for offset, mark in found:
+            if kind is tempo.MetronomeMark:
+                if mark.number is None and mark.numberSounding is None:
+                    continue  # a tempo in words only
+                micros = int(round(60_000_000 / mark.getSoundingMetronomeMark().getQuarterBPM()))
+                data = b"\xff\x51\x03" + micros.to_bytes(3, "big")
+            elif kind is key.KeySignature:
+                minor = isinstance(mark, key.Key) and mark.mode == "minor"
+                data = b"\xff\x59\x02" + bytes([mark.sharps & 0xFF, int(minor)])
+            else:
+                if mark.numerator > 255:
+                    continue  # MIDI cannot hold it
+                denominator = mark.denominator.bit_length() - 1
+                data = b"\xff\x58\x04" + bytes([mark.numerator, denominator, 24, 8])
+            events.append((_ticks(offset), order, data))
+    return _track(events)
+
+
+def _note_track(name: str, channel: int, program: int, sounds: list) -> bytes:
+    """A track of notes: its name, its instrument, then note on and off, offs first."""
+    events = [(0, -2, b"\xff\x03" + _variable(len(name)) + name.encode()),
+              (0, -1, bytes([0xC0 | channel, program]))]
+    for sound in sounds:
+        start, end = _ticks(sound.start), _ticks(sound.end)
+        if end > start:
+            events.append((start, 1, bytes([0x90 | channel, sound.pitch, sound.velocity])))
+            events.append((end, 0, bytes([0x80 | channel, sound.pitch, 0])))
+    return _track(events)
+
+
+def _track(events: list) -> bytes:
+    """An MTrk chunk from (tick, order, event bytes): sorted by time, then order, then as
+    given; it ends a quarter note after its last event, as music21's do."""
+    events.sort(key=lambda event: event[:2])  # stable: a chord's notes keep their order
+    body, now = bytearray(), 0
+    for tick, _, data in events:
+        body += _variable(tick - now) + data
+        now = tick
+    body += _variable(TICKS_PER_QUARTER) + b"\xff\x2f\x00"
+    return b"MTrk" + len(body).to_bytes(4, "big") + bytes(body)
+
+
+def _variable(number: int) -> bytes:
+    """A MIDI variable-length quantity: seven bits a byte, the high bit set on all but the last."""
+    data = [number & 0x7F]
+    number >>= 7
+    while number:
+        data.append(0x80 | (number & 0x7F))
+        number >>= 7
+    return bytes(reversed(data))
+
+
+def play_order(part) -> list:
+    """The part's measures in the order they are played, repeats and endings expanded.
+
+    One walk along the bars, as abc2midi plays them: a :| goes back to the |: before it
+    (or to the start), once more for each ending the section has (or as many times as the
+    repeat sign says); an ending bar is played on the passes its numbers name, and skipped
+    on the others. music21's expandRepeats did this in time quadratic in the number of bars
+    (it regroups every ending bracket of the part for each repeat it expands).
     """
-    import copy
+    from music21 import stream
 
-    from music21 import chord, key, meter, note, tempo
+    measures = list(part.getElementsByClass(stream.Measure))
+    if not measures:  # music21 makes no measures for a tune of one or two bars
+        return list(part.makeMeasures().getElementsByClass(stream.Measure))
+    starts, ends, times = _repeat_signs(measures)
+    passes_of, last_pass = _endings(part, measures)
+    _drop_reopened(starts, ends)
+    _start_sections(starts, ends, passes_of, len(measures))
 
-    graces = []
-    for element in measure:
-        offset = Fraction(element.offset)
-        if isinstance(element, (meter.TimeSignature, key.KeySignature, tempo.MetronomeMark)):
-            melody.insert(start + offset, copy.deepcopy(element))
-        elif isinstance(element, (note.Note, chord.Chord)) and not _is_chord_symbol(element):
-            if element.duration.isGrace:
-                graces.append(element)
+    order, index, section, passing = [], 0, 0, 1
+    while index < len(measures):
+        if index in passes_of and passing not in passes_of[index]:
+            index += 1  # an ending for another pass
+            continue
+        if index in starts and index > section:
+            section, passing = index, 1
+        order.append(measures[index])
+        if index in ends:
+            passes = last_pass.get(index) or times.get(index) or 2
+            if passing < passes:
+                index, passing = section, passing + 1
                 continue
-            length = Fraction(element.quarterLength)
-            each = min(GRACE_LENGTH, length / (2 * len(graces))) if graces else Fraction(0)
-            for index, grace in enumerate(graces):
-                melody.insert(start + offset + index * each, _sounding(grace, each))
-            lead = len(graces) * each
-            melody.insert(start + offset + lead, _sounding(element, length - lead))
-            graces = []
+            section, passing = index + 1, 1
+        index += 1
+    return order
 
 
-def _is_chord_symbol(element) -> bool:
-    from music21 import harmony
+def _repeat_signs(measures) -> tuple[set[int], set[int], dict[int, int]]:
+    """The bars that begin with |:, the bars that end with :|, and the times of each :|
+    that says how often (from the bar lines on either side of each bar line)."""
+    from music21 import bar as barline
 
-    return isinstance(element, harmony.Harmony)
-
-
-def _sounding(element, length: Fraction):
-    """A new note or chord with element's pitches and tie, lasting length quarter notes."""
-    from music21 import chord, note
-
-    if isinstance(element, chord.Chord):
-        sound = chord.Chord(element.pitches, quarterLength=length)
-    else:
-        sound = note.Note(element.pitch, quarterLength=length)
-    sound.tie = element.tie
-    return sound
-
-
-def _accompany(measure, start: float, current, accompaniment):
-    """Add the measure's chords to the accompaniment: each chord symbol held until the next,
-    the one in force struck again at the bar line. Returns the chord symbol in force."""
-    from music21 import chord, harmony
-
-    changes = {0.0: current} if current is not None else {}
-    for symbol in measure.getElementsByClass(harmony.Harmony):
-        changes[float(symbol.offset)] = current = symbol
-    starts = sorted(changes)
-    for begin, end in zip(starts, starts[1:] + [float(measure.duration.quarterLength)]):
-        pitches = _voicing(changes[begin].figure) if changes[begin].pitches else ()
-        if end > begin and pitches:
-            block = chord.Chord(pitches, quarterLength=end - begin)
-            block.volume.velocity = CHORD_VELOCITY
-            accompaniment.insert(start + begin, block)
-    return current
+    starts, ends, times = set(), set(), {}
+    for index, measure in enumerate(measures):
+        for line, after in ((measure.leftBarline, False), (measure.rightBarline, True)):
+            if not isinstance(line, barline.Repeat):
+                continue
+            if line.direction == "start":
+                starts.add(index + 1 if after else index)
+            elif after or index > 0:
+                ends.add(index if after else index - 1)
+                if line.times:
+                    times[index if after else index - 1] = int(line.times)
+    return starts, ends, times
 
 
-@functools.lru_cache(maxsize=256)
-def _voicing(figure: str) -> tuple[str, ...]:
-    """The pitches of a chord symbol, moved by octaves so that the lowest is in C3-B3.
+def _endings(part, measures) -> tuple[dict[int, set[int]], dict[int, int]]:
+    """For each bar under an ending bracket, the passes it is played on; and for each bar
+    of a run of endings, the number of passes the run asks for (its highest number)."""
+    from music21 import spanner
 
-    Names, not MIDI numbers: music21 spends milliseconds spelling a chord built from numbers.
-    """
-    from music21 import harmony
+    position = {id(measure): index for index, measure in enumerate(measures)}
+    passes_of: dict[int, set[int]] = {}
+    for bracket in part.spannerBundle.getByClass(spanner.RepeatBracket):
+        numbers = set(bracket.numberRange) or {1}
+        # music21's ABC reader gives a bracket its first and last bar only
+        spanned = [position[id(measure)] for measure in bracket.getSpannedElements()
+                   if id(measure) in position]
+        for index in range(min(spanned, default=0), max(spanned, default=-1) + 1):
+            passes_of.setdefault(index, set()).update(numbers)
+    last_pass: dict[int, int] = {}
+    run: list[int] = []
+    for index in sorted(passes_of) + [None]:
+        if run and (index is None or index != run[-1] + 1):
+            highest = max(max(passes_of[bar]) for bar in run)
+            last_pass.update(dict.fromkeys(run, highest))
+            run = []
+        if index is not None:
+            run.append(index)
+    return passes_of, last_pass
 
-    pitches = harmony.ChordSymbol(figure).pitches
-    octaves = -((min(pitch.midi for pitch in pitches) - 48) // 12)
-    return tuple(f"{pitch.name}{pitch.octave + octaves}" for pitch in pitches)
+
+def _drop_reopened(starts: set[int], ends: set[int]) -> None:
+    """A |: while a repeat is open replaces the earlier |: (as abc2midi plays it)."""
+    open_start = None
+    for index in sorted(starts | ends):
+        if index in starts:
+            if open_start is not None:
+                starts.discard(open_start)
+            open_start = index
+        if index in ends:
+            open_start = None
+
+
+def _start_sections(starts: set[int], ends: set[int], passes_of: dict[int, set[int]], count: int) -> None:
+    """Put a |: where a section that ends in :| but has no |: begins: just after the
+    previous :| and the endings after it. That is how musicians read it; going back to the
+    start of the tune would play an A part again with each B part."""
+    section, has_start = 0, False
+    for index in range(count):
+        later_ending = index in passes_of and 1 not in passes_of[index]
+        if index == section and later_ending:
+            section += 1
+        has_start = has_start or index in starts
+        if index in ends:
+            if not has_start and not later_ending and 0 < section < count:
+                starts.add(section)
+            section, has_start = index + 1, False
 
 
 # ---- MusicXML, SVG and PDF ---------------------------------------------------------------------
@@ -831,16 +1122,16 @@ def export_tunes(abc_text: str, out_dir=".", formats=DEFAULT_FORMATS, force: boo
         _refuse_existing(out_dir, stems, formats)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = ExportReport(tunes=len(tunes))
-    results = _convert_all(tunes, formats, chords, _job_count(jobs, len(tunes)))
-    for tune, stem, (outputs, error, warnings) in _progress(zip(tunes, stems, results), len(tunes), progress):
-        report.warnings += [f"X:{tune.number} ({tune.title}): {warning}" for warning in warnings]
-        if error:
-            report.failed.append(Failure(tune.number, tune.title, error))
-            continue
-        for name, items in outputs.items():
-            for path, data in zip(output_paths(out_dir, stem, name, len(items)), items):
-                write_atomic(path, data)
-                report.written.append(path)
+    with contextlib.closing(_convert_all(tunes, formats, chords, _job_count(jobs, len(tunes)))) as results:
+        for tune, stem, (outputs, error, warnings) in _progress(zip(tunes, stems, results), len(tunes), progress):
+            report.warnings += [f"X:{tune.number} ({tune.title}): {warning}" for warning in warnings]
+            if error:
+                report.failed.append(Failure(tune.number, tune.title, error))
+                continue
+            for name, items in outputs.items():
+                for path, data in zip(output_paths(out_dir, stem, name, len(items)), items):
+                    write_atomic(path, data)
+                    report.written.append(path)
     return report
 
 
@@ -856,15 +1147,59 @@ def _convert_safely(tune: Tune, formats, chords: bool):
 
 
 def _convert_all(tunes, formats, chords, jobs: int):
-    """Conversion results in tune order, from `jobs` worker processes or this one."""
+    """Conversion results in tune order, from `jobs` worker processes or this one.
+
+    Close the generator when done with it early (export_tunes does, on any exception): the
+    workers are stopped then, rather than left to finish the tunes they have. While the
+    workers run, SIGTERM exits this process as Python exits (SystemExit, status 143), so that
+    the pool's queues are released: killed outright, it would leave its semaphores to
+    multiprocessing's resource tracker, which warns of them.
+    """
     if jobs <= 1:
         yield from (_convert_safely(tune, formats, chords) for tune in tunes)
         return
     import multiprocessing
 
     # spawn, not fork: the caller may hold threads (torch does) that fork would not copy.
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        yield from pool.map(_convert_safely, tunes, [formats] * len(tunes), [chords] * len(tunes))
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_ignore_interrupts)
+    finished = False
+    try:
+        with _exit_on_sigterm():
+            yield from pool.map(_convert_safely, tunes, [formats] * len(tunes), [chords] * len(tunes))
+        finished = True
+    finally:
+        if not finished:
+            # ProcessPoolExecutor has no public way to stop its workers before Python 3.14
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _ignore_interrupts() -> None:
+    """In a worker: Ctrl-C reaches the whole process group; the parent stops the workers."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def _exit_on_sigterm():
+    """SIGTERM raises SystemExit(143) in the main thread, which unwinds and cleans up."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set a signal handler
+        return
+
+    def terminate(number, frame):
+        raise SystemExit(128 + number)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _job_count(jobs: int | None, tunes: int) -> int:

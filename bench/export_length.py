@@ -1,22 +1,22 @@
 """Export time against tune length: one generated reel of 100, 1,000 and 5,000 bars.
 
     .venv/bin/python bench/export_length.py [--bars 100,1000,5000] [--formats midi,musicxml]
-                                            [--profile BARS]
+                                            [--profile BARS] [--checkout DIR]
 
 Each tune repeats an 8-bar strain with chord symbols, a pickup, repeats and endings. Prints
-seconds per stage (parse, midi, musicxml, svg) and per 1,000 bars: linear time keeps the last
-column flat. --profile BARS shows the functions that take the most time (cProfile).
+seconds per stage (parse, midi, musicxml, svg), per 1,000 bars (linear time keeps that column
+flat) and the peak memory of the process so far. --profile BARS shows the functions that take
+the most time (cProfile). --checkout DIR times the abcgen of another checkout, e.g. the last
+commit's: `git archive HEAD | tar -x -C /tmp/before`, then `--checkout /tmp/before`.
 """
 
 import argparse
 import cProfile
 import pstats
+import resource
 import sys
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from abcgen.export import parse_tune, read_tunes, to_midi, to_musicxml, to_svg  # noqa: E402
 
 STRAIN = ['"G"GABc dBGB', '"C"cBcd e2dc', '"G"BGBd gdBG', '"D"A2F2 D4',
           '"G"g2fg edef', '"C"gfed cBAG', '"D"FGAB cAFA', '"G"G2B2 G4']
@@ -32,6 +32,8 @@ def long_tune(bars: int) -> str:
 
 
 def time_stages(bars: int, formats) -> dict[str, float]:
+    from abcgen.export import parse_tune, read_tunes, to_midi, to_musicxml, to_svg
+
     tune = read_tunes(long_tune(bars))[0]
     seconds, start = {}, time.perf_counter()
     score = parse_tune(tune)
@@ -54,7 +56,10 @@ def main() -> None:
     parser.add_argument("--bars", default="100,1000,5000", help="tune lengths in bars")
     parser.add_argument("--formats", default="midi,musicxml", help="stages after parse: midi,musicxml,svg")
     parser.add_argument("--profile", type=int, help="profile one export of this many bars")
+    parser.add_argument("--checkout", type=Path, default=Path(__file__).resolve().parents[1],
+                        help="the abcgen checkout to time (default: this one)")
     args = parser.parse_args()
+    sys.path.insert(0, str(args.checkout.resolve()))
     formats = args.formats.split(",")
     if args.profile:
         profiler = cProfile.Profile()
@@ -62,12 +67,13 @@ def main() -> None:
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
         return
     print(f"{'bars':>6} " + " ".join(f"{stage:>9}" for stage in ["parse", *formats])
-          + f" {'total':>8} {'s/1000 bars':>12}")
+          + f" {'total':>8} {'s/1000 bars':>12} {'peak MB':>8}")
     for bars in (int(value) for value in args.bars.split(",")):
         seconds = time_stages(bars, formats)
         total = sum(seconds.values())
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
         print(f"{bars:>6} " + " ".join(f"{seconds[stage]:>9.2f}" for stage in seconds)
-              + f" {total:>8.2f} {1000 * total / bars:>12.2f}", flush=True)
+              + f" {total:>8.2f} {1000 * total / bars:>12.2f} {peak:>8.0f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ music21.
 
 import re
 from fractions import Fraction
+from pathlib import Path
 
 import mido
 import pytest
@@ -204,3 +205,89 @@ def test_prepare_abc_leaves_decoration_names_and_chord_symbols_alone():
     text, _ = prepare_abc('X:1\nT:t\nK:G\n"Gx"G !Hx!A "^Zone"B x c|\n')
     assert '"Gx"G' not in text or "Gx" in text
     assert "!Hx!A" in text and "z c" in text and '"^Zone"' not in text
+
+
+# ---- long tunes (issue 18) --------------------------------------------------------------------
+
+
+def strains(count: int, title="Long") -> str:
+    """`count` strains of 8 bars, each repeated with first and second endings, tied across bars."""
+    strain = "|:GABc d2B2-|B2cd e4|[1 d8:|[2 G8||"
+    return tune("\n".join([strain] * count), title=title)
+
+
+def test_a_long_tune_plays_every_repeat_and_ending_in_order(tmp_path):
+    files = exported(tmp_path, strains(40), ["midi"])
+    once = [G4, A4, B4, C5, D5, B4, C5, D5, 76, D5, G4, A4, B4, C5, D5, B4, C5, D5, 76, G4]
+    assert pitches(files[".mid"]) == once * 40
+    # the tie joins B4 across the bar line: a half note, then a quarter of the next bar
+    assert played(files[".mid"])[5] == (Fraction(3), B4, Fraction(2))
+
+
+def test_count_bars_counts_bars_as_written():
+    from abcgen.export import count_bars
+
+    assert count_bars(strains(3)) == 12  # 4 bars a strain, endings included
+    assert count_bars(tune('|:"G"GABc !trill!d4|"D"d8:|%|:|\n')) == 2
+
+
+def test_a_tune_too_long_to_export_is_refused_in_one_line_naming_it(tmp_path, monkeypatch):
+    from abcgen import export
+
+    monkeypatch.setattr(export, "MAX_TUNE_BARS", 100)
+    abc = strains(30, title="Endless") + "\n" + tune("GABc d4|]", number=2, title="Fine")
+    report = export_tunes(abc, tmp_path, ["midi"])
+    assert [str(failure) for failure in report.failed] == [
+        "X:1 (Endless): it is too long to export (120 bars; the limit is 100): "
+        "split it into tunes of its parts"]
+    assert [path.name for path in report.written] == ["002-fine.mid"]
+
+
+def test_a_tune_of_too_many_characters_is_refused_before_parsing(tmp_path):
+    from abcgen.export import MAX_TUNE_CHARACTERS
+
+    abc = tune("GABc d4|" * (MAX_TUNE_CHARACTERS // 8), title="Huge")
+    report = export_tunes(abc, tmp_path, ["midi"])
+    assert str(report.failed[0]).startswith("X:1 (Huge): it is too long to export (")
+
+
+def test_sigterm_during_a_parallel_export_exits_cleanly(tmp_path):
+    """No leaked-semaphore warning, no worker left running, no half-written file."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    many = tmp_path / "many.abc"
+    many.write_text("\n".join(tune("|:GABc d2B2|c2A2 G4:|" * 8, number=n, title=f"T{n}")
+                              for n in range(1, 400)))
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "abcgen", "export", str(many), "-o", str(out),
+                                "-f", "midi", "--jobs", "2", "--quiet"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out.exists() and any(out.glob("*.mid"))) and process.poll() is None:
+        assert time.monotonic() < deadline, "no file written in 2 minutes"
+        time.sleep(0.1)
+    children = _children(process.pid)
+    process.send_signal(signal.SIGTERM)
+    stderr = process.communicate(timeout=60)[1]
+    assert process.returncode in (0, 128 + signal.SIGTERM), stderr
+    assert "leaked" not in stderr and "Traceback" not in stderr, stderr
+    assert not [path for path in out.iterdir() if not path.name.endswith(".mid")]
+    deadline = time.monotonic() + 10  # the resource tracker exits once it reads the end of its pipe
+    while [pid for pid in children if Path(f"/proc/{pid}").exists()] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [pid for pid in children if Path(f"/proc/{pid}").exists()] == []
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is pid (Linux), or none where /proc is missing."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
