@@ -5,6 +5,7 @@ them, so `abcgen --help` and `abcgen sample` start quickly.
 """
 
 import os
+import shlex
 import sys
 
 import click
@@ -162,6 +163,8 @@ DEVICES = click.Choice(["auto", "cpu", "cuda", "mps"])
               help="transformer: characters each position attends over.")
 @click.option("--form/--no-form", default=True, show_default=True,
               help="Tell the model, beside each character, how many bars of its tune are complete.")
+@click.option("--form-count", type=click.Choice(["tune", "part"]), default="tune", show_default=True,
+              help="With --form, count bars from the tune's start, or from the part's (and which part).")
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
               help="bf16 autocast where the hardware supports it (auto), or plain float32.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed: with --epochs rather than --max-time, same seed, same model.")
@@ -170,7 +173,8 @@ DEVICES = click.Choice(["auto", "cpu", "cuda", "mps"])
 @click.option("--force", is_flag=True, help="Replace a model already in OUT.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or per-epoch lines.")
 def train(path, out_dir, epochs, max_time, batch_size, seq_len, lr, weight_decay, patience, arch, layers, hidden,
-          dropout, heads, window, kernel, context, form, precision, seed, device, resume, force, quiet):
+          dropout, heads, window, kernel, context, form, form_count, precision, seed, device, resume, force,
+          quiet):
     """Train a character model on the ABC tunes in PATH."""
     from pathlib import Path
 
@@ -186,7 +190,7 @@ def train(path, out_dir, epochs, max_time, batch_size, seq_len, lr, weight_decay
         device=device, precision=precision)
     model_config = {"arch": arch, "layers": layers, "hidden": hidden, "dropout": dropout,
                     "heads": heads, "window": window, "kernel": kernel, "context": context,
-                    "form": FORM_BLOCKS if form else 0}
+                    "form": FORM_BLOCKS if form else 0, "form_count": form_count}
     try:
         result = run_training(path, out_dir, model_config, config, resume=resume, force=force,
                               progress=not quiet)
@@ -194,15 +198,18 @@ def train(path, out_dir, epochs, max_time, batch_size, seq_len, lr, weight_decay
         limits = "".join(f" {flag} {value:g}" for flag, value in
                          (("--epochs", epochs), ("--max-time", max_time)) if value is not None)
         click.echo(f"Stopped; progress saved in {stop.last_path}. Resume with:\n"
-                   f"  abcgen train {path} --out {out_dir}{limits} --resume", err=True)
+                   f"  abcgen train {shlex.quote(str(path))} --out {shlex.quote(str(out_dir))}"
+                   f"{limits} --resume", err=True)
         sys.exit(128 + stop.signum)
     import math
 
+    figure = ("best training-set loss (no validation tunes)" if result.validation_is_training
+              else "best validation")
     click.echo(
-        f"Done ({result.stopped_because}): best validation {result.best_val_loss / math.log(2):.3f} bpc, "
+        f"Done ({result.stopped_because}): {figure} {result.best_val_loss / math.log(2):.3f} bpc, "
         f"{result.best_val_acc:.1%} accuracy, {result.elapsed_s:.0f} s of training. "
         f"Model: {result.best_path}. Sample from it with:\n"
-        f"  abcgen sample --model {result.best_path}", err=True)
+        f"  abcgen sample --model {shlex.quote(str(result.best_path))}", err=True)
 
 
 @cli.command()

@@ -19,6 +19,8 @@ ABC 2.1 in a few places; the model should learn music, not bookkeeping):
 - Comment lines (`%`), blank lines, trailing comments and runs of spaces are removed;
   line breaks, line continuations (`\\`) and in-tune fields (P:, K:, M:) are kept.
 
+- Multi-voice tunes (V: fields) keep their first voice only; the others' music is dropped.
+
 Tunes without K: or without a single note are dropped, and the reason counted.
 """
 
@@ -261,25 +263,35 @@ def has_notes(line: str) -> bool:
     return bool(NOTE.search(CHORD_SYMBOL.sub("", line)))
 
 
-def normalise_tune(raw: str) -> tuple[str | None, str | None]:
-    """Return (normalised tune, None) or (None, reason it was dropped)."""
-    header: dict[str, list[str]] = {}
-    body: list[str] = []
-    in_header = True  # until the first line with notes, even after K:
-    for line in raw.split("\n"):
+def tune_lines(lines: list[str]):
+    """The first voice's lines of a tune, stripped, blank lines and comments left out:
+    (field name, value) for a field (Y: read as P:, a comment after a value cut), or
+    (None, line) for music."""
+    for line in first_voice_only(lines):
         line = line.strip()
         if not line or line.startswith("%"):
             continue
         field_match = FIELD_LINE.match(line)
         if field_match:
-            name, value = field_match[1], field_match[2].split("%", 1)[0].strip()
-            name = "P" if name == "Y" else name
+            name = "P" if field_match[1] == "Y" else field_match[1]
+            yield name, field_match[2].split("%", 1)[0].strip()
+        else:
+            yield None, line
+
+
+def normalise_tune(raw: str) -> tuple[str | None, str | None]:
+    """Return (normalised tune, None) or (None, reason it was dropped)."""
+    header: dict[str, list[str]] = {}
+    body: list[str] = []
+    in_header = True  # until the first line with notes, even after K:
+    for name, value in tune_lines(raw.split("\n")):
+        if name:
             if in_header and name in HEADER_ORDER and value and not (name == "P" and "K" in header):
                 header[name] = header.get(name, []) + [value] if name == "T" else [value]
             elif name in ("K", "M", "L", "P", "Q") and value:
                 body.append(f"{name}:{value}")
             continue
-        music = normalise_music_line(line)
+        music = normalise_music_line(value)
         if music:
             body.append(music)
             in_header = in_header and not has_notes(music)
@@ -293,6 +305,46 @@ def normalise_tune(raw: str) -> tuple[str | None, str | None]:
     body = repair_bar_lines("\n".join(to_unit_length(header, body)))
     lines = [f"{name}:{value}" for name in HEADER_ORDER for value in header.get(name, [])]
     return "\n".join(lines + [body]), None
+
+
+VOICE_FIELD = re.compile(r"^\s*V:\s*(\S*)")
+INLINE_VOICE = re.compile(r"\[V:\s*([^\]\s]*)[^\]]*\]")
+
+
+def first_voice_only(lines: list[str]) -> list[str]:
+    """The lines of a tune with the music of its first voice only (the first voice its
+    V: fields name, or the music before any V:): the model writes one melody, and the
+    voices of a multi-voice tune joined one after the other are no melody. V: lines and
+    inline [V:...] fields go; a tune with no V: field is returned as it is."""
+    if not any(VOICE_FIELD.match(line) or INLINE_VOICE.search(line) for line in lines):
+        return lines
+    kept, current, after_key, out = None, None, False, []
+    for line in lines:
+        voice = VOICE_FIELD.match(line)
+        if voice:
+            kept = kept if kept is not None else voice[1]
+            if after_key:
+                current = voice[1]
+            continue
+        if not after_key:
+            out.append(line)
+            after_key = line.lstrip().startswith("K:")
+            continue
+        if FIELD_LINE.match(line.strip()) and not INLINE_VOICE.search(line):
+            if current is None or current == kept:
+                out.append(line)
+            continue
+        pieces, start = [], 0
+        for match in INLINE_VOICE.finditer(line):
+            if current is None or current == kept:
+                pieces.append(line[start:match.start()])
+            kept = kept if kept is not None else match[1]
+            current, start = match[1], match.end()
+        if current is None or current == kept:
+            pieces.append(line[start:])
+        if "".join(pieces).strip():
+            out.append("".join(pieces))
+    return out
 
 
 # Bar lines outside chord symbols, with the field lines that also end a section.

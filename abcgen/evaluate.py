@@ -470,7 +470,7 @@ def evaluate_model(corpus_path, model_path=None, n: int = 200, temperature: floa
                                fix_bars=fix_bars, keep_rhythm=keep_rhythm, pitch_top_p=pitch_top_p,
                                structure=structure)
     say("scoring the test split...")
-    prediction = model.score(corpus.test) if corpus.test else None
+    prediction, prediction_note = score_test_split(model, corpus.test)
     report = {
         "corpus": {"name": corpus.name, "fingerprint": corpus.fingerprint, "train": len(corpus.train),
                    "val": len(corpus.val), "test": len(corpus.test)},
@@ -478,6 +478,7 @@ def evaluate_model(corpus_path, model_path=None, n: int = 200, temperature: floa
                      "top_k": top_k, "seed": seed, "fix_bars": fix_bars,
                      "keep_rhythm": keep_rhythm, "pitch_top_p": pitch_top_p, "structure": structure},
         "prediction": prediction,
+        "prediction_note": prediction_note,
         **compare(generated, profile),
         "form": {"generated": form_summary(generated), "validation": form_summary(corpus.val)},
         "tools": tool_acceptance(generated),
@@ -485,6 +486,23 @@ def evaluate_model(corpus_path, model_path=None, n: int = 200, temperature: floa
     report["seconds"] = round(time.perf_counter() - started, 1)
     report["tunes"] = generated
     return report
+
+
+def score_test_split(model, tunes: list[str]) -> tuple[dict | None, str | None]:
+    """The model's loss on the test tunes and a note on what was left out: (None, why)
+    when none can be scored (no test tunes, or all hold characters the model never saw),
+    so that the rest of the report still comes out."""
+    if not tunes:
+        return None, "the corpus has no test tunes"
+    try:
+        prediction = model.score(tunes)
+    except AbcgenError:
+        return None, (f"all {len(tunes)} test tunes hold characters the model never saw "
+                      "(a model trained on another corpus?)")
+    left_out = len(tunes) - prediction["tunes_scored"]
+    note = (f"{left_out} of {len(tunes)} test tunes left out: they hold characters the model never saw"
+            if left_out else None)
+    return prediction, note
 
 
 # ---------------------------------------------------------------- output
@@ -509,10 +527,14 @@ def format_report(report: dict) -> str:
                      f"{sampling['temperature']}{bars}, against {corpus['name']} "
                      f"({corpus['train']} training, {corpus['val']} validation, {corpus['test']} test tunes)")
         lines.append("")
-    prediction = report.get("prediction")
+    prediction, note = report.get("prediction"), report.get("prediction_note")
     if prediction:
         lines.append(f"Prediction (test split)   {prediction['bpc']:.3f} bits/char, "
                      f"{prediction['loss']:.3f} nats/char, accuracy {prediction['accuracy']:.1%}")
+    elif "prediction" in report:
+        lines.append("Prediction (test split)   n/a")
+    if note:
+        lines.append(f"                          ({note})")
     lines += _validity_lines(report["validity"])
     lines += [""] + _statistics_lines(report["statistics"])
     lines += [""] + _originality_lines(report["originality"])

@@ -51,6 +51,7 @@ class ModelConfig:
     kernel: int = 3  # convolution width: conv-lstm
     context: int = 64  # attention span in characters: transformer
     form: int = FORM_BLOCKS  # blocks of bars told beside each character (form.py); 0: none
+    form_count: str = "tune"  # bars counted from the tune's start or the part's (form.COUNTS)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -266,15 +266,13 @@ class BodyRules:
         if result.tune is None:
             return "rewrite", result.reason
         bars = [bar for bar in result.tune.bars if bar.expected]
-        if result.bad_bar is not None:
-            done = sum((bar.duration / bar.expected for bar in bars), Fraction(0))
-            return "rewrite", "long" if done >= part.bars else result.reason
         done = sum((bar.duration / bar.expected for bar in bars), Fraction(0))
-        pickup = bars[0].duration / bars[0].expected if bars and bars[0].may_be_short and len(bars) > 1 else Fraction(0)
-        if pickup >= 1:
-            pickup = Fraction(0)
-        last_bar_short = bars and bars[-1].duration < bars[-1].expected
-        if done in (part.bars, part.bars + pickup) and (done == part.bars or not last_bar_short):
+        short_last = bool(bars) and bars[-1].duration < bars[-1].expected
+        # the check cannot know yet that a short last bar closes the part: judged below
+        if result.bad_bar is not None and not (result.bad_bar == len(result.tune.bars) - 1 and short_last):
+            return "rewrite", "long" if done >= part.bars else result.reason
+        pickup = bars[0].duration / bars[0].expected if len(bars) > 1 and bars[0].may_be_short else Fraction(0)
+        if done == part.bars or (done == part.bars + pickup and not short_last):
             last = self.part == len(self.structure.parts) - 1
             if text[:-1].rstrip().endswith("-"):  # a tie across a repeat or the tune's end
                 return "rewrite", "long"
@@ -283,7 +281,7 @@ class BodyRules:
             return "close", self.closing(last)
         if done > part.bars:
             return "rewrite", "long"
-        if last_bar_short and len(bars) > 1:
+        if short_last and len(bars) > 1:
             return "rewrite", "a short bar inside a part"
         return "ok", None
 

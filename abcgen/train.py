@@ -15,14 +15,14 @@ import signal
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from abcgen.checkpoint import load_checkpoint, save_checkpoint
-from abcgen.corpus import Corpus, header_value, load_corpus
+from abcgen.corpus import Corpus, header_value, join_tunes, load_corpus
 from abcgen.errors import AbcgenError
 from abcgen.form import encode_text
 from abcgen.model import CharModel, ModelConfig, build_model, tree_map
@@ -68,6 +68,9 @@ class TrainResult:
     epochs: int
     elapsed_s: float
     stopped_because: str
+    # True when the corpus had no validation tune to spare: the "validation" loss is then
+    # the loss on training tunes, and says nothing about unseen music.
+    validation_is_training: bool = False
 
 
 # ---------------------------------------------------------------- devices and data
@@ -225,10 +228,56 @@ def train(corpus: Corpus | str | Path, out_dir: str | Path, model_config: dict |
     check_out_dir(out_dir, resume, force)
     if not isinstance(corpus, Corpus):
         corpus = load_corpus(corpus)
+    notes = []  # said once the run has started: a refused option says one line only
+    corpus, validation_is_training = with_validation_tunes(corpus, notes.append)
 
     run = Run.resume(out_dir, corpus, config) if resume else Run.start(
         out_dir, corpus, model_config or {}, config)
-    return run.loop(progress, log)
+    for note in notes:
+        log(note)
+    result = run.loop(progress, log)
+    result.validation_is_training = validation_is_training
+    return result
+
+
+HOLD_OUT_FROM, HELD_OUT = 10, 2  # see with_validation_tunes
+
+
+def with_validation_tunes(corpus: Corpus, log) -> tuple[Corpus, bool]:
+    """The corpus to train on, and whether its validation figures are training loss.
+
+    A small corpus's split may leave no training tune (refused in one line), or no
+    validation tune the model can read (none, or all with characters no training tune
+    has): then, from HOLD_OUT_FROM training tunes up, two tunes are held out of training
+    for validation (the last ones whose characters the rest have), and log says so. A
+    smaller corpus has none to spare: log says that the validation figures are the loss
+    on training tunes. The choice depends on the corpus only, so a resumed run makes the
+    same one."""
+    if not corpus.train:
+        where = ", ".join(f"{len(corpus.split(name))} in {name}" for name in ("val", "test")
+                          if corpus.split(name))
+        raise AbcgenError(f"{corpus.name}: no training tunes: the split by tune puts all "
+                          f"{len(corpus.tunes)} of them elsewhere ({where}); train on a corpus "
+                          "with more tunes (about 90% go to training)")
+    if known_tunes(corpus.val, Vocab.from_text(corpus.text("train"))):
+        return corpus, False
+    why = (f"its {len(corpus.val)} validation tune(s) hold characters no training tune has"
+           if corpus.val else "the split leaves no validation tunes")
+    train, held = list(corpus.train), []
+    for index in reversed(range(len(train)) if len(train) >= HOLD_OUT_FROM else ()):
+        if len(held) == HELD_OUT:
+            break
+        rest = train[:index] + train[index + 1:]
+        if not Vocab.from_text(join_tunes(rest)).unknown(train[index]):
+            held.append(train[index])
+            train = rest
+    if not held:
+        log(f"{corpus.name}: {why} and too few training tunes ({len(corpus.train)}) to spare "
+            "any: the validation figures are the loss on training tunes, not on unseen music")
+        return corpus, True
+    titles = ", ".join(header_value(t, "T") or "untitled" for t in held)
+    log(f"{corpus.name}: {why}; holding out {len(held)} training tune(s) for validation ({titles})")
+    return replace(corpus, train=train, val=corpus.val + held, dropped=corpus.dropped.copy()), False
 
 
 def make_optimizer(model, config: TrainConfig):
@@ -248,11 +297,12 @@ class Run:
         self.config, self.device, self.bf16 = config, device, bf16
         self.optimizer = make_optimizer(model, config)
         form = model.config.form
-        train_inputs, train_ids = encode_text(corpus.text("train"), vocab, form)
+        count = model.config.form_count
+        train_inputs, train_ids = encode_text(corpus.text("train"), vocab, form, count)
         self.inputs, self.targets = (t.to(device) for t in make_streams(train_ids, config.batch_size,
                                                                         train_inputs))
         val_tunes = known_tunes(corpus.val, vocab) or known_tunes(corpus.train[:20], vocab)
-        self.val_inputs, self.val_ids = encode_text("".join(t + "\n\n" for t in val_tunes), vocab, form)
+        self.val_inputs, self.val_ids = encode_text("".join(t + "\n\n" for t in val_tunes), vocab, form, count)
         self.windows = windows(self.inputs.shape[1], config.seq_len)
         self.epoch, self.window, self.step, self.elapsed = 0, 0, 0, 0.0
         self.state = None

@@ -97,3 +97,18 @@ def test_the_sampler_feeds_the_classes_that_training_uses():
     fed = torch.cat(recording.seen).tolist()
     assert max(fed) >= 2 * BARS_PER_BLOCK * len(vocab)  # it got past 16 bars
     assert fed == encode_text(TUNE_END + text + TUNE_END, vocab, 6)[0].tolist()[: len(fed)]
+
+
+def test_counting_by_part_starts_again_after_each_section_bar_line():
+    from abcgen.form import Place
+
+    text = "X:1\nT:t\nM:4/4\nL:1/8\nK:G\nD|GABc dedc|B4 G4:|\n|:B|dBdB c2A2|G6:|\n"
+    place = Place()
+    seen = []
+    for ch in text:
+        place = place.after(ch)
+        seen.append((place.part, place.part_bars))
+    assert seen[text.index(":|") + 2] == (1, 0)  # the next part begins after the first :|
+    assert seen[text.index("|:") + 2] == (1, 0)  # a |: at the part's start is not a new part
+    assert seen[-2] == (1, 3)  # B| dBdB c2A2| G6: three bars of the second part
+    assert place.form_class(6, "part") == 2 * 2 * 8  # the last :| ends part 2: part 3, bar 0
