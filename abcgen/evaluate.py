@@ -452,7 +452,8 @@ def evaluate_model(corpus_path, model_path=None, n: int = 200, temperature: floa
     import time
 
     from abcgen.corpus import load_corpus
-    from abcgen.sample import PITCH_TOP_P, check_temperature, load_model
+    from abcgen.sample import load_model
+    from abcgen.shaping import PITCH_TOP_P, check_temperature
 
     if n < 1:
         raise AbcgenError("-n must be at least 1")

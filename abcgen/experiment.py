@@ -233,7 +233,7 @@ def run_experiment(corpus_path, archs: str = DEFAULT_ARCHS, budget: float = 300,
 
     train_options: TrainConfig fields for every run (batch_size, seq_len, lr, device, ...).
     """
-    from abcgen.sample import check_temperature
+    from abcgen.shaping import check_temperature
     from abcgen.train import TrainingInterrupted
 
     say = say or (lambda message: print(message, file=sys.stderr))

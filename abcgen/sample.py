@@ -1,24 +1,14 @@
-"""Generating tunes: batched sampling with temperature and top-k, header priming,
-tune endings, bars of the right length, and the ABC check with retries.
+"""Generating tunes: batched sampling, header priming, tune endings, and the ABC check with
+retries. This module is the decoding loop; it calls on three others as each character is
+written: abcgen.shaping (the next-character probabilities), abcgen.watch (where bars begin,
+and whether a bar or header value is one to keep) and abcgen.structure (the form a tune is
+written to). abcgen.prime reads a --prime.
 
 Each tune is written as a sequence of segments: fixed text that is fed to the model
 as it is (the X: line, a title or meter the user asked for, a --prime) and free text
 that the model writes (a header value up to its line end, then the tune body up to
 the blank line that ends a tune in the training text). All n tunes advance together,
 one character per step, in one batch.
-
-Bars are checked as they are written (fix_bars): when a bar is complete, the tune so
-far goes through the same ABC check as whole tunes, and a bar of the wrong length is
-written again from its first character, from the model state saved there. The
-shipped model miscounts about one bar in forty; resampling that bar, rather than the
-whole tune, keeps the other bars and costs a few steps. Header values get the same care:
-a meter or key that the model's training tunes never used (M:4/8, M:A/4) is written again,
-as a tune written in it would be guesswork.
-
-In tune bodies the temperature applies within classes of characters (keep_rhythm; see
-class_tempered): it sharpens the choice among pitches and among note lengths, while
-the kind of character that comes next keeps the model's own odds. Among pitches, the
-unlikeliest tail is left out (pitch_top_p; see pitch_nucleus).
 """
 
 from __future__ import annotations
@@ -36,29 +26,17 @@ import torch
 from abcgen.checkpoint import Checkpoint, load_checkpoint
 from abcgen.errors import AbcgenError
 from abcgen.form import FormTracker, encode_text
+from abcgen.prime import check_prime_structure, prime_closes_parts, read_prime
+from abcgen.shaping import PITCH_TOP_P, character_classes, check_temperature, next_char_probs
 from abcgen.structure import BODY_CHARACTERS, BodyRules, check_structure_option, choose_structure
+from abcgen.watch import (TUNE_END, UNIT_LENGTH_VALUE, BarWatch, Snapshot, watch_bars,
+                          watch_header_value)
 
 PRETRAINED = Path(__file__).parent / "pretrained" / "nottingham.pt"
-TUNE_END = "\n\n"
-MAX_BAR_REWINDS = 50  # per tune: past this, the tune is left as the model writes it
-BAR_TRIES = 8  # tries at one bar before going back one bar further
-LINE_TRIES = 8  # tries at a header value the model writes (M:, L:, K:)
-MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 10.0
-PITCH_TOP_P = 0.9  # see pitch_nucleus
 MIN_MAX_CHARS = 100
-UNIT_LENGTH_VALUE = re.compile(r"1/(1|2|4|8|16|32|64)")  # an L: value
 # A K: value: a tonic and a mode (then perhaps explicit accidentals or a clef), or none/HP.
 ABC_KEY = re.compile(r"(?i:none|hp)$|[A-G][#b]?(?i:m|min|minor|maj|major|ion|ionian|dor|dorian|phr|"
                      r"phrygian|lyd|lydian|mix|mixolydian|aeo|aeolian|loc|locrian)?(\s.*)?$")
-# Between two bars: barline characters, ending numbers, spaces and line breaks. Any other
-# character begins a bar, except a letter that begins a field line (P:B) in the body.
-BETWEEN_BARS = set("|:]0123456789 \t\n\\")
-MUSIC_LETTERS = set("ABCDEFGabcdefgzxZ")
-# Characters that the temperature sharpens among themselves (see class_tempered); the
-# pitch letters are class PITCH_CLASS.
-SHARPENED_GROUPS = ("ABCDEFGabcdefg", "0123456789/")
-PITCH_CLASS = 0
-BODY_METER_OR_LENGTH = re.compile(r"(^|\[)[ML]:", re.M)
 
 
 def default_model_path() -> Path:
@@ -70,124 +48,6 @@ def load_model(path=None, device="cpu") -> "TuneModel":
     from abcgen.train import pick_device
 
     return TuneModel(load_checkpoint(path or default_model_path(), device=pick_device(device)))
-
-
-def read_prime(prime: str | None) -> str | None:
-    """--prime TEXT, or @FILE for the contents of FILE (read as corpus files are: UTF-8 or
-    latin-1, a byte-order mark dropped), normalised as the corpus normalises tunes (see
-    normalise_prime)."""
-    if prime and prime.startswith("@"):
-        from abcgen.corpus import read_text
-
-        path = Path(prime[1:])
-        if path.is_dir():
-            raise AbcgenError(f"prime file {path} is a folder; give --prime @FILE one .abc file")
-        if not path.exists():
-            raise AbcgenError(f"prime file {path} does not exist")
-        prime = read_text(path)
-    if prime:
-        prime = normalise_prime(prime)
-    if prime and prime.endswith("\n"):  # a blank line would end the tune before it starts
-        prime = prime.rstrip() + "\n"
-    return prime
-
-
-# A note, rest or chord and its length, on each side of a broken rhythm (A>B, c<d, [FA]>>G),
-# the right one perhaps after decorations or a chord symbol; chord symbols and decorations
-# elsewhere are copied as they are.
-_BROKEN_NOTE = r"(?:\^{1,2}|_{1,2}|=)?[A-Ga-gz][,']*|\[[^\]\[:\"]*\]"
-_BROKEN_RHYTHM = re.compile(
-    r'"[^"]*"|![^!]*!'
-    rf"|(?P<left>{_BROKEN_NOTE})(?P<left_length>\d*/*\d*)\s*(?P<marks>>+|<+)\s*"
-    r'(?P<decorations>(?:"[^"]*"|![^!]*!|[~.])*)'
-    rf"(?P<right>{_BROKEN_NOTE})(?P<right_length>\d*/*\d*)")
-# Title characters that ABC tunebooks often hold and a model trained on plain ASCII lacks.
-_TITLE_ASCII = {"\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'",
-                "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u2033": '"', "\u2013": "-",
-                "\u2014": "-", "\u2026": "...", "\u00e6": "ae", "\u00c6": "AE", "\u0153": "oe",
-                "\u0152": "OE", "\u00df": "ss", "\u00f8": "o", "\u00d8": "O", "\u00a0": " "}
-
-
-def normalise_prime(text: str) -> str:
-    """A --prime as the corpus normalises tunes (abcgen.corpus.normalise_tune), so that
-    what the model is asked to continue looks like what it was trained on.
-
-    Text before the first X: line and any second tune are left out. Header fields the
-    model does not use (N:, S:, R:, C:, Z:, w: ...) and comments go; a prime with a K: line
-    gets the corpus's header (X:1, T:, P:, M:, L:1/8, Q:, K: in that order, its music
-    rewritten in L:1/8), and of several voices only the first. Titles are written in ASCII (Caf\u00e9 -> Cafe, curly quotes straight);
-    music lines go through normalise_music_line, and broken rhythms (A>B, A<B), which the
-    corpus spells out, are written as lengths (A3/2B/2). No closing bar line is added: the
-    model goes on from the prime."""
-    from abcgen.corpus import HEADER_ORDER, first_voice_only, normalise_music_line, to_unit_length, tune_lines
-
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    starts = [i for i, line in enumerate(lines) if line.startswith("X:")]
-    if starts:
-        lines = lines[starts[0]: starts[1] if len(starts) > 1 else None]
-    has_key = any(line.strip().startswith("K:") for line in first_voice_only(lines))
-    header: dict[str, list[str]] = {}
-    body: list[str] = []
-    in_header = has_key
-    for name, value in tune_lines(lines):
-        if name:
-            value = _ascii_title(value) if name == "T" else value
-            if in_header and name in HEADER_ORDER and value:
-                header[name] = header.get(name, []) + [value] if name == "T" else [value]
-                in_header = name != "K"
-            elif not in_header and name in ("K", "M", "L", "P", "Q") and value:
-                body.append(f"{name}:{value}")
-            continue
-        music = _spell_broken_rhythm(normalise_music_line(value))
-        if music:
-            body.append(music)
-    if not has_key:
-        return "\n".join(body) + ("\n" if text.endswith("\n") else "")
-    header["X"] = ["1"]
-    header.setdefault("T", ["Untitled"])
-    header.setdefault("M", ["4/4"])
-    body = to_unit_length(header, body)
-    lines = [f"{name}:{value}" for name in HEADER_ORDER for value in header.get(name, [])]
-    return "\n".join(lines + body) + "\n"
-
-
-def _ascii_title(title: str) -> str:
-    """A title in ASCII: accents dropped, curly quotes and dashes made plain, other
-    letters outside ASCII left out."""
-    import unicodedata
-
-    plain = "".join(_TITLE_ASCII.get(ch, ch) for ch in title)
-    plain = unicodedata.normalize("NFKD", plain)
-    plain = "".join(ch for ch in plain if ch.isascii() and ch.isprintable())
-    return re.sub(r" {2,}", " ", plain).strip()
-
-
-def _spell_broken_rhythm(line: str) -> str:
-    """A music line with each broken rhythm written as lengths: A>B -> A3/2B/2,
-    A<B -> A/2B3/2, A>>B -> A7/4B/4 (an unreadable length is left as it is)."""
-    from fractions import Fraction
-
-    from abcgen.corpus import format_length_suffix, parse_length
-
-    def spell(match):
-        if not match["marks"]:
-            return match[0]
-        try:
-            left, right = parse_length(match["left_length"]), parse_length(match["right_length"])
-        except (ValueError, ArithmeticError):
-            return match[0]
-        short = Fraction(1, 2 ** len(match["marks"]))
-        long = 2 - short
-        left, right = (left * long, right * short) if match["marks"][0] == ">" else (left * short, right * long)
-        return (match["left"] + format_length_suffix(left) + match["decorations"]
-                + match["right"] + format_length_suffix(right))
-
-    return _BROKEN_RHYTHM.sub(spell, line)
-
-
-def check_temperature(temperature: float) -> None:
-    if not MIN_TEMPERATURE <= temperature <= MAX_TEMPERATURE:
-        raise AbcgenError(f"--temperature must be between {MIN_TEMPERATURE:g} and {MAX_TEMPERATURE:g}")
 
 
 def check_header_values(**values) -> None:
@@ -288,95 +148,7 @@ class SamplingOptions:
     keep_rhythm: bool
     generator: torch.Generator
     structure: str | None = None  # a form such as AABB, "auto" or None (see abcgen.structure)
-
-
-@dataclass
-class Snapshot:
-    """The model just before it wrote a character: what it needs to write it again."""
-
-    length: int  # characters of the tune before that character
-    state: object
-    logits: torch.Tensor
-
-
-@dataclass
-class BarWatch:
-    """Follows a tune body, character by character, to see where each bar begins.
-
-    After a barline the watch is "between" bars (barline characters, ending numbers,
-    spaces, line breaks, field lines such as P:B); the first character of music starts
-    a bar. A `[` is decided one character later: `[1` is an ending and `[|` a barline,
-    while `[CEG]` and `[M:3/4]` start a bar.
-    """
-
-    body_start: Snapshot | None = None  # to write again a tune that ends before any bar
-    starts: list = field(default_factory=list)  # a Snapshot at each bar's first character
-    rewinds: int = 0
-    tries_here: int = 0  # rewinds to the current last start
-    mode: str = "between"  # or "bar", or "field" (a field line in the body)
-    depth: int = 0  # [ brackets open inside the bar
-    in_quote: bool = False  # inside a "chord symbol"
-    bracket: Snapshot | None = None  # taken at a [ between bars until it is decided
-    line_start: bool = True
-
-    def step(self, ch: str, snapshot) -> Snapshot | None:
-        """Take the next character; return the Snapshot of a bar that begins with it.
-
-        snapshot() gives the model as it was before ch; it is called only when needed.
-        """
-        started = None
-        if self.mode == "field":
-            self.mode = "between" if ch == "\n" else "field"
-        elif self.mode == "between":
-            started = self.between(ch, snapshot)
-        else:
-            self.in_bar(ch)
-        self.line_start = ch == "\n"
-        return started
-
-    def between(self, ch, snapshot):
-        if self.bracket is not None:
-            bracket, self.bracket = self.bracket, None
-            if ch.isdigit() or ch == "|":
-                return None
-            self.mode, self.depth = "bar", 1
-            self.in_bar(ch)
-            return bracket
-        if ch == "[":
-            self.bracket = snapshot()
-        elif self.line_start and ch.isalpha() and ch not in MUSIC_LETTERS:
-            self.mode = "field"
-        elif ch not in BETWEEN_BARS:
-            self.mode, self.depth = "bar", 0
-            self.in_bar(ch)
-            return snapshot()
-        return None
-
-    def in_bar(self, ch):
-        if self.in_quote or ch == '"':
-            self.in_quote = self.in_quote != (ch == '"')
-        elif ch == "[":
-            self.depth += 1
-        elif ch == "]" and self.depth:
-            self.depth -= 1
-        elif ch in "|:" and not self.depth:
-            self.mode = "between"
-
-    def rewind_target(self) -> Snapshot:
-        """Where to write again from: the start of the last bar, or of the bar before it
-        once the last one has failed BAR_TRIES times (its context may allow no good bar)."""
-        if self.tries_here >= BAR_TRIES and len(self.starts) > 1:
-            self.starts.pop()
-            self.tries_here = 0
-        self.tries_here += 1
-        return self.starts[-1]
-
-    def rewind(self, to: Snapshot, line_start: bool) -> Snapshot:
-        """Start the bar that begins at `to` again (line_start: at the start of a line)."""
-        self.mode, self.bracket, self.in_quote, self.depth = "between", None, False, 0
-        self.line_start = line_start
-        self.rewinds += 1
-        return to
+    progress: object = None  # called with the texts written so far after each step (abcgen serve)
 
 
 def header_plan(title=None, meter=None, length=None, key=None, prime=None) -> list:
@@ -443,7 +215,7 @@ class TuneModel:
     def generate(self, n=1, temperature=0.8, top_k=None, seed=None, meter=None, key=None,
                  title=None, length=None, prime=None, max_chars=1500, check=True, retries=5,
                  fix_bars=True, keep_rhythm=True, pitch_top_p=PITCH_TOP_P, structure="auto",
-                 report=None) -> list[str]:
+                 report=None, progress=None) -> list[str]:
         """Write n tunes as ABC text.
 
         keep_rhythm: apply the temperature among pitches and among lengths only, not to
@@ -455,6 +227,8 @@ class TuneModel:
         structure rules need fix_bars.
         check: afterwards, regenerate whole tunes that fail the ABC check (up to retries
         times); report, if given, is called with one line about them.
+        progress: called after every character with the list of the texts being written (a
+        whole-tune retry starts a new list); an exception it raises stops the generation.
         """
         check_temperature(temperature)
         if top_k is not None and top_k < 1:
@@ -482,7 +256,8 @@ class TuneModel:
         self.warn_unseen(meter, key, report)
         generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
         options = SamplingOptions(temperature, top_k, pitch_top_p, max_chars, fix_bars, keep_rhythm,
-                                  generator, structure if fix_bars and structure != "none" else None)
+                                  generator, structure if fix_bars and structure != "none" else None,
+                                  progress)
         check_prime_structure(prime, options.structure)
         if options.structure and prime_closes_parts(prime):
             options.structure = None
@@ -572,6 +347,8 @@ class TuneModel:
                         target = watch_header_value(stream, snapshot, self.checkpoint.meta)
                     if target is not None:
                         rewinds[i] = target
+            if options.progress is not None:
+                options.progress([s.text for s in streams])
             keep = [row for row, i in enumerate(active) if not streams[i].done]
             if not keep:
                 break
@@ -640,153 +417,6 @@ class TuneModel:
                 "tunes_scored": len(usable)}
 
 
-def watch_bars(stream: Stream, ch: str, snapshot) -> Snapshot | None:
-    """Follow the body as ch is added. When a bar turns out to have the wrong length,
-    cut it from the text and return the Snapshot to write it again from."""
-    from abcgen.abc import check_tune
-
-    watch = stream.bars = stream.bars or BarWatch(body_start=snapshot())
-    if stream.rules is not None and not stream.cut:
-        return watch_structure(stream, watch, ch, snapshot)
-    if stream.cut or watch.rewinds >= MAX_BAR_REWINDS:
-        return None
-    if stream.done:  # the tune has ended, so its last bar is complete
-        if not watch.starts:  # and it has none: write the body again
-            stream.text, stream.done = (stream.text + TUNE_END)[: watch.body_start.length], False
-            return watch.rewind(watch.body_start, line_start=True)
-        result = check_tune(last_bars(stream.text, watch.starts, len(stream.text)))
-    else:
-        begun = watch.step(ch, snapshot)
-        if begun is None or (watch.starts and watch.starts[-1].length == begun.length):
-            return None
-        if watch.starts:
-            result = check_tune(last_bars(stream.text, watch.starts, begun.length), complete=False)
-        if not watch.starts or not bars_fail(result):
-            watch.starts.append(begun)
-            watch.tries_here = 0
-            return None
-    if not bars_fail(result):
-        return None
-    if result.tune is not None and result.bad_bar is not None and result.bad_bar < len(result.tune.bars) - 1:
-        # An earlier bar is wrong: the watch missed where a bar ended (garbled barlines).
-        # Rewriting the last bar cannot mend it; rewriting the last two can, as the check
-        # only saw text from the start of the one before it.
-        if len(watch.starts) < 2:
-            watch.rewinds = MAX_BAR_REWINDS
-            return None
-        watch.tries_here = BAR_TRIES
-    target = watch.rewind_target()
-    stream.text, stream.done = stream.text[: target.length], False
-    return watch.rewind(target, line_start=stream.text.endswith("\n"))
-
-
-def watch_structure(stream: Stream, watch: BarWatch, ch: str, snapshot) -> Snapshot | None:
-    """Follow the body under the structure rules: at each bar's end, go on, write the
-    part's closing bar line, or cut the bar and return the Snapshot to write it from."""
-    rules = stream.rules
-    if stream.done:
-        return None
-    ends_bar = ch == "|" and rules.lexer.ends_bar() and not stream.closing
-    if ends_bar and watch.starts:
-        action, _ = rules.bar_end(stream.text, may_rewrite=watch.rewinds < MAX_BAR_REWINDS)
-        if action == "rewrite":
-            target = watch.rewind_target()
-            stream.text, stream.done = stream.text[: target.length], False
-            rules.replay(stream.text)
-            return watch.rewind(target, line_start=stream.text.endswith("\n"))
-        if action == "close":
-            closing = _
-            stream.text = stream.text[:-1] + closing[0]
-            stream.forced, stream.closing = closing[1:], True
-            ch = closing[0]
-            if stream.form is not None:
-                stream.form_class = stream.form.feed(stream.text)
-    rules.lexer.feed(ch)
-    begun = watch.step(ch, snapshot)
-    if begun is not None and not (watch.starts and watch.starts[-1].length == begun.length):
-        watch.starts.append(begun)
-        watch.tries_here = 0
-    if stream.closing and not stream.forced:
-        stream.closing = False
-        rules.closed(len(stream.text))
-    return None
-
-
-def check_prime_structure(prime: str | None, structure: str | None) -> None:
-    """One line for a --prime whose music breaks the ABC rules the structure is held to."""
-    from abcgen.abc import check_tune
-
-    if not prime or not structure:
-        return
-    text = prime if prime.lstrip().startswith("X:") else "X:1\nM:4/4\nL:1/8\nK:C\n" + prime
-    if "\nK:" not in text or not text.split("\nK:", 1)[1].partition("\n")[2].strip():
-        return
-    result = check_tune(text.rstrip("\n"), complete=False)
-    # its bar lengths are the musician's (and the meter may come from --meter): not judged
-    if result.tune is None and result.rule not in ("bar length", "section"):
-        raise AbcgenError(f"--prime breaks the ABC rules: {result.reason}")
-
-
-def prime_closes_parts(prime: str | None) -> bool:
-    """Whether a --prime writes repeat or final bar lines itself: the structure rules,
-    which write those, then stand aside for the tune."""
-    body = (prime or "").split("\nK:", 1)[-1] if prime and "\nK:" in prime else (prime or "")
-    if prime and prime.lstrip().startswith("X:"):
-        body = body.partition("\n")[2]
-    return re.search(r":\||\|:|\|\]|::|\|\|", body) is not None
-
-
-LOCAL_RULES = {"bar length", "syntax", "tie", "bracket", "range"}
-
-
-def bars_fail(result) -> bool:
-    """Whether a check of the last bars found them unreadable or of the wrong length (two
-    bars of rests are fine there: the whole tune has notes). Repeats, endings and sections
-    span more than two bars: the whole tune's check judges them."""
-    return not result.ok and result.rule in LOCAL_RULES
-
-
-def watch_header_value(stream: Stream, snapshot, meta: dict) -> Snapshot | None:
-    """Follow a header value the model writes. When it ends and is not one the model's
-    training tunes used (M:4/8, M:A/4, L:1/7), return the Snapshot to write it again from."""
-    if stream.line_start is None:
-        stream.line_start = snapshot()
-    if stream.mode == "line" or stream.done:
-        return None
-    start, stream.line_start = stream.line_start, None
-    line = stream.text[start.length:].strip()
-    field_name = stream.text[: start.length].rstrip(":").rsplit("\n", 1)[-1]
-    if header_value_ok(field_name, line, meta) or stream.line_tries >= LINE_TRIES:
-        stream.line_tries = 0
-        return None
-    stream.line_tries += 1
-    stream.reopen_line(start.length)
-    return start
-
-
-def header_value_ok(name: str, value: str, meta: dict) -> bool:
-    """Whether a generated header value is one to keep: a meter or key the training tunes
-    used (when the checkpoint records them), a unit length 1/2^n, a title that is not empty."""
-    known = {"M": meta.get("meters"), "K": meta.get("keys")}.get(name)
-    if known:
-        return value in known
-    if name == "L":
-        return UNIT_LENGTH_VALUE.fullmatch(value) is not None
-    return bool(value)
-
-
-def last_bars(text: str, starts: list, end: int) -> str:
-    """The header and the last two bars of text[:end]: enough to judge the last bar, as
-    the one before it shows the barline that opens it. The whole text when the body
-    changes meter or unit length, or is still at its first bar.
-    """
-    key_at = text.find("\nK:") + 1
-    head_end = text.find("\n", key_at) + 1
-    if len(starts) < 2 or key_at <= 0 or head_end <= 0 or BODY_METER_OR_LENGTH.search(text, head_end, end):
-        return text[:end]
-    return text[:head_end] + text[starts[-2].length : end]
-
-
 def replace_rows(model, state, replacements: dict, batch: int):
     """The batch state with some rows replaced by saved one-row states."""
     device = next(model.parameters()).device
@@ -824,71 +454,3 @@ def failure_kind(reason: str) -> str:
     return reason
 
 
-def character_classes(chars) -> torch.Tensor:
-    """A class number per vocabulary character: the pitch letters are one class
-    (PITCH_CLASS), the characters that write note lengths another, and every other
-    character is its own."""
-    numbers, classes = {group: number for number, group in enumerate(SHARPENED_GROUPS)}, []
-    for ch in chars:
-        group = next((group for group in SHARPENED_GROUPS if ch in group), ch)
-        classes.append(numbers.setdefault(group, len(numbers)))
-    return torch.tensor(classes)
-
-
-def next_char_probs(logits, temperature, top_k, classes=None, pitch_top_p=1.0):
-    """Next-character probabilities: logits/temperature, or with classes, the temperature
-    applied within each class only (see class_tempered) and the pitches cut to their
-    nucleus (see pitch_nucleus)."""
-    logits = logits.float()
-    if classes is None:
-        probs = torch.softmax(logits / temperature, dim=-1)
-    else:
-        probs = class_tempered(logits, temperature, classes.to(logits.device), pitch_top_p)
-    if top_k is not None and top_k < probs.shape[-1]:
-        threshold = torch.topk(probs, top_k, dim=-1).values[:, -1:]
-        probs = probs.masked_fill(probs < threshold, 0.0)
-        probs = probs / probs.sum(dim=-1, keepdim=True)
-    return probs
-
-
-def class_tempered(logits, temperature, classes, pitch_top_p=1.0):
-    """Which kind of character comes next at the model's own odds; which one of that kind
-    sharpened (or flattened) by the temperature.
-
-    A plain temperature below 1 favours whatever single character is likeliest. After a
-    note that is often the length `2`, whose rivals (the next pitch) are spread over a
-    dozen letters: at 0.8 the shipped model wrote 47% quarter notes where the corpus has
-    25%. Keeping the odds between classes leaves rhythm, bar lines and tune endings as
-    the model learned them, and the temperature still chooses among pitches and lengths.
-    """
-    batch, count = logits.shape[0], int(classes.max()) + 1
-    index = classes.expand(batch, -1)
-    class_odds = torch.zeros(batch, count, device=logits.device).index_add_(
-        1, classes, torch.softmax(logits, dim=-1))
-    scaled = logits / temperature
-    class_max = torch.full((batch, count), float("-inf"), device=logits.device).scatter_reduce(
-        1, index, scaled, "amax")
-    weights = torch.exp(scaled - class_max.gather(1, index))
-    class_sums = torch.zeros(batch, count, device=logits.device).index_add_(1, classes, weights)
-    # a class whose every character is masked (-inf) gives 0/0: it keeps no share
-    within = torch.nan_to_num(weights / class_sums.gather(1, index), nan=0.0)
-    if pitch_top_p < 1:
-        pitches = classes == PITCH_CLASS
-        within[:, pitches] = pitch_nucleus(within[:, pitches], pitch_top_p)
-    return within * class_odds.gather(1, index)
-
-
-def pitch_nucleus(shares, top_p):
-    """The likeliest pitches whose shares (rows summing to 1) add up to top_p, the rest
-    left out, renormalised: nucleus sampling (Holtzman et al. 2020) among pitches.
-
-    A tune writes about 150 pitches, and its range is set by the most extreme one, so
-    rare pitches the model gives a few percent add up: at temperature 0.8 without the cut,
-    the models' tunes spanned about 2 semitones more than the training tunes of the same
-    length (bench/RESULTS.md). Leaving out the tail of each choice brings the range back
-    while every common step of a melody stays possible.
-    """
-    ordered, order = shares.sort(dim=-1, descending=True)
-    outside = ordered.cumsum(dim=-1) - ordered > top_p
-    kept = shares.scatter(-1, order, ordered.masked_fill(outside, 0.0))
-    return torch.nan_to_num(kept / kept.sum(dim=-1, keepdim=True), nan=0.0)

@@ -22,7 +22,8 @@ from bench.common import corpus_path  # noqa: E402
 
 from abcgen.corpus import load_corpus  # noqa: E402
 from abcgen.form import encode_text  # noqa: E402
-from abcgen.sample import TUNE_END, load_model  # noqa: E402
+from abcgen.sample import load_model  # noqa: E402
+from abcgen.watch import TUNE_END  # noqa: E402
 
 PART_END = re.compile(r"(:\||\|\]|\|\|)\s*$")
 

@@ -6,7 +6,8 @@ import torch
 from abcgen.checkpoint import Checkpoint
 from abcgen.form import BARS_PER_BLOCK, FormTracker, Place, encode_text, form_classes, model_inputs
 from abcgen.model import ModelConfig, build_model, input_table
-from abcgen.sample import TUNE_END, SamplingOptions, TuneModel, header_plan
+from abcgen.sample import SamplingOptions, TuneModel, header_plan
+from abcgen.watch import TUNE_END
 from abcgen.vocab import Vocab
 
 HEADER = "X:1\nT:Counting\nM:4/4\nL:1/8\nK:G\n"

@@ -12,7 +12,8 @@ from abcgen.abc import check_tune
 from abcgen.cli import cli
 from abcgen.corpus import load_corpus, normalise_tune, split_of
 from abcgen.errors import AbcgenError
-from abcgen.sample import load_model, normalise_prime, read_prime
+from abcgen.prime import normalise_prime, read_prime
+from abcgen.sample import load_model
 from abcgen.train import TrainConfig, train
 
 TINY_MODEL = {"hidden": 16, "layers": 1, "dropout": 0.0}

@@ -7,9 +7,9 @@ from abcgen.cli import cli
 from abcgen.corpus import load_corpus
 from abcgen.errors import AbcgenError
 from abcgen.model import ModelConfig, build_model
-from abcgen.sample import (SamplingOptions, Snapshot, Stream, TuneModel, character_classes, close_cut_tune,
-                           header_plan, header_value_ok, load_model, next_char_probs, pitch_nucleus,
-                           watch_bars)
+from abcgen.sample import SamplingOptions, Stream, TuneModel, close_cut_tune, header_plan, load_model
+from abcgen.shaping import character_classes, next_char_probs, pitch_nucleus
+from abcgen.watch import Snapshot, header_value_ok, watch_bars
 from abcgen.train import TrainConfig, train
 from abcgen.vocab import Vocab
 
@@ -291,7 +291,7 @@ def test_fixing_writes_only_meters_and_keys_the_model_knows(tiny_model):
 
 def test_fixing_bars_mends_what_the_model_miscounts(tiny_model):
     from abcgen.abc import check_tune
-    from abcgen.sample import LOCAL_RULES
+    from abcgen.watch import LOCAL_RULES
 
     def bar_faults(tunes):
         return sum(check_tune(t).rule in LOCAL_RULES for t in tunes)  # what fixing bars mends
@@ -358,7 +358,7 @@ def test_a_unit_length_is_written_as_asked_with_the_same_music(monkeypatch):
 
 
 def test_a_prime_that_ends_in_a_blank_line_does_not_end_the_tune():
-    from abcgen.sample import read_prime
+    from abcgen.prime import read_prime
 
     assert read_prime("|:GABc|\n\n") == "|:GABc|\n"
     assert read_prime("|:GABc") == "|:GABc"

@@ -1,0 +1,247 @@
+"""Following a tune as it is written, one character at a time: where each bar begins, and
+whether the bar just finished, or a header value just written, is one to keep.
+
+Bars are checked as they are written (fix_bars): when a bar is complete, the tune so far goes
+through the same ABC check as whole tunes, and a bar of the wrong length is written again from
+its first character, from the model state saved there (a Snapshot). The shipped model
+miscounts about one bar in forty; resampling that bar, rather than the whole tune, keeps the
+other bars and costs a few steps. Under a --structure, the structure rules (abcgen.structure)
+judge each bar's end instead: go on, close the part, or write the bar again. Header values get
+the same care: a meter or key that the model's training tunes never used (M:4/8, M:A/4) is
+written again, as a tune written in it would be guesswork.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+    from abcgen.sample import Stream
+
+
+TUNE_END = "\n\n"
+MAX_BAR_REWINDS = 50  # per tune: past this, the tune is left as the model writes it
+BAR_TRIES = 8  # tries at one bar before going back one bar further
+LINE_TRIES = 8  # tries at a header value the model writes (M:, L:, K:)
+UNIT_LENGTH_VALUE = re.compile(r"1/(1|2|4|8|16|32|64)")  # an L: value
+# Between two bars: barline characters, ending numbers, spaces and line breaks. Any other
+# character begins a bar, except a letter that begins a field line (P:B) in the body.
+BETWEEN_BARS = set("|:]0123456789 \t\n\\")
+MUSIC_LETTERS = set("ABCDEFGabcdefgzxZ")
+BODY_METER_OR_LENGTH = re.compile(r"(^|\[)[ML]:", re.M)
+
+
+@dataclass
+class Snapshot:
+    """The model just before it wrote a character: what it needs to write it again."""
+
+    length: int  # characters of the tune before that character
+    state: object
+    logits: torch.Tensor
+
+
+@dataclass
+class BarWatch:
+    """Follows a tune body, character by character, to see where each bar begins.
+
+    After a barline the watch is "between" bars (barline characters, ending numbers,
+    spaces, line breaks, field lines such as P:B); the first character of music starts
+    a bar. A `[` is decided one character later: `[1` is an ending and `[|` a barline,
+    while `[CEG]` and `[M:3/4]` start a bar.
+    """
+
+    body_start: Snapshot | None = None  # to write again a tune that ends before any bar
+    starts: list = field(default_factory=list)  # a Snapshot at each bar's first character
+    rewinds: int = 0
+    tries_here: int = 0  # rewinds to the current last start
+    mode: str = "between"  # or "bar", or "field" (a field line in the body)
+    depth: int = 0  # [ brackets open inside the bar
+    in_quote: bool = False  # inside a "chord symbol"
+    bracket: Snapshot | None = None  # taken at a [ between bars until it is decided
+    line_start: bool = True
+
+    def step(self, ch: str, snapshot) -> Snapshot | None:
+        """Take the next character; return the Snapshot of a bar that begins with it.
+
+        snapshot() gives the model as it was before ch; it is called only when needed.
+        """
+        started = None
+        if self.mode == "field":
+            self.mode = "between" if ch == "\n" else "field"
+        elif self.mode == "between":
+            started = self.between(ch, snapshot)
+        else:
+            self.in_bar(ch)
+        self.line_start = ch == "\n"
+        return started
+
+    def between(self, ch, snapshot):
+        if self.bracket is not None:
+            bracket, self.bracket = self.bracket, None
+            if ch.isdigit() or ch == "|":
+                return None
+            self.mode, self.depth = "bar", 1
+            self.in_bar(ch)
+            return bracket
+        if ch == "[":
+            self.bracket = snapshot()
+        elif self.line_start and ch.isalpha() and ch not in MUSIC_LETTERS:
+            self.mode = "field"
+        elif ch not in BETWEEN_BARS:
+            self.mode, self.depth = "bar", 0
+            self.in_bar(ch)
+            return snapshot()
+        return None
+
+    def in_bar(self, ch):
+        if self.in_quote or ch == '"':
+            self.in_quote = self.in_quote != (ch == '"')
+        elif ch == "[":
+            self.depth += 1
+        elif ch == "]" and self.depth:
+            self.depth -= 1
+        elif ch in "|:" and not self.depth:
+            self.mode = "between"
+
+    def rewind_target(self) -> Snapshot:
+        """Where to write again from: the start of the last bar, or of the bar before it
+        once the last one has failed BAR_TRIES times (its context may allow no good bar)."""
+        if self.tries_here >= BAR_TRIES and len(self.starts) > 1:
+            self.starts.pop()
+            self.tries_here = 0
+        self.tries_here += 1
+        return self.starts[-1]
+
+    def rewind(self, to: Snapshot, line_start: bool) -> Snapshot:
+        """Start the bar that begins at `to` again (line_start: at the start of a line)."""
+        self.mode, self.bracket, self.in_quote, self.depth = "between", None, False, 0
+        self.line_start = line_start
+        self.rewinds += 1
+        return to
+
+
+def watch_bars(stream: Stream, ch: str, snapshot) -> Snapshot | None:
+    """Follow the body as ch is added. When a bar turns out to have the wrong length,
+    cut it from the text and return the Snapshot to write it again from."""
+    from abcgen.abc import check_tune
+
+    watch = stream.bars = stream.bars or BarWatch(body_start=snapshot())
+    if stream.rules is not None and not stream.cut:
+        return watch_structure(stream, watch, ch, snapshot)
+    if stream.cut or watch.rewinds >= MAX_BAR_REWINDS:
+        return None
+    if stream.done:  # the tune has ended, so its last bar is complete
+        if not watch.starts:  # and it has none: write the body again
+            stream.text, stream.done = (stream.text + TUNE_END)[: watch.body_start.length], False
+            return watch.rewind(watch.body_start, line_start=True)
+        result = check_tune(last_bars(stream.text, watch.starts, len(stream.text)))
+    else:
+        begun = watch.step(ch, snapshot)
+        if begun is None or (watch.starts and watch.starts[-1].length == begun.length):
+            return None
+        if watch.starts:
+            result = check_tune(last_bars(stream.text, watch.starts, begun.length), complete=False)
+        if not watch.starts or not bars_fail(result):
+            watch.starts.append(begun)
+            watch.tries_here = 0
+            return None
+    if not bars_fail(result):
+        return None
+    if result.tune is not None and result.bad_bar is not None and result.bad_bar < len(result.tune.bars) - 1:
+        # An earlier bar is wrong: the watch missed where a bar ended (garbled barlines).
+        # Rewriting the last bar cannot mend it; rewriting the last two can, as the check
+        # only saw text from the start of the one before it.
+        if len(watch.starts) < 2:
+            watch.rewinds = MAX_BAR_REWINDS
+            return None
+        watch.tries_here = BAR_TRIES
+    target = watch.rewind_target()
+    stream.text, stream.done = stream.text[: target.length], False
+    return watch.rewind(target, line_start=stream.text.endswith("\n"))
+
+
+def watch_structure(stream: Stream, watch: BarWatch, ch: str, snapshot) -> Snapshot | None:
+    """Follow the body under the structure rules: at each bar's end, go on, write the
+    part's closing bar line, or cut the bar and return the Snapshot to write it from."""
+    rules = stream.rules
+    if stream.done:
+        return None
+    ends_bar = ch == "|" and rules.lexer.ends_bar() and not stream.closing
+    if ends_bar and watch.starts:
+        action, _ = rules.bar_end(stream.text, may_rewrite=watch.rewinds < MAX_BAR_REWINDS)
+        if action == "rewrite":
+            target = watch.rewind_target()
+            stream.text, stream.done = stream.text[: target.length], False
+            rules.replay(stream.text)
+            return watch.rewind(target, line_start=stream.text.endswith("\n"))
+        if action == "close":
+            closing = _
+            stream.text = stream.text[:-1] + closing[0]
+            stream.forced, stream.closing = closing[1:], True
+            ch = closing[0]
+            if stream.form is not None:
+                stream.form_class = stream.form.feed(stream.text)
+    rules.lexer.feed(ch)
+    begun = watch.step(ch, snapshot)
+    if begun is not None and not (watch.starts and watch.starts[-1].length == begun.length):
+        watch.starts.append(begun)
+        watch.tries_here = 0
+    if stream.closing and not stream.forced:
+        stream.closing = False
+        rules.closed(len(stream.text))
+    return None
+
+
+LOCAL_RULES = {"bar length", "syntax", "tie", "bracket", "range"}
+
+
+def bars_fail(result) -> bool:
+    """Whether a check of the last bars found them unreadable or of the wrong length (two
+    bars of rests are fine there: the whole tune has notes). Repeats, endings and sections
+    span more than two bars: the whole tune's check judges them."""
+    return not result.ok and result.rule in LOCAL_RULES
+
+
+def watch_header_value(stream: Stream, snapshot, meta: dict) -> Snapshot | None:
+    """Follow a header value the model writes. When it ends and is not one the model's
+    training tunes used (M:4/8, M:A/4, L:1/7), return the Snapshot to write it again from."""
+    if stream.line_start is None:
+        stream.line_start = snapshot()
+    if stream.mode == "line" or stream.done:
+        return None
+    start, stream.line_start = stream.line_start, None
+    line = stream.text[start.length:].strip()
+    field_name = stream.text[: start.length].rstrip(":").rsplit("\n", 1)[-1]
+    if header_value_ok(field_name, line, meta) or stream.line_tries >= LINE_TRIES:
+        stream.line_tries = 0
+        return None
+    stream.line_tries += 1
+    stream.reopen_line(start.length)
+    return start
+
+
+def header_value_ok(name: str, value: str, meta: dict) -> bool:
+    """Whether a generated header value is one to keep: a meter or key the training tunes
+    used (when the checkpoint records them), a unit length 1/2^n, a title that is not empty."""
+    known = {"M": meta.get("meters"), "K": meta.get("keys")}.get(name)
+    if known:
+        return value in known
+    if name == "L":
+        return UNIT_LENGTH_VALUE.fullmatch(value) is not None
+    return bool(value)
+
+
+def last_bars(text: str, starts: list, end: int) -> str:
+    """The header and the last two bars of text[:end]: enough to judge the last bar, as
+    the one before it shows the barline that opens it. The whole text when the body
+    changes meter or unit length, or is still at its first bar.
+    """
+    key_at = text.find("\nK:") + 1
+    head_end = text.find("\n", key_at) + 1
+    if len(starts) < 2 or key_at <= 0 or head_end <= 0 or BODY_METER_OR_LENGTH.search(text, head_end, end):
+        return text[:end]
+    return text[:head_end] + text[starts[-2].length : end]
