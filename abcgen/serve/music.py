@@ -1,0 +1,259 @@
+"""What the page needs to know about a tune's text, and rewriting a stretch of it.
+
+bar_layout finds where each bar of a tune sits in its text (so that the page can select bars
+and the check can point at one); check_summary is the strict check (abcgen.abc.check_tune)
+as the page shows it; vary rewrites the bars a musician selected and keeps the rest.
+
+Varying a stretch: the model reads the tune up to the first selected bar and writes several
+candidates for the stretch from that state, as many bars as were selected. A candidate is
+kept when the whole tune with it passes the strict check and it differs from the original.
+The kept ones are ranked by how likely the model finds the rest of the tune (every character
+after the stretch, to the tune's end) when it follows each candidate: a bar that leads
+naturally into the music that comes next ranks first.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import torch
+
+from abcgen.abc import FIELD_LINE, TOKEN, check_tune
+from abcgen.errors import AbcgenError
+
+MUSIC_TOKENS = {"note", "rest", "measure_rest", "chord_open"}
+TOKEN_KINDS = ("newline", "space", "comment", "continuation", "inline", "ending", "bar", "symbol", "decoration",
+               "shorthand", "tuplet", "slur", "grace", "note", "rest", "measure_rest", "chord_open",
+               "chord_close", "tie", "broken")
+SECTION_BARS = re.compile(r"^:|:$|\|\]|\|\||\[\|")
+TUNE_END = "\n\n"  # what separates tunes in the training text
+
+
+@dataclass
+class BarSpan:
+    index: int  # as abcgen.abc numbers bars: 0 for the first bar with notes
+    start: int  # offset in the tune's text of its first character
+    end: int  # offset just past its last character (before the bar line that closes it)
+    line: int  # line of the text (0 = the first line of the tune)
+    part: int  # which section: parts are separated by repeats, double bars, endings, P: lines
+
+
+def body_start(abc: str) -> int:
+    """Offset of the first character after the K: line (len(abc) when there is none)."""
+    found = re.search(r"^K:.*$", abc, re.M)
+    if not found:
+        return len(abc)
+    return min(found.end() + 1, len(abc))
+
+
+def bar_layout(abc: str) -> list[BarSpan]:
+    """The bars of a tune with their places in the text, read with the strict checker's
+    tokens; a stretch the tokens cannot read ends the layout there."""
+    offset = body_start(abc)
+    body = abc[offset:]
+    bars: list[BarSpan] = []
+    part, start, last_music, has_music, position, at_line_start = 0, None, 0, False, 0, True
+
+    def close():
+        nonlocal start, has_music
+        if start is not None and has_music:
+            bars.append(BarSpan(len(bars), offset + start, offset + last_music,
+                                abc.count("\n", 0, offset + start), part))
+        start, has_music = None, False
+
+    def boundary():
+        nonlocal part
+        if bars and bars[-1].part == part:
+            part += 1
+
+    while position < len(body):
+        if at_line_start:
+            line_end = body.find("\n", position)
+            line_end = len(body) if line_end < 0 else line_end
+            text = body[position:line_end]
+            if FIELD_LINE.match(text) or text.startswith("%"):
+                if text[:2] in ("P:", "K:", "M:"):
+                    close()
+                    boundary()
+                position = line_end
+                continue
+        match = TOKEN.match(body, position)
+        if match is None:
+            break
+        kind = next(name for name in TOKEN_KINDS if match[name] is not None)
+        at_line_start = kind == "newline"
+        if kind == "bar" or (kind == "ending" and has_music):
+            close()
+        if kind == "ending" or (kind == "bar" and (SECTION_BARS.search(match[0]) or match["bar_ending"])):
+            boundary()
+        elif kind not in ("bar", "newline", "space", "comment", "continuation", "inline"):
+            start = position if start is None else start
+            last_music = match.end()
+            has_music = has_music or kind in MUSIC_TOKENS
+        position = match.end()
+    close()
+    return bars
+
+
+def check_summary(abc: str) -> dict:
+    """The strict check as the page shows it: ok, the reason and rule, and where the bar it
+    names sits in the text."""
+    result = check_tune(abc.strip())
+    layout = bar_layout(abc)
+    found = {"ok": result.ok, "reason": result.reason, "rule": result.rule, "bar": None,
+             "bars": [vars(bar) for bar in layout]}
+    if result.bad_bar is not None:
+        bar = layout[result.bad_bar] if result.bad_bar < len(layout) else None
+        found["bar"] = {"index": result.bad_bar, "number": result.bad_bar + 1,
+                        "start": bar.start if bar else None, "end": bar.end if bar else None,
+                        "line": bar.line if bar else None}
+    return found
+
+
+# ---------------------------------------------------------------- vary
+
+
+def vary(tune_model, abc: str, first: int, last: int, count: int = 3, temperature: float = 0.8,
+         seed: int | None = None, tries: int = 12, rounds: int = 3, cancelled=None) -> dict:
+    """Rewrite bars first..last (indices, inclusive) of a tune: up to `count` candidates,
+    best first, each {abc, stretch, score} where score is the mean log-probability per
+    character the model gives the rest of the tune after it."""
+    from abcgen.sample import PITCH_TOP_P, check_temperature, next_char_probs, one_cpu_thread
+
+    abc = abc.strip()
+    check_temperature(temperature)
+    layout = bar_layout(abc)
+    if not layout:
+        raise AbcgenError("the tune has no bars to vary")
+    if not 0 <= first <= last < len(layout):
+        raise AbcgenError(f"bars {first + 1}-{last + 1} are not in the tune, which has {len(layout)} bars")
+    prefix, original, tail = abc[:layout[first].start], abc[layout[first].start:layout[last].end], abc[layout[last].end:]
+    if "\nK:" not in "\n" + prefix:
+        raise AbcgenError("the tune needs a header ending in a K: line before its first bar")
+    tune_model.vocab.encode(prefix + tail)  # one clear line for characters the model never saw
+    bars_wanted = last - first + 1
+    generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
+    kept: dict[str, float] = {}
+    with torch.no_grad(), one_cpu_thread():  # small steps: threads cost more than they give
+        for _ in range(rounds):
+            for stretch in write_stretches(tune_model, prefix, bars_wanted, tries, temperature, generator,
+                                           next_char_probs, PITCH_TOP_P, cancelled):
+                if stretch.strip() and stretch.strip() != original.strip() and stretch not in kept:
+                    if check_tune(prefix + stretch + tail).ok:
+                        kept[stretch] = math.nan
+            if len(kept) >= count:
+                break
+        for stretch in kept:
+            kept[stretch] = score_tail(tune_model, prefix + stretch, tail)
+        original_score = score_tail(tune_model, prefix + original, tail)
+    ranked = sorted(kept.items(), key=lambda item: -item[1])[:count]
+    return {"first": first, "last": last, "original": original, "original_score": original_score,
+            "candidates": [{"abc": prefix + stretch + tail, "stretch": stretch, "score": score}
+                           for stretch, score in ranked]}
+
+
+def model_ids(tune_model, text: str, place):
+    """Model inputs for text read after `place` (abcgen.form.Place); returns (ids, place)."""
+    config = tune_model.model.config
+    vocab = tune_model.vocab
+    ids = []
+    for ch in text:
+        place = place.after(ch)
+        ids.append(vocab.index[ch] + len(vocab) * place.form_class(config.form, config.form_count))
+    return ids, place
+
+
+def write_stretches(tune_model, prefix: str, bars_wanted: int, tries: int, temperature: float, generator,
+                    next_char_probs, pitch_top_p, cancelled=None) -> list[str]:
+    """`tries` stretches of bars_wanted bars that the model writes after prefix, each
+    without the bar line that closes its last bar (the tune's own bar line stays)."""
+    from abcgen.form import Place
+
+    model, vocab = tune_model.model, tune_model.vocab
+    device = next(model.parameters()).device
+    model.eval()
+    ids, place = model_ids(tune_model, TUNE_END + prefix, Place())
+    logits, state = model(torch.tensor([ids], device=device))
+    rows = torch.zeros(tries, dtype=torch.long, device=device)
+    state = model.select_state(state, rows)
+    logits = logits[:, -1].expand(tries, -1).clone()
+    # a stretch starts with music: not a bar line, space or line break
+    logits[:, [vocab.index[ch] for ch in "|:] \n\\" if ch in vocab.index]] = float("-inf")
+    texts, places = [""] * tries, [place] * tries
+    watchers = [_BarCounter() for _ in range(tries)]
+    limit = 80 * bars_wanted + 40
+    active = list(range(tries))
+    done: list[str] = []
+    while active:
+        if cancelled is not None and cancelled():
+            raise AbcgenError("cancelled")
+        probs = next_char_probs(logits, temperature, None, tune_model.classes, pitch_top_p)
+        chosen = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).tolist()
+        keep, feed = [], []
+        for row, (i, choice) in enumerate(zip(active, chosen)):
+            ch = vocab.chars[choice]
+            texts[i] += ch
+            if texts[i].endswith(TUNE_END) or len(texts[i]) > limit:
+                continue  # the tune ended, or the stretch ran on: not a candidate
+            if watchers[i].feed(ch) >= bars_wanted:
+                done.append(texts[i][:-1].rstrip(" "))
+                continue
+            places[i] = places[i].after(ch)
+            config = model.config
+            feed.append(choice + len(vocab) * places[i].form_class(config.form, config.form_count))
+            keep.append(row)
+        if not keep:
+            break
+        if len(keep) < len(active):
+            state = model.select_state(state, torch.tensor(keep, device=device))
+            active = [active[row] for row in keep]
+        logits, state = model(torch.tensor(feed, device=device).unsqueeze(1), state)
+        logits = logits[:, -1]
+    return done
+
+
+class _BarCounter:
+    """Counts bars as a stretch is written: a bar ends at the first bar-line character
+    (| or :) after some music, outside chord symbols, decorations and [chords]."""
+
+    def __init__(self):
+        self.bars, self.music, self.quote, self.bang, self.depth = 0, False, False, False, 0
+
+    def feed(self, ch: str) -> int:
+        if self.quote:
+            self.quote = ch != '"'
+        elif self.bang:
+            self.bang = ch != "!"
+        elif ch == '"':
+            self.quote = True
+        elif ch == "!":
+            self.bang = True
+        elif ch == "[":
+            self.depth += 1
+        elif ch == "]" and self.depth:
+            self.depth -= 1
+        elif ch in "|:" and not self.depth:
+            if self.music:
+                self.bars += 1
+                self.music = False
+        elif ch in "ABCDEFGabcdefgzxZ":
+            self.music = True
+        return self.bars
+
+
+def score_tail(tune_model, head: str, tail: str) -> float:
+    """Mean log-probability per character (nats) of tail and the tune's end after head."""
+    from abcgen.form import Place
+
+    model = tune_model.model
+    device = next(model.parameters()).device
+    text = TUNE_END + head + tail + TUNE_END
+    ids, _ = model_ids(tune_model, text, Place())
+    targets = torch.tensor(tune_model.vocab.encode(text), device=device)
+    logits, _ = model(torch.tensor([ids], device=device))
+    log_probs = torch.log_softmax(logits[0].float(), dim=-1)
+    begin = len(TUNE_END + head)
+    picked = log_probs[begin - 1: len(text) - 1].gather(1, targets[begin:].unsqueeze(1))
+    return float(picked.mean())
