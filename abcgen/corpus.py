@@ -123,7 +123,8 @@ def abc_files(path: Path) -> list[Path]:
     """The .abc files that PATH names: itself (a file or a pipe), or every *.abc below a folder."""
     if not path.exists():
         raise AbcgenError(
-            f"{path} does not exist; run `abcgen download` to fetch the Nottingham corpus"
+            f"{path} does not exist; run `abcgen download` to fetch the Nottingham corpus, "
+            "or name a corpus from `abcgen corpus --list`"
         )
     if path.is_file() or path.is_fifo():
         return [path]
@@ -428,7 +429,8 @@ def parse_tunes(texts: list[str], name: str, files: int = 0) -> Corpus:
 
 
 def load_corpus(path: str | Path) -> Corpus:
-    """Read a folder of .abc files, one .abc file, or '-' (stdin) into a Corpus.
+    """Read a folder of .abc files, one .abc file, '-' (stdin), or a corpus abcgen knows by
+    name (`oneills-1850`, `essen`: see `abcgen corpus --list`) into a Corpus.
 
     A tune that cannot be read as it stands (a note length such as `A/0`, a meter `M:3/0`)
     is dropped and counted with a reason that names it (X: and title); the others go through."""
@@ -436,8 +438,9 @@ def load_corpus(path: str | Path) -> Corpus:
         texts, name, files = [_read_stdin()], "stdin", 1
     else:
         path = Path(path)
-        found = abc_files(path)
-        texts, name, files = [read_text(f) for f in found], path.stem or path.name, len(found)
+        named = None if path.exists() else _named_corpus(str(path))
+        name, found = named or (path.stem or path.name, abc_files(path))
+        texts, files = [read_text(f) for f in found], len(found)
     raws = [raw for text in texts for raw in split_raw_tunes(text)]
     unreadable = Counter(f"{_tune_label(raw)}: {ZERO_DENOMINATOR}" for raw in raws if _zero_length(raw))
     readable = [raw for raw in raws if not _zero_length(raw)] if unreadable else raws
@@ -447,6 +450,14 @@ def load_corpus(path: str | Path) -> Corpus:
         raise _no_readable_tunes(error, name, unreadable) from None
     corpus.dropped.update(unreadable)
     return corpus
+
+
+def _named_corpus(name: str) -> tuple[str, list] | None:
+    """(name, files) of a corpus abcgen knows by name (abcgen.download.known_corpora) and
+    that is no path here; None for any other name."""
+    from abcgen.download import corpus_files
+
+    return corpus_files(name)
 
 
 ZERO_DENOMINATOR = "a note length with a zero denominator (such as A/0)"

@@ -74,6 +74,96 @@ NOTTINGHAM = Corpus(
 REGISTRY = {NOTTINGHAM.name: NOTTINGHAM}
 
 
+# ---------------------------------------------------------------- collections shipped in music21
+
+
+@dataclass(frozen=True)
+class ShippedCollection:
+    """An ABC collection that music21 ships inside its package: nothing to download."""
+
+    name: str
+    folder: str  # the folder in music21's corpus
+    tunes: int  # tunes (X: fields) in its files, before normalising
+    source: str
+    licence: str
+    left_out: tuple[str, ...] = ()  # file names that are not part of the collection
+
+    def files(self) -> list[Path]:
+        """The collection's .abc files, read from music21's installed package."""
+        folder = music21_corpus_folder() / self.folder
+        files = sorted(p for p in folder.glob("*.abc") if p.name not in self.left_out)
+        if not files:
+            raise AbcgenError(
+                f"{self.name}: music21's corpus has no {self.folder}/ folder here ({folder}); "
+                "install music21 with its corpus (pip install music21)")
+        return files
+
+
+_MUSIC21_NOTE = "distributed with music21 by permission; see music21/corpus/license.txt"
+
+SHIPPED = {
+    collection.name: collection
+    for collection in (
+        ShippedCollection(
+            "oneills-1850", "oneills1850", 2009,
+            "O'Neill's Music of Ireland (Chicago, 1903: 1850 melodies), transcribed by volunteers",
+            f"1903 book, public domain; transcriptions {_MUSIC21_NOTE}"),
+        ShippedCollection(
+            "ryans-mammoth", "ryansMammoth", 1059,
+            "Ryan's Mammoth Collection (Boston, 1883), one file per tune, transcribed by Ray Davies and others",
+            f"1883 book, public domain; transcriptions {_MUSIC21_NOTE}"),
+        ShippedCollection(
+            "airds-airs", "airdsAirs", 1180,
+            "James Aird, A Selection of Scotch, English, Irish and Foreign Airs "
+            "(Glasgow, 1778-1803, six volumes), transcribed by Jack Campin",
+            f"18th-century books, public domain; transcriptions {_MUSIC21_NOTE}"),
+        ShippedCollection(
+            "essen", "essenFolksong", 8462,
+            "Essen Folk Song Collection (EsAC, H. Schaffrath; mostly German, some Chinese, Dutch, "
+            "Lorraine, Luxembourg songs), ABC by Seymour Shlien",
+            "non-commercial use only (music21/corpus/essenFolksong/license.txt)",
+            left_out=("test0.abc", "test1.abc", "testd.abc", "teste.abc")),  # music21's test samples
+    )
+}
+
+
+def music21_corpus_folder() -> Path:
+    """Where music21's corpus lies in the installed package (found without importing music21)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("music21")
+    if spec is None or not spec.submodule_search_locations:
+        raise AbcgenError("music21 is not installed; install it with `pip install music21`")
+    return Path(list(spec.submodule_search_locations)[0]) / "corpus"
+
+
+def known_corpora() -> list[dict]:
+    """Every corpus abcgen knows by name: name, tunes, where it comes from, licence, and
+    how to get it (`download`, or `music21` for the collections shipped in its package)."""
+    rows = [{"name": NOTTINGHAM.name, "tunes": 1034, "kind": "download",
+             "source": "Nottingham Music Database (abc.sourceforge.net/NMD), cleaned ABC from "
+                       f"github.com/jukedeck/nottingham-dataset at {NOTTINGHAM_COMMIT[:7]}",
+             "licence": "GPL-3.0 (the jukedeck/nottingham-dataset repository)"}]
+    rows += [{"name": c.name, "tunes": c.tunes, "kind": "music21", "source": c.source,
+              "licence": c.licence} for c in SHIPPED.values()]
+    return rows
+
+
+def corpus_files(name: str) -> tuple[str, list[Path]] | None:
+    """The files of the corpus called `name`, or None when abcgen knows no such name: a
+    music21 collection's files in music21's package, or a downloaded corpus's in
+    corpora/NAME (an AbcgenError says to download it when it is not there)."""
+    if name in SHIPPED:
+        return name, SHIPPED[name].files()
+    if name in REGISTRY:
+        folder = Path("corpora") / name
+        if not folder.is_dir():
+            raise AbcgenError(f"{name} is not downloaded yet (no folder {folder}); "
+                              f"run `abcgen download {name}`, or give the path of its files")
+        return name, sorted(folder.glob("*.abc"))
+    return None
+
+
 @dataclass
 class FetchResult:
     """What a download did: every file of the corpus, and which of them were fetched now."""
@@ -145,6 +235,9 @@ def fetch(
     backoff: float = 0.5,
 ) -> FetchResult:
     """Like download(), but also says which files were fetched and which were already there."""
+    if isinstance(name, str) and name in SHIPPED:
+        files = SHIPPED[name].files()
+        return FetchResult(name, files[0].parent, files, [])
     corpus = resolve(name)
     dest = Path(dest) if dest is not None else Path("corpora") / corpus.name
     base_url = base_url or os.environ.get(MIRROR_ENV) or corpus.base_url
@@ -167,7 +260,7 @@ def resolve(name: str | Corpus) -> Corpus:
     if isinstance(name, Corpus):
         return name
     if name not in REGISTRY:
-        known = ", ".join(sorted(REGISTRY))
+        known = ", ".join([*sorted(REGISTRY), *SHIPPED])
         raise AbcgenError(f"unknown corpus {name!r}; known corpora: {known}")
     return REGISTRY[name]
 

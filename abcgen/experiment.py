@@ -31,8 +31,6 @@ from abcgen.corpus import Corpus, load_corpus, write_text_atomic
 from abcgen.errors import AbcgenError
 
 DEFAULT_ARCHS = "lstm,gru,lstm-attention,bilstm-window,conv-lstm,transformer"
-MUSIC21_COLLECTIONS = {"ryans-mammoth": "ryansMammoth", "oneills-1850": "oneills1850"}
-
 # (key in a run's result, column title, format): the table, left to right.
 COLUMNS = [
     ("parameters", "params", "int"),
@@ -92,24 +90,6 @@ def parse_archs(text: str) -> list[ArchSpec]:
 
 
 # ---------------------------------------------------------------- the corpora
-
-
-def music21_collection(name: str) -> Path:
-    """The folder of one of the ABC collections that music21 ships in its corpus."""
-    from music21 import corpus as m21_corpus
-
-    wanted = MUSIC21_COLLECTIONS.get(name.lower(), name).lower()
-    for path in m21_corpus.getCorePaths(fileExtensions=["abc"]):
-        if Path(path).parent.name.lower() == wanted:
-            return Path(path).parent
-    names = ", ".join(MUSIC21_COLLECTIONS)
-    raise AbcgenError(f"--corpus-mix: {name!r} is neither a path nor an ABC collection in "
-                      f"music21's corpus; use one of {names}, or a folder of .abc files")
-
-
-def load_mix(name_or_path: str) -> Corpus:
-    path = Path(name_or_path)
-    return load_corpus(path if path.exists() else music21_collection(name_or_path))
 
 
 def judged_tunes(corpus: Corpus) -> Corpus:
@@ -250,7 +230,12 @@ def run_experiment(corpus_path, archs: str = DEFAULT_ARCHS, budget: float = 300,
     base = judged_tunes(original)
     if not base.train:
         raise AbcgenError(f"{corpus_path}: the corpus has no training tunes")
-    extra = load_mix(corpus_mix) if corpus_mix else None
+    extra = None
+    if corpus_mix:  # a path, or a name: see `abcgen corpus --list`
+        try:
+            extra = load_corpus(corpus_mix)
+        except AbcgenError as error:
+            raise AbcgenError(f"--corpus-mix: {error}") from None
     variants = [(base, False)] + ([(mixed_corpus(base, extra), True)] if extra else [])
     say(f"reading the statistics of {base.name}" + (f" and {extra.name}" if extra else "") + "...")
     judge = Judge(original, cache, extra)

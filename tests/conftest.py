@@ -74,3 +74,21 @@ def tiny_abc(tmp_path):
     folder.mkdir()
     (folder / "tunes.abc").write_text(FIXTURE_TUNES)
     return folder
+
+
+def interrupt_training_at(monkeypatch, step: int):
+    """Make training send itself SIGINT (Ctrl-C) just after `step`; returns the undo."""
+    import signal
+
+    from abcgen.train import Run
+
+    original_step = Run.train_step
+
+    def step_then_interrupt(run):
+        loss = original_step(run)
+        if run.step == step:
+            signal.raise_signal(signal.SIGINT)
+        return loss
+
+    monkeypatch.setattr(Run, "train_step", step_then_interrupt)
+    return lambda: monkeypatch.setattr(Run, "train_step", original_step)

@@ -8,7 +8,8 @@ from click.testing import CliRunner
 from abcgen.cli import cli
 from abcgen.corpus import Corpus, normalise_tune, parse_tunes, split_of, split_raw_tunes
 from abcgen.errors import AbcgenError
-from abcgen.experiment import mixed_corpus, music21_collection, parse_archs
+from abcgen.download import corpus_files
+from abcgen.experiment import mixed_corpus, parse_archs
 from tests.conftest import FIXTURE_TUNES
 
 TINY_ARCHS = "lstm:hidden=16:layers=1,transformer:hidden=16:heads=2:layers=1"
@@ -61,10 +62,9 @@ def test_bad_arch_specs_are_refused_before_training(text, message):
 
 
 def test_music21_ships_the_collections_for_the_mix():
-    assert any(music21_collection("ryans-mammoth").glob("*.abc"))
-    assert any(music21_collection("oneills-1850").glob("*.abc"))
-    with pytest.raises(AbcgenError, match="ryans-mammoth"):
-        music21_collection("no-such-collection")
+    for name in ("ryans-mammoth", "oneills-1850", "airds-airs", "essen"):
+        assert corpus_files(name)[1], name
+    assert corpus_files("no-such-collection") is None
 
 
 def test_mixed_corpus_trains_on_both_and_keeps_the_held_out_tunes(split_corpus):

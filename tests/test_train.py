@@ -1,5 +1,4 @@
 import json
-import pickle
 import signal
 
 import pytest
@@ -11,7 +10,8 @@ from abcgen.cli import cli
 from abcgen.corpus import load_corpus
 from abcgen.errors import AbcgenError
 from abcgen.model import ModelConfig, build_model
-from abcgen.train import Run, TrainConfig, TrainingInterrupted, make_streams, train
+from abcgen.train import TrainConfig, TrainingInterrupted, make_streams, train
+from tests.conftest import interrupt_training_at
 from abcgen.vocab import Vocab
 
 TINY_MODEL = {"hidden": 32, "layers": 2, "dropout": 0.1}
@@ -70,20 +70,12 @@ def test_tiny_model_overfits_tiny_corpus(tiny_abc, tmp_path):
 def test_interrupted_and_resumed_run_matches_uninterrupted(tiny_abc, tmp_path, monkeypatch):
     whole = train(tiny_abc, tmp_path / "whole", TINY_MODEL, tiny_config(), progress=False)
 
-    original_step = Run.train_step
-
-    def step_then_interrupt(run):
-        loss = original_step(run)
-        if run.step == 7:
-            signal.raise_signal(signal.SIGINT)
-        return loss
-
-    monkeypatch.setattr(Run, "train_step", step_then_interrupt)
+    undo = interrupt_training_at(monkeypatch, 7)
     with pytest.raises(TrainingInterrupted) as stopped:
         train(tiny_abc, tmp_path / "split", TINY_MODEL, tiny_config(), progress=False)
     assert stopped.value.signum == signal.SIGINT
     assert load_checkpoint(tmp_path / "split" / "last.pt").training["step"] == 7
-    monkeypatch.setattr(Run, "train_step", original_step)
+    undo()
     resumed = train(tiny_abc, tmp_path / "split", None, tiny_config(), resume=True, progress=False)
 
     a = load_checkpoint(whole.last_path).model.state_dict()
