@@ -45,7 +45,7 @@ def default_model_path() -> Path:
 
 def load_model(path=None, device="cpu") -> "TuneModel":
     """The model at path, or ABCGEN_MODEL, or the shipped Nottingham model."""
-    from abcgen.train import pick_device
+    from abcgen.device import pick_device
 
     return TuneModel(load_checkpoint(path or default_model_path(), device=pick_device(device)))
 

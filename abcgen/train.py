@@ -23,6 +23,8 @@ from torch import nn
 
 from abcgen.checkpoint import load_checkpoint, save_checkpoint
 from abcgen.corpus import Corpus, header_value, join_tunes, load_corpus
+from abcgen.device import cpu_tensors, pick_device, use_bf16  # noqa: F401 (re-exported)
+from abcgen.distributed import PeerLost, join as join_world, world as current_world
 from abcgen.errors import AbcgenError
 from abcgen.form import encode_text
 from abcgen.model import CharModel, ModelConfig, build_model, tree_map
@@ -74,38 +76,6 @@ class TrainResult:
 
 
 # ---------------------------------------------------------------- devices and data
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    available = {
-        "cpu": True,
-        "cuda": torch.cuda.is_available(),
-        "mps": torch.backends.mps.is_available(),
-    }
-    if not available.get(name, False):
-        raise AbcgenError(f"device {name!r} is not available here; use --device cpu or auto")
-    return torch.device(name)
-
-
-def use_bf16(precision: str, device: torch.device) -> bool:
-    """bf16 autocast where the hardware has fast bf16, unless fp32 is asked for."""
-    if precision == "fp32":
-        return False
-    if device.type == "cuda":
-        supported = torch.cuda.is_bf16_supported()
-    elif device.type == "cpu":
-        supported = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-    else:
-        supported = False
-    if precision == "bf16" and not supported:
-        raise AbcgenError(f"bf16 is not supported on this {device.type}; use --precision fp32")
-    return supported
 
 
 def make_streams(ids: torch.Tensor, batch: int, inputs: torch.Tensor | None = None
@@ -220,22 +190,36 @@ def validate(model_config: ModelConfig, config: TrainConfig):
 
 def train(corpus: Corpus | str | Path, out_dir: str | Path, model_config: dict | None = None,
           config: TrainConfig | None = None, resume: bool = False, force: bool = False,
-          progress: bool = True, log=None) -> TrainResult:
-    """Train a model on a corpus and write best.pt, last.pt and metrics.jsonl to out_dir."""
+          progress: bool = True, log=None, init: str | Path | None = None) -> TrainResult:
+    """Train a model on a corpus and write best.pt, last.pt and metrics.jsonl to out_dir.
+
+    init: start from this trained model (a path, or "shipped") instead of random weights;
+    see abcgen.finetune (model_config may then only repeat the model's own options)."""
     config = config or TrainConfig()
+    world = join_world(config.device)  # under torchrun: connect to the other training processes
     log = log or (lambda message: print(message, file=sys.stderr))
+    if not world.main:  # rank 0 speaks for every rank
+        log, progress = (lambda message: None), False
     out_dir = Path(out_dir)
     check_out_dir(out_dir, resume, force)
     if not isinstance(corpus, Corpus):
         corpus = load_corpus(corpus)
     notes = []  # said once the run has started: a refused option says one line only
-    corpus, validation_is_training = with_validation_tunes(corpus, notes.append)
+    from abcgen.finetune import MIN_VALIDATION, recorded_init
+
+    fine_tuning = init is not None if not resume else recorded_init(out_dir / "last.pt") is not None
+    corpus, validation_is_training = with_validation_tunes(
+        corpus, notes.append, at_least=MIN_VALIDATION if fine_tuning else 1)
 
     run = Run.resume(out_dir, corpus, config) if resume else Run.start(
-        out_dir, corpus, model_config or {}, config)
+        out_dir, corpus, model_config or {}, config, init=init, log=notes.append)
     for note in notes:
         log(note)
-    result = run.loop(progress, log)
+    try:
+        result = run.loop(progress, log)
+    except PeerLost as lost:
+        raise PeerLost(f"{lost}; every training process stopped: resume from the last epoch saved in "
+                       f"{out_dir / 'last.pt'} with --resume") from None
     result.validation_is_training = validation_is_training
     return result
 
@@ -243,7 +227,7 @@ def train(corpus: Corpus | str | Path, out_dir: str | Path, model_config: dict |
 HOLD_OUT_FROM, HELD_OUT = 10, 2  # see with_validation_tunes
 
 
-def with_validation_tunes(corpus: Corpus, log) -> tuple[Corpus, bool]:
+def with_validation_tunes(corpus: Corpus, log, at_least: int = 1) -> tuple[Corpus, bool]:
     """The corpus to train on, and whether its validation figures are training loss.
 
     A small corpus's split may leave no training tune (refused in one line), or no
@@ -252,20 +236,23 @@ def with_validation_tunes(corpus: Corpus, log) -> tuple[Corpus, bool]:
     for validation (the last ones whose characters the rest have), and log says so. A
     smaller corpus has none to spare: log says that the validation figures are the loss
     on training tunes. The choice depends on the corpus only, so a resumed run makes the
-    same one."""
+    same one. at_least: fewer validation tunes than this also count as none (then enough
+    are held out to make it up, HELD_OUT or more)."""
     if not corpus.train:
         where = ", ".join(f"{len(corpus.split(name))} in {name}" for name in ("val", "test")
                           if corpus.split(name))
         raise AbcgenError(f"{corpus.name}: no training tunes: the split by tune puts all "
                           f"{len(corpus.tunes)} of them elsewhere ({where}); train on a corpus "
                           "with more tunes (about 90% go to training)")
-    if known_tunes(corpus.val, Vocab.from_text(corpus.text("train"))):
+    known_val = len(known_tunes(corpus.val, Vocab.from_text(corpus.text("train"))))
+    if known_val >= at_least:
         return corpus, False
-    why = (f"its {len(corpus.val)} validation tune(s) hold characters no training tune has"
+    why = (f"the split leaves {known_val} validation tune(s), fewer than {at_least}" if known_val
+           else f"its {len(corpus.val)} validation tune(s) hold characters no training tune has"
            if corpus.val else "the split leaves no validation tunes")
     train, held = list(corpus.train), []
     for index in reversed(range(len(train)) if len(train) >= HOLD_OUT_FROM else ()):
-        if len(held) == HELD_OUT:
+        if len(held) >= max(HELD_OUT - known_val, at_least - known_val):
             break
         rest = train[:index] + train[index + 1:]
         if not Vocab.from_text(join_tunes(rest)).unknown(train[index]):
@@ -291,6 +278,8 @@ def make_optimizer(model, config: TrainConfig):
 class Run:
     """Everything a training run carries between steps; saved whole in last.pt."""
 
+    origin = None  # fine-tuning: the starting model's provenance (finetune.start_from)
+
     def __init__(self, out_dir, corpus, model, vocab, config, device, bf16):
         self.out_dir, self.corpus, self.model, self.vocab = out_dir, corpus, model, vocab
         self.forms = corpus_forms(corpus.train)  # what `sample --structure auto` draws from
@@ -299,8 +288,12 @@ class Run:
         form = model.config.form
         count = model.config.form_count
         train_inputs, train_ids = encode_text(corpus.text("train"), vocab, form, count)
-        self.inputs, self.targets = (t.to(device) for t in make_streams(train_ids, config.batch_size,
-                                                                        train_inputs))
+        self.world = current_world()  # one process, or this rank of several (abcgen.distributed)
+        self.inputs, self.targets = (self.world.share(t).to(device) for t in make_streams(
+            train_ids, config.batch_size, train_inputs))  # this rank's streams, moved once
+        self.net = self.world.wrap(model)  # what trains: the model itself, or DDP over it
+        if self.world.rank:  # every rank its own dropout masks; rank 0 draws as one process would
+            torch.manual_seed(config.seed + 1_000_003 * self.world.rank)
         val_tunes = known_tunes(corpus.val, vocab) or known_tunes(corpus.train[:20], vocab)
         self.val_inputs, self.val_ids = encode_text("".join(t + "\n\n" for t in val_tunes), vocab, form, count)
         self.windows = windows(self.inputs.shape[1], config.seq_len)
@@ -310,16 +303,26 @@ class Run:
         self.loss_sum, self.loss_count = 0.0, 0
 
     @classmethod
-    def start(cls, out_dir, corpus, model_config, config):
+    def start(cls, out_dir, corpus, model_config, config, init=None, log=None):
         validate(ModelConfig(vocab_size=1, **model_config), config)
         torch.manual_seed(config.seed)
         vocab = Vocab.from_text(corpus.text("train"))
-        device = pick_device(config.device)
-        model = build_model(ModelConfig(vocab_size=len(vocab), **model_config)).to(device)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "metrics.jsonl").write_text("")
-        (out_dir / "best.pt").unlink(missing_ok=True)
-        return cls(out_dir, corpus, model, vocab, config, device, use_bf16(config.precision, device))
+        device = current_world().device or pick_device(config.device)
+        origin = None
+        if init is None:
+            model = build_model(ModelConfig(vocab_size=len(vocab), **model_config)).to(device)
+        else:  # fine-tuning: the starting model's weights, its vocabulary grown
+            from abcgen.finetune import start_from
+
+            model, vocab, origin = start_from(init, corpus.text("train"), model_config, log)
+            model = model.to(device)
+        if current_world().main:  # the one rank that writes files
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "metrics.jsonl").write_text("")
+            (out_dir / "best.pt").unlink(missing_ok=True)
+        run = cls(out_dir, corpus, model, vocab, config, device, use_bf16(config.precision, device))
+        run.origin = origin
+        return run
 
     @classmethod
     def resume(cls, out_dir, corpus, config):
@@ -332,11 +335,18 @@ class Run:
                 f"{out_dir} was trained on another corpus (fingerprint "
                 f"{saved.get('corpus_fingerprint')}); train it on the same files or use --force"
             )
+        processes, here = saved.get("world_size", 1), current_world().size
+        if processes != here:
+            same = ("one process: leave out --nproc and torchrun" if processes == 1 else
+                    f"--nproc {processes}, or torchrun with {processes} processes in all")
+            raise AbcgenError(f"{out_dir / 'last.pt'} was saved by {processes} training process(es) and "
+                              f"this run has {here}: resume with {same} (each process's streams and "
+                              "random state are saved for that number)")
         kept = TrainConfig(**saved["config"])
         # Options that may change on resume: how long to go on, and on what device.
         kept.epochs, kept.max_time, kept.patience = config.epochs, config.max_time, config.patience
         kept.device = config.device
-        device = pick_device(kept.device)
+        device = current_world().device or pick_device(kept.device)
         run = cls(out_dir, corpus, last.model.to(device), last.vocab, kept, device,
                   use_bf16(kept.precision, device))
         try:
@@ -348,11 +358,20 @@ class Run:
         run.elapsed = saved["elapsed"]
         run.best_val_loss, run.best_val_acc = saved["best_val_loss"], saved["best_val_acc"]
         run.bad_evals = saved["bad_evals"]
+        run.origin = last.meta.get("init")
         run.loss_sum, run.loss_count = saved["loss_sum"], saved["loss_count"]
         run.state = tree_map(lambda t: t.to(device), saved["state"])
         if isinstance(run.state, list):
             run.state = tuple(run.state)
-        torch.set_rng_state(saved["rng"])
+        rng = saved["rng"]
+        if run.world.distributed:  # this rank's rows of the state, its own random state
+            if run.state is not None:
+                run.state = run.model.select_state(run.state, run.world.rows(kept.batch_size).to(device))
+            rng = saved["rng_ranks"][run.world.rank]
+        torch.set_rng_state(rng)
+        cuda_rng = saved.get("cuda_rng_ranks", [None] * here)[run.world.rank]
+        if cuda_rng is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(cuda_rng, device)
         return run
 
     # -- saving
@@ -368,19 +387,28 @@ class Run:
             "meters": dict(Counter(header_value(t, "M") for t in self.corpus.train)),
             "keys": dict(Counter(header_value(t, "K") for t in self.corpus.train)),
             "forms": self.forms,
+            **({"init": self.origin} if self.origin else {}),  # where fine-tuning started
         }
 
     def save_last(self, metrics=None):
+        # Every rank's recurrent and random states, gathered on rank 0, which alone writes.
+        states = self.world.gather(tree_map(lambda t: t.cpu(), self.state))
+        rngs = self.world.gather((torch.get_rng_state(), torch.cuda.get_rng_state(self.device)
+                                  if self.device.type == "cuda" else None))
+        if not self.world.main:
+            return
         training = {
             "config": asdict(self.config),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": cpu_tensors(self.optimizer.state_dict()),  # loads on any device
             "epoch": self.epoch, "window": self.window, "step": self.step,
             "elapsed": self.elapsed,
             "best_val_loss": self.best_val_loss, "best_val_acc": self.best_val_acc,
             "bad_evals": self.bad_evals,
             "loss_sum": self.loss_sum, "loss_count": self.loss_count,
-            "state": tree_map(lambda t: t.cpu(), self.state),
-            "rng": torch.get_rng_state(),
+            "state": states[0] if len(states) == 1 or states[0] is None else self.model.merge_states(states),
+            "rng": rngs[0][0],
+            "world_size": self.world.size,
+            "rng_ranks": [cpu for cpu, _ in rngs], "cuda_rng_ranks": [cuda for _, cuda in rngs],
             "corpus_fingerprint": self.corpus.fingerprint,
         }
         save_checkpoint(self.out_dir / "last.pt", self.model, self.vocab, self.meta(metrics), training)
@@ -401,12 +429,13 @@ class Run:
         for group in self.optimizer.param_groups:
             group["lr"] = self.config.lr * lr_factor(self.step, self.progress_fraction(), self.config)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            logits, state = self.model(self.inputs[:, start:end], self.state)
+            logits, state = self.net(self.inputs[:, start:end], self.state)
         loss = nn.functional.cross_entropy(
             logits.float().reshape(-1, logits.shape[-1]), self.targets[:, start:end].reshape(-1))
-        if not torch.isfinite(loss):
+        value = self.world.mean(loss.detach())  # over every rank's streams: the same on all
+        if not math.isfinite(value):
             raise AbcgenError(
-                f"training diverged: the loss became {loss.item()} at step {self.step}; "
+                f"training diverged: the loss became {value} at step {self.step}; "
                 "best.pt is unchanged; try a lower --lr"
             )
         self.optimizer.zero_grad(set_to_none=True)
@@ -416,10 +445,12 @@ class Run:
         self.state = self.model.detach_state(state)
         self.step += 1
         self.window += 1
-        return loss.item()
+        return value
 
     def evaluate_and_save(self, chars_per_s: float) -> dict:
-        result = evaluate(self.model, self.val_ids, self.val_inputs, bf16=self.bf16)
+        # Validation once, on rank 0; every rank takes its figures.
+        result = self.world.from_main(lambda: evaluate(self.model, self.val_ids, self.val_inputs,
+                                                       bf16=self.bf16))
         metrics = {
             "epoch": self.epoch + self.window / len(self.windows),
             "step": self.step,
@@ -432,11 +463,13 @@ class Run:
             "lr": self.optimizer.param_groups[0]["lr"],
         }
         self.loss_sum, self.loss_count = 0.0, 0
-        with open(self.out_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(metrics) + "\n")
+        if self.world.main:
+            with open(self.out_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(metrics) + "\n")
         if result["loss"] < self.best_val_loss:
             self.best_val_loss, self.best_val_acc, self.bad_evals = result["loss"], result["acc"], 0
-            save_checkpoint(self.out_dir / "best.pt", self.model, self.vocab, self.meta(metrics))
+            if self.world.main:
+                save_checkpoint(self.out_dir / "best.pt", self.model, self.vocab, self.meta(metrics))
         else:
             self.bad_evals += 1
         return metrics
@@ -453,7 +486,7 @@ class Run:
     def loop(self, progress: bool, log) -> TrainResult:
         from tqdm import tqdm
 
-        chars_per_step = self.inputs.shape[0] * self.config.seq_len
+        chars_per_step = self.inputs.shape[0] * self.world.size * self.config.seq_len
         total = self.config.epochs * len(self.windows) if self.config.epochs else None
         bar = tqdm(total=total, initial=self.step if total else 0, unit="step",
                    disable=not progress or not sys.stderr.isatty(), file=sys.stderr,
@@ -472,9 +505,11 @@ class Run:
                     bar.set_postfix(epoch=self.epoch + 1, loss=f"{loss:.3f}",
                                     chars_s=f"{self.loss_count * chars_per_step / max(self.elapsed, 1e-9):.0f}",
                                     refresh=False)
-                    if stop.signum is not None:
+                    # Every rank stops at the same step: when any caught a signal.
+                    signum, self.elapsed = self.world.agree(stop.signum, self.elapsed)
+                    if signum is not None:
                         self.save_last(metrics)
-                        raise TrainingInterrupted(stop.signum, self.out_dir / "last.pt")
+                        raise TrainingInterrupted(signum, self.out_dir / "last.pt")
                     if self.config.max_time and self.elapsed >= self.config.max_time:
                         break
                 speed = chars / max(1e-9, self.elapsed - elapsed_before)
