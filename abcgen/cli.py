@@ -71,10 +71,15 @@ def download_command(name, dest, base_url, force, quiet):
     Files already present and verified are skipped, so running again fetches only what
     is missing.
     """
-    from abcgen.download import fetch
+    from abcgen.download import SHIPPED, fetch
 
     result = fetch(name, dest=dest, base_url=base_url, force=force, progress=not quiet)
     if quiet:
+        return
+    if name in SHIPPED:
+        click.echo(f"{name}: nothing to download: music21 ships its {len(result.paths)} files in "
+                   f"{result.dest}; use the name itself (abcgen corpus {name}, abcgen train {name})",
+                   err=True)
         return
     total, fetched = len(result.paths), len(result.downloaded)
     if fetched:
@@ -95,16 +100,24 @@ def download_command(name, dest, base_url, force, quiet):
 
 
 @cli.command()
-@click.argument("path")
+@click.argument("path", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as one JSON object.")
 @click.option("--dump", type=click.Choice(["train", "val", "test"]),
               help="Print that split's normalised tunes as ABC instead of statistics.")
-def corpus(path, as_json, dump):
-    """Read, normalise and split the tunes in PATH (a folder, an .abc file, or - for stdin)."""
+@click.option("--list", "list_names", is_flag=True,
+              help="List the corpora abcgen knows by name (tunes, source, licence) instead.")
+def corpus(path, as_json, dump, list_names):
+    """Read, normalise and split the tunes in PATH (a folder, an .abc file, - for stdin, or
+    a corpus name from --list)."""
     import json
 
     from abcgen.corpus import join_tunes, load_corpus, summary
 
+    if list_names:
+        _list_corpora(as_json)
+        return
+    if path is None:
+        raise click.UsageError("give a PATH (a folder, an .abc file, - or a corpus name), or --list")
     loaded = load_corpus(path)
     for reason, count in loaded.dropped.items():
         click.echo(f"dropped {count} tune(s): {reason}", err=True)
@@ -123,6 +136,22 @@ def corpus(path, as_json, dump):
     click.echo(f"vocabulary  {stats['vocabulary_size']} characters (training split)")
     click.echo("meters      " + ", ".join(f"{m} {n}" for m, n in stats["meters"].items()))
     click.echo("keys        " + ", ".join(f"{k} {n}" for k, n in stats["keys"].items()))
+
+
+def _list_corpora(as_json: bool):
+    """The named corpora: one line each (name, tunes, where from), the licence below it."""
+    import json
+
+    from abcgen.download import known_corpora
+
+    rows = known_corpora()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        how = "abcgen download" if row["kind"] == "download" else "in music21, no download"
+        click.echo(f"{row['name']:14s}{row['tunes']:>6,} tunes  ({how})  {row['source']}")
+        click.echo(f"{'':14s}{'':>6s}        licence: {row['licence']}")
 
 
 # ---- train and info
@@ -168,39 +197,86 @@ DEVICES = click.Choice(["auto", "cpu", "cuda", "mps"])
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
               help="bf16 autocast where the hardware supports it (auto), or plain float32.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed: with --epochs rather than --max-time, same seed, same model.")
-@click.option("--device", type=DEVICES, default="auto", show_default=True, help="Where to train.")
+@click.option("--device", type=DEVICES, default="auto", show_default=True,
+              help="Where to train: auto is a CUDA GPU when there is one, else Apple's MPS, else the CPU.")
+@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Train in N processes on this machine with DistributedDataParallel (gloo on CPUs, "
+                   "NCCL with a GPU each); --batch-size streams in all, split between them. On several "
+                   "machines, start `torchrun ... -m abcgen train` instead.")
+@click.option("--init", "init", metavar="MODEL",
+              help="Fine-tune: start from this trained model (a .pt file, or `shipped` for the model "
+                   "in the package) instead of random weights; it decides the architecture, size and "
+                   "form inputs, and small-collection defaults apply (--lr 3e-3 --epochs 40 --patience 4 "
+                   "--batch-size 8 --weight-decay 0).")
 @click.option("--resume", is_flag=True, help="Continue the run saved in OUT/last.pt.")
 @click.option("--force", is_flag=True, help="Replace a model already in OUT.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or per-epoch lines.")
-def train(path, out_dir, epochs, max_time, batch_size, seq_len, lr, weight_decay, patience, arch, layers, hidden,
-          dropout, heads, window, kernel, context, form, form_count, precision, seed, device, resume, force,
-          quiet):
-    """Train a character model on the ABC tunes in PATH."""
+@click.pass_context
+def train(ctx, path, out_dir, epochs, max_time, batch_size, seq_len, lr, weight_decay, patience, arch, layers,
+          hidden, dropout, heads, window, kernel, context, form, form_count, precision, seed, device, nproc, init, resume,
+          force, quiet):
+    """Train a character model on the ABC tunes in PATH (a folder, an .abc file, or a corpus
+    name from `abcgen corpus --list`)."""
     from pathlib import Path
 
+    from abcgen.download import known_corpora
+    from abcgen.finetune import FINETUNE_DEFAULTS, recorded_init
     from abcgen.form import FORM_BLOCKS
     from abcgen.train import TrainConfig, TrainingInterrupted, train as run_training
 
-    if not Path(path).exists():
-        raise AbcgenError(f"{path} does not exist; run `abcgen download` to fetch the Nottingham corpus")
-    out_dir = Path(out_dir or Path("runs") / (Path(path).resolve().stem or "corpus"))
+    named = not Path(path).exists() and path in {row["name"] for row in known_corpora()}
+    if not Path(path).exists() and not named:
+        raise AbcgenError(f"{path} does not exist; run `abcgen download` to fetch the Nottingham corpus, "
+                          "or name a corpus from `abcgen corpus --list`")
+    stem = path if named else (Path(path).resolve().stem or "corpus")
+    out_dir = Path(out_dir or Path("runs") / (f"{stem}-finetuned" if init else stem))
+    given = lambda name: ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)  # noqa: E731
+    settings = dict(batch_size=batch_size, seq_len=seq_len, lr=lr, weight_decay=weight_decay,
+                    patience=patience, seed=seed, device=device, precision=precision)
+    if init or (resume and recorded_init(out_dir / "last.pt")):  # fine-tuning, or resuming one
+        settings.update({key: value for key, value in FINETUNE_DEFAULTS.items()
+                         if key != "epochs" and not given(key)})
+        default_epochs = FINETUNE_DEFAULTS["epochs"]
+    else:
+        default_epochs = 30
     config = TrainConfig(
-        epochs=epochs if epochs is not None else (None if max_time else 30), max_time=max_time,
-        batch_size=batch_size, seq_len=seq_len, lr=lr, weight_decay=weight_decay, patience=patience, seed=seed,
-        device=device, precision=precision)
+        epochs=epochs if epochs is not None else (None if max_time else default_epochs), max_time=max_time,
+        **settings)
     model_config = {"arch": arch, "layers": layers, "hidden": hidden, "dropout": dropout,
                     "heads": heads, "window": window, "kernel": kernel, "context": context,
                     "form": FORM_BLOCKS if form else 0, "form_count": form_count}
+    if init:  # only what was asked for: the rest comes from the starting model
+        model_config = {key: value for key, value in model_config.items() if given(key)}
+    from functools import partial
+
+    from abcgen.distributed import TrainingFailed, env_world, launch_training, should_report
+
+    if nproc > 1:  # the same training, in nproc processes started through torchrun's launcher
+        run_training = partial(launch_training, nproc)
+    world = env_world()  # under torchrun: this process's rank; rank 0 speaks for all
     try:
         result = run_training(path, out_dir, model_config, config, resume=resume, force=force,
-                              progress=not quiet)
+                              progress=not quiet, init=init if not resume else None)
     except TrainingInterrupted as stop:
         limits = "".join(f" {flag} {value:g}" for flag, value in
-                         (("--epochs", epochs), ("--max-time", max_time)) if value is not None)
-        click.echo(f"Stopped; progress saved in {stop.last_path}. Resume with:\n"
-                   f"  abcgen train {shlex.quote(str(path))} --out {shlex.quote(str(out_dir))}"
-                   f"{limits} --resume", err=True)
+                         (("--epochs", epochs), ("--max-time", max_time), ("--nproc", nproc if nproc > 1 else None))
+                         if value is not None)
+        launcher = "torchrun <the same options> -m abcgen" if world.distributed else "abcgen"
+        if world.main:
+            click.echo(f"Stopped; progress saved in {stop.last_path}. Resume with:\n"
+                       f"  {launcher} train {shlex.quote(str(path))} --out {shlex.quote(str(out_dir))}"
+                       f"{limits} --resume", err=True)
         sys.exit(128 + stop.signum)
+    except TrainingFailed as failed:
+        if failed.reported:  # a training process has said why
+            sys.exit(1)
+        raise
+    except AbcgenError as error:
+        if not should_report(error, world):
+            sys.exit(1)
+        raise
+    if not world.main:
+        return
     import math
 
     figure = ("best training-set loss (no validation tunes)" if result.validation_is_training
@@ -384,14 +460,17 @@ def evaluate(corpus_path, model_path, num, temperature, top_k, seed, fix_bars, k
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/experiment",
               show_default=True, help="Folder for results.md, results.json and every run's model.")
 @click.option("--corpus-mix", help="Also train on CORPUS's training split mixed with this collection "
-                                   "(ryans-mammoth or oneills-1850 from music21's corpus, or a path to "
-                                   ".abc files); both are judged on CORPUS's test split.")
+                                   "(a corpus name such as oneills-1850, see `abcgen corpus --list`, or a "
+                                   "path to .abc files); both are judged on CORPUS's test split.")
 @click.option("-n", "--num", type=int, default=200, show_default=True,
               help="Tunes sampled per run for validity, musical statistics and copying.")
 @click.option("--temperature", "-t", type=float, default=0.8, show_default=True,
               help="Sampling temperature; must be > 0.")
+@click.option("--device", type=DEVICES, default="auto", show_default=True,
+              help="Where to train each model (auto: a CUDA GPU when there is one); the models are "
+                   "sampled and scored on the CPU.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress messages on stderr.")
-def experiment(corpus_path, archs, budget, seeds, out_dir, corpus_mix, num, temperature, quiet):
+def experiment(corpus_path, archs, budget, seeds, out_dir, corpus_mix, num, temperature, device, quiet):
     """Train several architectures for the same time on the same splits and compare them
     in one table (printed, and written to OUT as Markdown and JSON)."""
     from abcgen.experiment import markdown_table, run_experiment
@@ -399,7 +478,11 @@ def experiment(corpus_path, archs, budget, seeds, out_dir, corpus_mix, num, temp
 
     say = (lambda message: None) if quiet else (lambda message: click.echo(message, err=True))
     try:
+        from abcgen.device import pick_device
+
+        pick_device(device)  # an unavailable device is refused before any work
         report = run_experiment(corpus_path, archs, budget=budget, seeds=seeds, out_dir=out_dir,
+                                train_options={"device": device},
                                 corpus_mix=corpus_mix, n=num, temperature=temperature, say=say)
     except TrainingInterrupted as stop:
         sys.exit(128 + stop.signum)
@@ -463,3 +546,52 @@ def _show_export(report, out_dir, quiet, paths_to_stdout):
         click.echo(f"wrote {files} for {done} to {out_dir}", err=True)
     if report.failed:
         raise AbcgenError(f"{len(report.failed)} of {tunes} could not be exported (see above)")
+
+
+# ---- serve ----
+
+
+@cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but 127.0.0.1/localhost makes the page reachable from other machines.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="Port to listen on.")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False),
+              help="Checkpoint to write with.  [default: $ABCGEN_MODEL or the shipped model]")
+@click.option("--library", "library_path", type=click.Path(dir_okay=False),
+              help="SQLite file of kept tunes.  [default: $ABCGEN_LIBRARY or ~/.local/share/abcgen/library.sqlite3]")
+@click.option("--open/--no-open", "open_browser", default=False, show_default=True,
+              help="Open the page in the default web browser.")
+def serve_command(host, port, model_path, library_path, open_browser):
+    """A local web page to write, hear, read, edit, vary, download and keep tunes.
+
+    Prints the address; Ctrl-C stops it. Everything runs on this machine, offline.
+    """
+    from abcgen.serve import run
+
+    run(host=host, port=port, model_path=model_path, library_path=library_path, open_browser=open_browser,
+        say=lambda message: click.echo(message, err=True))
+
+
+# ---- library ----
+
+
+@cli.group("library")
+def library_group():
+    """The tune library that `abcgen serve` keeps (SQLite)."""
+
+
+@library_group.command("export")
+@click.option("--library", "library_path", type=click.Path(dir_okay=False),
+              help="SQLite file of kept tunes.  [default: $ABCGEN_LIBRARY or ~/.local/share/abcgen/library.sqlite3]")
+def library_export(library_path):
+    """Print every kept tune as one ABC tunebook (X:1, X:2, ...) on stdout."""
+    from pathlib import Path
+
+    from abcgen.serve.library import Library, default_library_path
+
+    path = Path(library_path) if library_path else default_library_path()
+    if not path.exists():
+        raise AbcgenError(f"no tune library at {path}; keep a tune with `abcgen serve` first, or give --library")
+    library = Library(path)
+    click.echo(library.tunebook(), nl=False)
+    click.echo(f"{library.count()} tune(s) from {path}", err=True)

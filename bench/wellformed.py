@@ -1,11 +1,11 @@
 """Well-formed tunes: the strict ABC check, the ABC tools and the form, for sampled tunes
 against the training tunes.
 
-    .venv/bin/python -m bench.wellformed [--n 200] [--seed 1] [--save DIR]
+    .venv/bin/python -m bench.wellformed [--n 200] [--seed 1] [--model PATH] [--save DIR]
 
-With the shipped model at temperature 0.8: n tunes (a) at the defaults (check=True,
-structure auto) and (b) with check=False; and the Nottingham training tunes as the
-reference. For each: the share passing abcgen.abc.check_tune, abctools.summarise (error-free
+With the shipped model (or --model) at temperature 0.8: n tunes (a) at the defaults
+(check=True, structure auto), (b) with check=False and (c) with check=False and structure
+none, the model on its own; and the Nottingham training tunes as the reference. For each: the share passing abcgen.abc.check_tune, abctools.summarise (error-free
 in abc2midi, abcm2ps, music21 and all three; abcjs warning-free) and evaluate.form_summary.
 Prints a markdown table; --save writes the sampled tunes as DIR/defaults.abc, DIR/no-check.abc.
 """
@@ -48,21 +48,25 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--model", type=Path)
     parser.add_argument("--save", type=Path)
     args = parser.parse_args()
 
-    model = abcgen.load_model()
+    model = abcgen.load_model(args.model)
     start = time.perf_counter()
     defaults = model.generate(n=args.n, temperature=0.8, seed=args.seed)
     seconds = time.perf_counter() - start
     raw = model.generate(n=args.n, temperature=0.8, seed=args.seed, check=False)
+    alone = model.generate(n=args.n, temperature=0.8, seed=args.seed, check=False, structure="none")
     train = load_corpus(NOTTINGHAM).train
     if args.save:
         args.save.mkdir(parents=True, exist_ok=True)
         (args.save / "defaults.abc").write_text("\n\n".join(defaults) + "\n")
         (args.save / "no-check.abc").write_text("\n\n".join(raw) + "\n")
+        (args.save / "no-structure.abc").write_text("\n\n".join(alone) + "\n")
 
     columns = {"defaults (check, structure auto)": defaults, "check=False": raw,
+               "check=False, structure none": alone,
                f"training tunes ({len(train)})": train}
     results = {name: figures(tunes) for name, tunes in columns.items()}
     print(f"generated {args.n} tunes at the defaults in {seconds:.1f} s (temperature 0.8, seed {args.seed})\n")

@@ -2,16 +2,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from abcgen.checkpoint import save_checkpoint
 from abcgen.cli import cli
 from abcgen.corpus import load_corpus
 from abcgen.errors import AbcgenError
-from abcgen.model import ModelConfig, build_model
 from abcgen.sample import SamplingOptions, Stream, TuneModel, close_cut_tune, header_plan, load_model
 from abcgen.shaping import character_classes, next_char_probs, pitch_nucleus
 from abcgen.watch import Snapshot, header_value_ok, watch_bars
 from abcgen.train import TrainConfig, train
-from abcgen.vocab import Vocab
 
 
 @pytest.fixture(scope="module")
