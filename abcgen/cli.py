@@ -504,7 +504,7 @@ def _split_formats(ctx, param, value):
 
 
 @cli.command("export")
-@click.argument("input_file", metavar="INPUT", type=click.File("r", encoding="utf-8", errors="replace"))
+@click.argument("input_file", metavar="INPUT", type=click.File("rb"))  # decoded as the corpus reader decodes files
 @click.option("--out-dir", "-o", type=click.Path(file_okay=False), default=".", show_default=True,
               help="Folder for the files; created when missing.")
 @click.option("--format", "-f", "formats", default="midi,musicxml,svg", show_default=True,

@@ -4,11 +4,12 @@
     >>> report = export_tunes(Path("tunes.abc").read_text(), "out/")
     >>> report.written            # [PosixPath('out/001-the-first.mid'), ...]
 
-music21 reads the ABC and writes MusicXML; abcgen writes the MIDI from music21's score;
-verovio engraves the MusicXML as SVG, one file per page. PDF needs MuseScore or LilyPond on
-the PATH. Export time grows in proportion to a tune's length (where music21 took time
-quadratic in it, abcgen does that work itself: see _linear_translation, play_order, to_midi);
-a tune longer than MAX_TUNE_BARS bars is refused, to keep memory bounded.
+music21 reads the ABC and writes MusicXML; abcgen writes the MIDI from music21's score with
+mido; verovio engraves the MusicXML as SVG, one file per page. PDF needs MuseScore or
+LilyPond on the PATH. Export time grows in proportion to a tune's length (where music21 took
+time quadratic in it, abcgen does that work itself or calls a narrower part of music21: see
+_linear_translation, play_order, to_midi, to_musicxml); a tune longer than MAX_TUNE_BARS
+bars is refused, to keep memory bounded.
 
 Each output is named from the tune's X: number and a slug of its title:
 `003-the-american-dwarf.mid`, `.musicxml`, `.svg` and `.pdf`. A tune longer than one page
@@ -39,7 +40,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from abcgen.abc import AbcParseError, header_fields, parse_meter, split_tunes
-from abcgen.corpus import normalise_chord
+from abcgen.corpus import INLINE_VOICE, VOICE_FIELD, decode_text, first_voice_only, normalise_chord
 from abcgen.errors import AbcgenError
 from abcgen.files import write_bytes_atomic as write_atomic
 
@@ -134,6 +135,7 @@ def slugify(title: str) -> str:
 
 def read_tunes(abc_text: str) -> list[Tune]:
     """Split ABC text into tunes at their X: lines (text with none but a K: line is one tune)."""
+    abc_text = abc_text.removeprefix("\ufeff")  # a byte-order mark read as UTF-8
     texts = split_tunes(abc_text)
     if not texts and re.search(r"(?m)^K:", abc_text):
         texts = ["X:1\n" + abc_text.strip()]
@@ -167,6 +169,8 @@ def prepare_abc(abc: str) -> tuple[str, list[str]]:
     - A tune with neither L: nor M: gets ABC 2.1's default L:1/8 (music21 gives up).
     - Q: is written `Q:1/4=120` (music21 fails on `Q: 1/4 = 120`; see _tempo_field);
       M:(2+3)/8 becomes M:2+3/8, which music21 reads as 5/8 (it would make 23/8 of it).
+    - A tune with V: fields keeps its first voice only, with a warning (music21 loses the
+      notes of voices named in the header, and sounds the strains of [V:] blocks at once).
     - Decorations: `H` becomes `!fermata!` (music21 drops the note after an H); `+name+`
       (ABC 2.0) becomes `!name!` (music21 would play the letters of the name as notes).
     - Rests music21 drops: `x` (invisible) becomes `z`; `Z4` (four bars of rest) becomes
@@ -185,6 +189,7 @@ def prepare_abc(abc: str) -> tuple[str, list[str]]:
 def _prepare(abc: str) -> tuple[str, list[str], list[str]]:
     """prepare_abc, plus the ending numbers as written, in order ("1", "2", "3", "1,3")."""
     state = _BodyState()
+    abc = _first_voice(abc, state)
     header, body = _split_after_key(_inline_fields_to_lines(abc))
     header = "\n".join(_prepare_field(line, state) if _is_field(line) else line
                        for line in header.split("\n"))
@@ -197,6 +202,23 @@ def _prepare(abc: str) -> tuple[str, list[str], list[str]]:
     warnings = [f"left out chord symbols music21 cannot read: {listed}"] if state.skipped else []
     warnings += state.warnings
     return header + body.rstrip("\n") + "\n", warnings, state.endings
+
+
+def _first_voice(abc: str, state) -> str:
+    """The tune with its first voice only (as abcgen.corpus keeps it), and a warning, when it
+    has V: fields: music21 loses the notes of voices named in the header, and sounds the
+    strains of [V:] blocks at once."""
+    lines = abc.split("\n")
+    voices = [match[1] for line in lines
+              for match in [VOICE_FIELD.match(line), *INLINE_VOICE.finditer(line)] if match]
+    if not voices:
+        return abc
+    others = len(dict.fromkeys(voices)) - 1
+    if others:
+        left_out = "the other voice" if others == 1 else f"the {others} other voices"
+        state.warnings.append(f"exported its first voice (V:{voices[0]}) only, without {left_out}: "
+                              "music21 cannot read several voices")
+    return "\n".join(first_voice_only(lines))
 
 
 def _split_after_key(abc: str) -> tuple[str, str]:
@@ -284,6 +306,9 @@ def _prepare_field(line: str, state: _BodyState) -> str:
     return line
 
 
+MAX_METER = 64  # beats in a bar, and their note value: music21 takes a second to set up 64/16
+
+
 def _meter_field(value: str, state: _BodyState) -> str:
     """The M: value music21 reads as ABC means it: `(2+3)/8` and `3/8+2/8` -> `5/8`
     (music21 would make 23/8 of the first and cannot read the second)."""
@@ -295,6 +320,9 @@ def _meter_field(value: str, state: _BodyState) -> str:
         quarters, ratio = parse_meter(value)
     except AbcParseError:
         raise AbcgenError(f"M:{value} is not a meter (such as 6/8, 3/4, C)") from None
+    if ratio is not None and max(map(int, ratio.split("/"))) > MAX_METER:
+        raise AbcgenError(f"M:{value} is beyond the meters abcgen exports (numbers up to {MAX_METER}): "
+                          "music21 takes minutes to set up so long a bar")
     state.bar = quarters / 4 if quarters is not None else None
     return ratio if ratio is not None and "+" in value else value
 
@@ -442,22 +470,58 @@ _TRANSLATION_LOCK = threading.Lock()
 
 @contextlib.contextmanager
 def _linear_translation():
-    """music21's ABC translation with its two whole-part passes made linear in tune length.
+    """music21's ABC translation with its two whole-part passes made linear in tune length,
+    and its chord symbols made once per name.
 
     Its reBar indexes a live iterator of the measures (each index walks the part), and its
     makeBeams looks up the time signature and clef of each bar and beam group through the
     part, whose search tree each lookup rebuilds: both took time quadratic in the number of
     bars (minutes at 1,000 bars). translate.reBar is swapped for _rebar while the lock is
     held, and _rebar gives the part being translated a makeBeams of its own (_make_beams).
+    translate's harmony module is swapped for _CachedHarmony, whose ChordSymbol is a copy
+    of one made before (half of the time of reading a tune with chord symbols went into
+    working out the pitches of each one anew).
     """
     from music21.abcFormat import translate
 
     with _TRANSLATION_LOCK:
-        original, translate.reBar = translate.reBar, _rebar
+        originals = translate.reBar, translate.harmony
+        translate.reBar, translate.harmony = _rebar, _CachedHarmony
         try:
             yield
         finally:
-            translate.reBar = original
+            translate.reBar, translate.harmony = originals
+
+
+class _CachedHarmony:
+    """What music21's ABC translation uses of music21.harmony, with ChordSymbol(name) a deep
+    copy of the first ChordSymbol of that name (a tenth of the time of making one)."""
+
+    @staticmethod
+    def ChordSymbol(name: str):  # noqa: N802 (music21's name)
+        import copy
+
+        made = _chord_symbol(name)
+        if isinstance(made, ValueError):
+            raise ValueError(*made.args)  # music21 leaves out a chord symbol it cannot read
+        return copy.deepcopy(made)
+
+    @staticmethod
+    def NoChord(name: str):  # noqa: N802
+        from music21 import harmony
+
+        return harmony.NoChord(name)
+
+
+@functools.lru_cache(maxsize=1024)
+def _chord_symbol(name: str):
+    """music21's ChordSymbol of this name, never put into a stream, or the ValueError it raised."""
+    from music21 import harmony
+
+    try:
+        return harmony.ChordSymbol(name)
+    except ValueError as error:
+        return error
 
 
 def _rebar(part, *, inPlace=False):
@@ -505,11 +569,13 @@ def _rebar(part, *, inPlace=False):
 
 def _make_beams(part, **_) -> None:
     """Beams and stem directions as music21's makeBeams sets them, in one walk of the part:
-    the meter and clef in force are carried along instead of looked up for each bar."""
+    the meter and clef in force are carried along instead of looked up for each bar, and
+    the beams of a rhythm met before are taken from _BEAMS (tunes repeat their rhythms, and
+    music21's getBeams takes half a millisecond a bar)."""
     from music21 import beam, clef, meter, note, stream
     from music21.common import opFrac
 
-    signature = None
+    signature, sequences = None, {}
     for measure in part.getElementsByClass(stream.Measure):
         in_force = measure.timeSignature or signature
         signature = measure.getElementsByClass(meter.TimeSignature).last() or in_force
@@ -530,8 +596,20 @@ def _make_beams(part, **_) -> None:
                 offset = opFrac(measure.paddingLeft)
             elif measure.paddingRight == 0.0 and notes.highestTime < bar:
                 offset = bar - notes.highestTime
-            for element, beams in zip(notes, in_force.getBeams(notes, measureStartOffset=offset)):
-                element.beams = beams if beams is not None else beam.Beams()
+            sequence = sequences.setdefault(id(in_force), repr(in_force.beamSequence))
+            rhythm = (sequence, offset, getattr(notes, "paddingRight", None),
+                      tuple((element.offset, element.duration.quarterLength, element.duration.type,
+                             element.isRest) for element in notes))
+            if rhythm not in _BEAMS:
+                if len(_BEAMS) > 10_000:
+                    _BEAMS.clear()
+                _BEAMS[rhythm] = [tuple((each.type, each.direction) for each in beams.beamsList)
+                                  if beams is not None else () for beams in
+                                  in_force.getBeams(notes, measureStartOffset=offset)]
+            for element, beams in zip(notes, _BEAMS[rhythm]):
+                element.beams = beam.Beams()
+                for kind, direction in beams:
+                    element.beams.append(kind, direction)
 
     # stems: one direction for each beam group, from the clef in force at its first note
     current_clef, group, group_clef, in_group = None, [], None, False
@@ -552,6 +630,11 @@ def _make_beams(part, **_) -> None:
     if group:
         _set_stems(group, group_clef)
     part.streamStatus.beams = True
+
+
+# rhythm (beam sequence of the meter, start offset, padding, each element's offset, length,
+# note value and rest or not) -> for each element, (type, direction) of each of its beams
+_BEAMS: dict[tuple, list[tuple]] = {}
 
 
 def _set_stems(group, group_clef) -> None:
@@ -657,9 +740,11 @@ def to_midi(score, chords: bool = False) -> bytes:
     chords=True a further track holds the chord symbols.
 
     The file is laid out as music21's MIDI writer lays it out (a tempo track, then one
-    track per ABC voice, all on channel 1, and the chords on channel 2), but written here in
-    one pass over the notes: music21's writer takes time quadratic in the number of notes.
+    track per ABC voice, all on channel 1, and the chords on channel 2, TICKS_PER_QUARTER
+    ticks a quarter note) and written with mido, from one pass over the notes: music21's
+    writer takes time quadratic in the number of notes.
     """
+    import mido
     from music21 import key, meter, tempo
 
     voices: list[list[_Sound]] = []
@@ -678,13 +763,14 @@ def to_midi(score, chords: bool = False) -> bytes:
         tempi.insert(0, (Fraction(0), default_tempo(score)))
     if not marks[meter.TimeSignature]:
         marks[meter.TimeSignature].append((Fraction(0), meter.TimeSignature("4/4")))
-    tracks = [_conductor_track(marks)]
-    tracks += [_note_track("Piano", 0, MELODY_PROGRAM, sounds) for sounds in voices]
+    midi = mido.MidiFile(type=1, ticks_per_beat=TICKS_PER_QUARTER)
+    midi.tracks.append(_conductor_track(marks))
+    midi.tracks += [_note_track("Piano", 0, MELODY_PROGRAM, sounds) for sounds in voices]
     if chords:
-        tracks.append(_note_track("Acoustic Guitar", 1, CHORD_PROGRAM, accompaniment))
-    header = b"MThd" + (6).to_bytes(4, "big") + (1).to_bytes(2, "big") \
-        + len(tracks).to_bytes(2, "big") + TICKS_PER_QUARTER.to_bytes(2, "big")
-    return header + b"".join(tracks)
+        midi.tracks.append(_note_track("Acoustic Guitar", 1, CHORD_PROGRAM, accompaniment))
+    data = io.BytesIO()
+    midi.save(file=data)
+    return data.getvalue()
 
 
 @dataclass
@@ -729,6 +815,9 @@ def _perform(measure, start: Fraction, sounds: list, marks: dict) -> None:
 def _sound(element, start: Fraction, length: Fraction, sounds: list) -> None:
     tie = element.tie.type if element.tie is not None else None
     for pitch in element.pitches:
+        if not 0 <= pitch.ps <= 127:  # music21's pitch.midi would move it by octaves in silence
+            raise AbcgenError(f"the note {pitch.nameWithOctave.replace('-', 'b')} is beyond the range "
+                              "of MIDI (C-1 to G9); write it an octave nearer")
         sounds.append(_Sound(start, start + length, pitch.midi, tie=tie))
 
 
@@ -795,8 +884,18 @@ def _ticks(quarters: Fraction) -> int:
     return round(quarters * TICKS_PER_QUARTER)
 
 
-def _conductor_track(marks: dict) -> bytes:
-    """Track 1 of the file: tempi, key signatures and meters, in time order."""
+_SLOWEST_TEMPO = 0xFFFFFF  # microseconds a quarter note: the most MIDI holds (3.6 a minute)
+# MIDI key signatures by sharps (negative: flats), -7 to 7, as mido names them
+_MAJOR_KEYS = "Cb Gb Db Ab Eb Bb F C G D A E B F# C#".split()
+_MINOR_KEYS = [name + "m" for name in "Ab Eb Bb F C G D A E B F# C# G# D# A#".split()]
+
+
+def _conductor_track(marks: dict):
+    """Track 1 of the file: tempi, key signatures and meters, in time order. A mark MIDI
+    cannot hold is left out (a tempo in words only, over 7 sharps or flats, a meter's
+    numerator over 255 or a denominator no power of 2), a tempo slower than it holds is its
+    slowest; modes other than minor are written as major, as music21 does."""
+    import mido
     from music21 import key, tempo
 
     events = []
@@ -804,53 +903,53 @@ def _conductor_track(marks: dict) -> bytes:
         for offset, mark in found:
             if kind is tempo.MetronomeMark:
                 if mark.number is None and mark.numberSounding is None:
-                    continue  # a tempo in words only
-                micros = int(round(60_000_000 / mark.getSoundingMetronomeMark().getQuarterBPM()))
-                data = b"\xff\x51\x03" + micros.to_bytes(3, "big")
+                    continue
+                bpm = mark.getSoundingMetronomeMark().getQuarterBPM()
+                event = ("set_tempo", {"tempo": min(_SLOWEST_TEMPO, mido.bpm2tempo(bpm))})
             elif kind is key.KeySignature:
+                if not -7 <= mark.sharps <= 7:
+                    continue
                 minor = isinstance(mark, key.Key) and mark.mode == "minor"
-                data = b"\xff\x59\x02" + bytes([mark.sharps & 0xFF, int(minor)])
+                event = ("key_signature", {"key": (_MINOR_KEYS if minor else _MAJOR_KEYS)[mark.sharps + 7]})
             else:
-                if mark.numerator > 255:
-                    continue  # MIDI cannot hold it
-                denominator = mark.denominator.bit_length() - 1
-                data = b"\xff\x58\x04" + bytes([mark.numerator, denominator, 24, 8])
-            events.append((_ticks(offset), order, data))
+                if mark.numerator > 255 or mark.denominator & (mark.denominator - 1):
+                    continue
+                event = ("time_signature", {"numerator": mark.numerator, "denominator": mark.denominator})
+            events.append((_ticks(offset), order, mido.MetaMessage, *event))
     return _track(events)
 
 
-def _note_track(name: str, channel: int, program: int, sounds: list) -> bytes:
+def _note_track(name: str, channel: int, program: int, sounds: list):
     """A track of notes: its name, its instrument, then note on and off, offs first."""
-    events = [(0, -2, b"\xff\x03" + _variable(len(name)) + name.encode()),
-              (0, -1, bytes([0xC0 | channel, program]))]
+    import mido
+
+    events = [(0, -2, mido.MetaMessage, "track_name", {"name": name}),
+              (0, -1, mido.Message, "program_change", {"channel": channel, "program": program})]
     for sound in sounds:
         start, end = _ticks(sound.start), _ticks(sound.end)
         if end > start:
-            events.append((start, 1, bytes([0x90 | channel, sound.pitch, sound.velocity])))
-            events.append((end, 0, bytes([0x80 | channel, sound.pitch, 0])))
+            events.append((start, 1, mido.Message, "note_on",
+                           {"channel": channel, "note": sound.pitch, "velocity": sound.velocity}))
+            events.append((end, 0, mido.Message, "note_off",
+                           {"channel": channel, "note": sound.pitch, "velocity": 0}))
     return _track(events)
 
 
-def _track(events: list) -> bytes:
-    """An MTrk chunk from (tick, order, event bytes): sorted by time, then order, then as
-    given; it ends a quarter note after its last event, as music21's do."""
+def _track(events: list):
+    """A mido track from (tick, order, message class, type, attributes): sorted by time, then
+    order, then as given; it ends a quarter note after its last event, as music21's do.
+
+    mido's checks of each value are skipped (they took most of the time): the callers give
+    only values MIDI holds (_sound refuses notes beyond it)."""
+    import mido
+
     events.sort(key=lambda event: event[:2])  # stable: a chord's notes keep their order
-    body, now = bytearray(), 0
-    for tick, _, data in events:
-        body += _variable(tick - now) + data
+    track, now = mido.MidiTrack(), 0
+    for tick, _, message, kind, attributes in events:
+        track.append(message(kind, skip_checks=True, time=tick - now, **attributes))
         now = tick
-    body += _variable(TICKS_PER_QUARTER) + b"\xff\x2f\x00"
-    return b"MTrk" + len(body).to_bytes(4, "big") + bytes(body)
-
-
-def _variable(number: int) -> bytes:
-    """A MIDI variable-length quantity: seven bits a byte, the high bit set on all but the last."""
-    data = [number & 0x7F]
-    number >>= 7
-    while number:
-        data.append(0x80 | (number & 0x7F))
-        number >>= 7
-    return bytes(reversed(data))
+    track.append(mido.MetaMessage("end_of_track", time=TICKS_PER_QUARTER))
+    return track
 
 
 def play_order(part) -> list:
@@ -967,15 +1066,78 @@ def _start_sections(starts: set[int], ends: set[int], passes_of: dict[int, set[i
 
 
 def to_musicxml(score) -> bytes:
-    """MusicXML 4.0; the chord symbols become <harmony> elements."""
+    """MusicXML 4.0; the chord symbols become <harmony> elements.
+
+    music21's exporter runs with makeNotation off, on the score itself: parse_tune made the
+    bars, beams and accidentals already, and the exporter's own notation pass takes time
+    quadratic in tune length (it copies the score, and looks up the meter of each bar
+    through the part to pad short bars with invisible rests, which a short bar of ABC, such
+    as a first ending, does not need). What MusicXML still needs is done by _complete_notation
+    with music21's own functions, bar by bar; the exporter finds each element's spanners
+    through an index (_spanner_index). A score without bars (a tune of one or two bars) goes
+    through music21's whole notation pass, which is quick at that length.
+    """
+    from music21 import stream
     from music21.musicxml import m21ToXml
 
     with _quiet_stderr():
-        xml = m21ToXml.GeneralObjectExporter(score).parse()
+        if not all(part.getElementsByClass(stream.Measure) for part in score.parts):
+            xml = m21ToXml.GeneralObjectExporter(score).parse()
+        else:
+            _complete_notation(score)
+            exporter = m21ToXml.ScoreExporter(score, makeNotation=False)
+            exporter.spannerBundle = _spanner_index(score.spannerBundle)
+            exporter.parse()
+            xml = exporter.asBytes()
     if not score.metadata or not score.metadata.composer:
         # music21 names itself as the composer of a tune without C:
         xml = xml.replace(b'<creator type="composer">Music21</creator>', b"", 1)
     return xml
+
+
+def _complete_notation(score) -> None:
+    """The steps of music21's notation pass that a score from parse_tune still needs, in
+    place, on the bars that need them: tuplets completed and bracketed, and notes whose
+    length is no single note value (5/8) split into tied notes (they sound the same in
+    to_midi)."""
+    from music21 import stream
+    from music21.stream import makeNotation
+
+    for part in score.parts:
+        split = False
+        for measure in part.getElementsByClass(stream.Measure):
+            containers = [measure, *measure.voices]
+            lengths = [element.duration for container in containers for element in container.notesAndRests]
+            if any(length.tuplets for length in lengths):
+                makeNotation.splitElementsToCompleteTuplets(measure, recurse=True, addTies=True)
+                makeNotation.consolidateCompletedTuplets(measure, recurse=True, onlyIfTied=True)
+                for container in containers:
+                    makeNotation.makeTupletBrackets(container, inPlace=True)
+            split = split or any(length.type in ("complex", "inexpressible") for length in lengths)
+        if split:
+            part.splitAtDurations(recurse=True)
+
+
+def _spanner_index(bundle):
+    """The bundle, with a getBySpannedElement that reads an index of the spanners by the
+    elements they span, made once: music21's searches every spanner of the part for each
+    element exported, and a tune has a repeat bracket for every ending (quadratic time)."""
+    from music21 import spanner
+
+    class IndexedSpannerBundle(spanner.SpannerBundle):
+        def getBySpannedElement(self, spannedElement):
+            if self.index is None:
+                self.index = {}
+                for each in self:
+                    for element in each.getSpannedElements():
+                        spanners = self.index.setdefault(id(element), [])
+                        if not spanners or spanners[-1] is not each:
+                            spanners.append(each)
+            return spanner.SpannerBundle(self.index.get(id(spannedElement), []))
+
+    indexed = IndexedSpannerBundle(list(bundle))
+    indexed.index = None
+    return indexed
 
 
 @functools.lru_cache(maxsize=1)
@@ -1069,11 +1231,13 @@ def convert_tune(tune: Tune, formats=DEFAULT_FORMATS, chords: bool = False,
                  warnings: list[str] | None = None) -> dict[str, list[bytes]]:
     """The bytes of each requested format for one tune (for SVG, one item per page)."""
     score = parse_tune(tune, warnings)
+    midi = to_midi(score, chords=chords) if "midi" in formats else b""
+    # after the MIDI: to_musicxml completes the score's notation in place
     musicxml = to_musicxml(score) if {"musicxml", "svg", "pdf"} & set(formats) else b""
     outputs: dict[str, list[bytes]] = {}
     for name in formats:
         if name == "midi":
-            outputs[name] = [to_midi(score, chords=chords)]
+            outputs[name] = [midi]
         elif name == "musicxml":
             outputs[name] = [musicxml]
         elif name == "svg":
@@ -1103,9 +1267,12 @@ def output_paths(out_dir: Path, stem: str, name: str, count: int = 1) -> list[Pa
     return [out_dir / f"{stem}-{page}.{extension}" for page in range(1, count + 1)]
 
 
-def export_tunes(abc_text: str, out_dir=".", formats=DEFAULT_FORMATS, force: bool = False,
+def export_tunes(abc_text: str | bytes, out_dir=".", formats=DEFAULT_FORMATS, force: bool = False,
                  chords: bool = False, jobs: int | None = 1, progress: bool = False) -> ExportReport:
     """Export every tune in abc_text into out_dir: one file per tune and format.
+
+    abc_text may be bytes, as read from a file: they are decoded as abcgen.corpus reads
+    files (UTF-8 or latin-1, UTF-16 or UTF-8 after a byte-order mark).
 
     Existing files are not overwritten unless force is true: AbcgenError, before anything
     is written. A tune that cannot be converted goes into report.failed and the others
@@ -1113,6 +1280,8 @@ def export_tunes(abc_text: str, out_dir=".", formats=DEFAULT_FORMATS, force: boo
     progress: a progress bar on stderr when it is a terminal.
     """
     formats = check_formats(formats)
+    if isinstance(abc_text, bytes):
+        abc_text = decode_text(abc_text, "the input")
     tunes = read_tunes(abc_text)
     if not tunes:
         raise AbcgenError("no tunes found: each tune starts with an X: line and has a K: line")

@@ -196,6 +196,14 @@ def test_notes_beyond_midi_are_refused_naming_the_tune(tmp_path, note):
     assert [path.name for path in report.written] == ["002-fine.mid"]
 
 
+@pytest.mark.parametrize("body, key", [("G2 ^g''''2 G4|]", "C"), ("G2 g''''2 G4|]", "C#")])
+def test_a_sharp_that_takes_a_note_beyond_midi_is_refused(tmp_path, body, key):
+    abc = f"X:1\nT:Too High\nM:4/4\nL:1/8\nK:{key}\n{body}\n"
+    report = export_tunes(abc, tmp_path, ["midi"])
+    assert [str(failure) for failure in report.failed] == [
+        "X:1 (Too High): the note G#9 is beyond the range of MIDI (C-1 to G9); write it an octave nearer"]
+
+
 def test_the_lowest_and_highest_midi_notes_are_kept(tmp_path):
     files = exported(tmp_path, tune("C,,,,4 g''''4|]"), ["midi"])
     assert pitches(files[".mid"]) == [12, 127]
@@ -205,6 +213,153 @@ def test_prepare_abc_leaves_decoration_names_and_chord_symbols_alone():
     text, _ = prepare_abc('X:1\nT:t\nK:G\n"Gx"G !Hx!A "^Zone"B x c|\n')
     assert '"Gx"G' not in text or "Gx" in text
     assert "!Hx!A" in text and "z c" in text and '"^Zone"' not in text
+
+
+# ---- several voices, encodings, meters too long ---------------------------------------------
+
+
+VOICES_IN_HEADER = ("X:1\nT:Duet\nM:4/4\nL:1/8\nV:1 name=\"Tune\"\nV:2 clef=bass\nK:G\n"
+                    "V:1\nGABc d4|\nV:2\nG,8|\nV:1\nd2B2 G4|]\nV:2\nD,8|]\n")
+INLINE_VOICES = "X:1\nT:Duet\nM:4/4\nL:1/8\nK:G\n[V:1] GABc d4|[V:2] G,8|\n[V:1] d2B2 G4|]\n[V:2] D,8|]\n"
+
+
+@pytest.mark.parametrize("abc", [VOICES_IN_HEADER, INLINE_VOICES])
+def test_a_multi_voice_tune_exports_its_first_voice_with_a_warning(tmp_path, abc):
+    report = export_tunes(abc, tmp_path, ["midi", "musicxml"])
+    assert report.ok and report.warnings == [
+        "X:1 (Duet): exported its first voice (V:1) only, without the other voice: "
+        "music21 cannot read several voices"]
+    files = {path.suffix: path for path in report.written}
+    assert played(files[".mid"]) == [(0, G4, Fraction(1, 2)), (Fraction(1, 2), A4, Fraction(1, 2)),
+                                     (1, B4, Fraction(1, 2)), (Fraction(3, 2), C5, Fraction(1, 2)),
+                                     (2, D5, 2), (4, D5, 1), (5, B4, 1), (6, G4, 2)]
+    assert len(mido.MidiFile(files[".mid"]).tracks) == 2
+    score = musicxml(files[".musicxml"])
+    assert len(score.parts) == 1 and len(score.parts[0].recurse().notes) == 8
+
+
+@pytest.mark.parametrize("encoded", [
+    "latin-1", "utf-8-sig", "utf-16", "utf-8",
+])
+def test_bytes_in_any_encoding_the_corpus_reads_keep_their_title(tmp_path, encoded):
+    data = tune("GABc d4|]", title="Café au lait").encode(encoded)
+    report = export_tunes(data, tmp_path, ["musicxml"])
+    assert [path.name for path in report.written] == ["001-cafe-au-lait.musicxml"]
+    assert "<work-title>Café au lait</work-title>" in report.written[0].read_text(encoding="utf-8")
+
+
+def test_text_that_starts_with_a_byte_order_mark_is_read(tmp_path):
+    report = export_tunes("\ufeff" + tune("GABc d4|]", title="Marked"), tmp_path, ["midi"])
+    assert [path.name for path in report.written] == ["001-marked.mid"]
+
+
+@pytest.mark.parametrize("meter, inline", [("2000/8", False), ("99999999/4", True), ("4/1024", False)])
+def test_a_meter_music21_cannot_set_up_in_time_is_refused_in_one_line(tmp_path, meter, inline):
+    abc = tune(f"GABc [M:{meter}] d4|]") if inline else tune("GABc d4|]", meter=meter)
+    abc += "\n" + tune("GABc d4|]", number=2, title="Fine")
+    report = export_tunes(abc, tmp_path, ["midi"])
+    assert [str(failure) for failure in report.failed] == [
+        f"X:1 (Fixture): M:{meter} is beyond the meters abcgen exports (numbers up to 64): "
+        "music21 takes minutes to set up so long a bar"]
+    assert [path.name for path in report.written] == ["002-fine.mid"]
+
+
+def test_the_longest_meter_exported_is_read(tmp_path):
+    files = exported(tmp_path, tune("G64|]", meter="64/8", unit="1/8"), ["midi"])
+    assert played(files[".mid"]) == [(0, G4, 32)]
+
+
+# ---- the MIDI file (written with mido) ------------------------------------------------------
+
+
+def absolute(track) -> list[tuple[int, dict]]:
+    """(tick, message attributes without time) of every message of a track."""
+    now, messages = 0, []
+    for message in track:
+        now += message.time
+        attributes = message.dict()
+        attributes.pop("time")
+        messages.append((now, attributes))
+    return messages
+
+
+def test_the_midi_file_has_a_tempo_track_a_melody_track_and_a_chord_track(tmp_path):
+    abc = tune('"G"GABc "D"d4|[K:D][M:3/4] "A"A2 F2 D2|]', extra="Q:1/4=96\n")
+    report = export_tunes(abc, tmp_path, ["midi"], chords=True)
+    midi = mido.MidiFile(report.written[0])
+    assert (midi.type, midi.ticks_per_beat, len(midi.tracks)) == (1, 10080, 3)
+    bar = 4 * 10080
+    assert absolute(midi.tracks[0]) == [
+        (0, {"type": "set_tempo", "tempo": 625_000}),  # 60,000,000 microseconds / 96
+        (0, {"type": "key_signature", "key": "G"}),
+        (0, {"type": "time_signature", "numerator": 4, "denominator": 4, "clocks_per_click": 24,
+             "notated_32nd_notes_per_beat": 8}),
+        (bar, {"type": "key_signature", "key": "D"}),
+        (bar, {"type": "time_signature", "numerator": 3, "denominator": 4, "clocks_per_click": 24,
+               "notated_32nd_notes_per_beat": 8}),
+        (bar + 10080, {"type": "end_of_track"}),  # a quarter note after the last mark
+    ]
+    melody, chords = absolute(midi.tracks[1]), absolute(midi.tracks[2])
+    assert melody[:2] == [(0, {"type": "track_name", "name": "Piano"}),
+                          (0, {"type": "program_change", "program": 0, "channel": 0})]
+    assert chords[:2] == [(0, {"type": "track_name", "name": "Acoustic Guitar"}),
+                          (0, {"type": "program_change", "program": 24, "channel": 1})]
+    notes = [attributes for _, attributes in melody if attributes["type"].startswith("note")]
+    assert {(n["channel"], n["velocity"]) for n in notes if n["type"] == "note_on"} == {(0, 90)}
+    assert {(n["channel"], n["velocity"]) for n in notes if n["type"] == "note_off"} == {(0, 0)}
+    assert {(a["channel"], a["velocity"]) for _, a in chords if a["type"] == "note_on"} == {(1, 60)}
+    end = bar + 3 * 10080  # the last note ends with the 3/4 bar
+    assert melody[-1] == chords[-1][:1] + melody[-1][1:] == (end + 10080, {"type": "end_of_track"})
+    # a chord's notes start together, and a note ends before the next one at its tick starts
+    assert [a["note"] for tick, a in chords if tick == bar and a["type"] == "note_on"] == [57, 61, 64]
+    assert [a["type"] for tick, a in melody if tick == 5040] == ["note_off", "note_on"]
+
+
+def test_a_tempo_slower_than_midi_holds_is_its_slowest(tmp_path):
+    files = exported(tmp_path, tune("GABc d4|]", extra="Q:1/4=2\n"), ["midi"])
+    assert [m.tempo for m in mido.MidiFile(files[".mid"]).tracks[0] if m.type == "set_tempo"] == [0xFFFFFF]
+    assert pitches(files[".mid"]) == [G4, A4, B4, C5, D5]
+
+
+# ---- MusicXML of what music21's own notation pass would change ------------------------------
+
+
+def test_musicxml_brackets_tuplets_and_ties_notes_of_no_single_note_value(tmp_path):
+    from music21 import note, stream
+
+    files = exported(tmp_path, tune("(3GAB c2 d3 B|G5 A3|]"))
+    text = files[".musicxml"].read_text()
+    assert len(re.findall(r'<tuplet [^>]*type="start"', text)) == 1
+    assert len(re.findall(r'<tuplet [^>]*type="stop"', text)) == 1
+    part = musicxml(files[".musicxml"]).parts[0]
+    second = part.getElementsByClass(stream.Measure)[1]
+    written = [(n.pitch.midi, n.quarterLength, n.tie.type if n.tie else None) for n in second.notes]
+    assert written[-1] == (A4, 1.5, None)
+    assert sum(length for pitch, length, _ in written if pitch == G4) == 2.5
+    assert [tie for pitch, _, tie in written if pitch == G4][0] == "start"
+    assert not part.recurse().getElementsByClass(note.Rest)
+    # the MIDI plays G for 5 eighths, once, whether or not the MusicXML was written first
+    assert played(files[".mid"])[-2:] == [(4, G4, Fraction(5, 2)), (Fraction(13, 2), A4, Fraction(3, 2))]
+
+
+def test_short_bars_are_written_as_they_are_without_padding_rests(tmp_path):
+    from music21 import stream
+
+    files = exported(tmp_path, tune("D|:GABc d4|[1 c6 B:|[2 c6|]"))
+    score = musicxml(files[".musicxml"])
+    measures = score.parts[0].getElementsByClass(stream.Measure)
+    assert [m.duration.quarterLength for m in measures] == [0.5, 4, 3.5, 3]
+    assert "<rest" not in files[".musicxml"].read_text()
+
+
+def test_musicxml_of_a_long_tune_has_every_bar_and_ending(tmp_path):
+    from music21 import spanner, stream
+
+    files = exported(tmp_path, strains(60), ["musicxml"])
+    score = musicxml(files[".musicxml"])
+    assert len(score.parts[0].getElementsByClass(stream.Measure)) == 240
+    assert len(score.recurse().getElementsByClass(spanner.RepeatBracket)) == 120
+    assert len(score.parts[0].recurse().notes) == 60 * 12  # 6 + 4 notes, and one in each ending
 
 
 # ---- long tunes (issue 18) --------------------------------------------------------------------
@@ -291,3 +446,18 @@ def _children(pid: int) -> list[int]:
         except (OSError, ValueError, IndexError):
             continue
     return found
+
+
+@pytest.mark.parametrize("encoding", ["latin-1", "utf-16", "utf-8-sig"])
+def test_the_export_command_reads_latin1_utf16_and_bom_files(tmp_path, encoding):
+    from click.testing import CliRunner
+
+    from abcgen.cli import cli
+
+    source = tmp_path / "tune.abc"
+    source.write_bytes(tune("GABc d2B2|c2A2 G4|]", title="Café au lait").encode(encoding))
+    result = CliRunner().invoke(cli, ["export", str(source), "--out-dir", str(tmp_path / "out"),
+                                      "-f", "musicxml", "--quiet"])
+    assert result.exit_code == 0, result.output
+    written = tmp_path / "out" / "001-cafe-au-lait.musicxml"
+    assert "Café au lait" in written.read_text(encoding="utf-8")
