@@ -353,6 +353,8 @@ STRUCTURE_OPTION = click.option(
               help="Regenerate tunes that fail the ABC check (parse, notes, bar lengths).")
 @click.option("--retries", type=int, default=5, show_default=True,
               help="How many times to regenerate failing tunes.")
+@click.option("--max-seconds", type=float, default=None,
+              help="Stop after this long, cutting the tunes where they stand [default: 30 + 2 a tune].")
 @click.option("--device", type=DEVICES, default="cpu", show_default=True, help="Where to sample.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Write the tunes to this file instead of stdout.")
@@ -364,8 +366,8 @@ STRUCTURE_OPTION = click.option(
 @click.option("--force", is_flag=True, help="Let --export overwrite files that exist already.")
 @click.option("--quiet", "-q", is_flag=True, help="No messages on stderr.")
 def sample(model_path, temperature, top_k, num, seed, max_chars, meter, key, title, length, prime,
-           fix_bars, keep_rhythm, pitch_top_p, structure, check, retries, device, output, export_dir,
-           formats, force, quiet):
+           fix_bars, keep_rhythm, pitch_top_p, structure, check, retries, max_seconds, device, output,
+           export_dir, formats, force, quiet):
     """Write new tunes as ABC on stdout."""
     from abcgen.sample import load_model
 
@@ -375,7 +377,7 @@ def sample(model_path, temperature, top_k, num, seed, max_chars, meter, key, tit
                            key=key, title=title, length=length, prime=prime, max_chars=max_chars,
                            fix_bars=fix_bars, keep_rhythm=keep_rhythm, pitch_top_p=pitch_top_p,
                            structure=structure, check=check, retries=retries,
-                           report=say)
+                           max_seconds=max_seconds, report=say)
     text = "\n\n".join(tunes) + "\n"
     if output:
         from abcgen.corpus import write_text_atomic

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import time
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -149,6 +150,17 @@ class SamplingOptions:
     generator: torch.Generator
     structure: str | None = None  # a form such as AABB, "auto" or None (see abcgen.structure)
     progress: object = None  # called with the texts written so far after each step (abcgen serve)
+    deadline: float | None = None  # time.monotonic() past which tunes are cut where they stand
+
+    def out_of_time(self) -> bool:
+        return self.deadline is not None and time.monotonic() > self.deadline
+
+
+def time_limit(n: int) -> float:
+    """The default wall-clock bound of a generate() call, in seconds: the shipped model writes
+    100 tunes in about 12 s on a 2-core machine; a model that never ends a bar or a tune
+    (one trained for seconds) would otherwise rewind and retry for minutes."""
+    return 30.0 + 2.0 * n
 
 
 def header_plan(title=None, meter=None, length=None, key=None, prime=None) -> list:
@@ -215,7 +227,7 @@ class TuneModel:
     def generate(self, n=1, temperature=0.8, top_k=None, seed=None, meter=None, key=None,
                  title=None, length=None, prime=None, max_chars=1500, check=True, retries=5,
                  fix_bars=True, keep_rhythm=True, pitch_top_p=PITCH_TOP_P, structure="auto",
-                 report=None, progress=None) -> list[str]:
+                 report=None, progress=None, max_seconds=None) -> list[str]:
         """Write n tunes as ABC text.
 
         keep_rhythm: apply the temperature among pitches and among lengths only, not to
@@ -229,6 +241,8 @@ class TuneModel:
         times); report, if given, is called with one line about them.
         progress: called after every character with the list of the texts being written (a
         whole-tune retry starts a new list); an exception it raises stops the generation.
+        max_seconds: the wall-clock bound (default time_limit(n)): past it, the tunes being
+        written are cut where they stand (complete bars kept) and none is written again.
         """
         check_temperature(temperature)
         if top_k is not None and top_k < 1:
@@ -243,6 +257,9 @@ class TuneModel:
         check_structure_option(structure)
         if retries < 0:
             raise AbcgenError("--retries must be at least 0")
+        if max_seconds is not None and max_seconds <= 0:
+            raise AbcgenError("--max-seconds must be more than 0")
+        seconds = max_seconds if max_seconds is not None else time_limit(n)
         prime = read_prime(prime)
         if prime and prime.lstrip().startswith("X:") and any((meter, key, title, length)):
             raise AbcgenError("--prime starts with its own header (X:...); put the meter, key, "
@@ -257,7 +274,7 @@ class TuneModel:
         generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
         options = SamplingOptions(temperature, top_k, pitch_top_p, max_chars, fix_bars, keep_rhythm,
                                   generator, structure if fix_bars and structure != "none" else None,
-                                  progress)
+                                  progress, time.monotonic() + seconds)
         check_prime_structure(prime, options.structure)
         if options.structure and prime_closes_parts(prime):
             options.structure = None
@@ -265,6 +282,11 @@ class TuneModel:
         tunes = self.sample_batch(n, plan, options)
         if check:
             tunes = self.regenerate_failures(tunes, plan, options, retries, report)
+        if options.out_of_time():
+            self.warnings.append(f"stopped at the time limit of {seconds:g} s (--max-seconds); "
+                                 "the tunes are cut where they stood")
+            if report:
+                report(f"Warning: {self.warnings[-1]}")
         return [in_unit_length(finish_tune(text, cut, i), length) for i, (text, cut) in enumerate(tunes, 1)]
 
     def warn_unseen(self, meter, key, report=None):
@@ -283,7 +305,7 @@ class TuneModel:
             results = {i: check_tune(finish_tune(*tunes[i], number=1)) for i in pending}
             pending = [i for i in pending if not results[i].ok]
             failures.update(failure_kind(results[i].reason) for i in pending)
-            if not pending or attempt == retries:
+            if not pending or attempt == retries or options.out_of_time():
                 break
             fresh = self.sample_batch(len(pending), plan, options)
             for i, tune in zip(pending, fresh):
@@ -318,6 +340,10 @@ class TuneModel:
         logits = logits[:, -1]
         outside = torch.tensor([ch not in BODY_CHARACTERS for ch in vocab.chars])
         while active:
+            if options.out_of_time():
+                for i in active:
+                    streams[i].done = streams[i].cut = True
+                break
             for i in active:
                 stream = streams[i]
                 if stream.mode == "body" and stream.rules is None and options.structure and not stream.bars:

@@ -6,6 +6,7 @@ import json
 import shlex
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from abcgen.abc import check_tune
@@ -262,3 +263,21 @@ def test_the_corpus_command_reads_a_multi_voice_tune_as_one_melody(tmp_path):
     corpus = load_corpus(folder)
     assert len(corpus.tunes) == 2 and not corpus.dropped
     assert all("G,4" not in t and "D,8" not in t for t in corpus.tunes)
+
+
+def test_sampling_stops_at_its_time_limit_whatever_the_model_writes():
+    """A model with random weights never ends a bar as the rules want: past max_seconds the
+    tunes are cut where they stand, none is written again, and the user is told."""
+    from abcgen.checkpoint import Checkpoint, load_checkpoint
+    from abcgen.model import build_model
+    from abcgen.sample import PRETRAINED, TuneModel
+
+    shipped = load_checkpoint(PRETRAINED)
+    torch.manual_seed(0)
+    model = TuneModel(Checkpoint(build_model(shipped.config).eval(), shipped.vocab, shipped.meta))
+    said = []
+    tunes = model.generate(n=2, seed=1, max_seconds=0.5, report=said.append)
+    assert len(tunes) == 2 and all(tune.startswith("X:") for tune in tunes)
+    assert any("time limit of 0.5 s" in line for line in said), said
+    with pytest.raises(AbcgenError, match="--max-seconds"):
+        model.generate(n=1, max_seconds=0)
