@@ -11,7 +11,7 @@ from pathlib import Path
 import mido
 import pytest
 
-from abcgen.export import export_tunes, parse_tune, prepare_abc, read_tunes
+from abcgen.export import export_tunes, prepare_abc
 
 HEADER = "X:{number}\nT:{title}\nM:{meter}\nL:{unit}\n{extra}K:G\n"
 G4, A4, B4, C5, D5 = 67, 69, 71, 72, 74
