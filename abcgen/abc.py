@@ -775,6 +775,16 @@ def _join_pickups(sections: list[Section]) -> list[Section]:
 # ---------------------------------------------------------------- the check
 
 
+def failure_kind(reason: str, after_count: bool = False) -> str:
+    """A check failure (CheckResult.reason) in a few words, for summaries: "a bar of the
+    wrong length"; after_count phrases it to follow a number of tunes ("3 with no notes")."""
+    if reason.startswith("bar "):
+        return "with a bar of the wrong length" if after_count else "a bar of the wrong length"
+    if reason == "it has no notes":
+        return "with no notes" if after_count else "has no notes"
+    return reason
+
+
 def check_tune(text: str, complete: bool = True) -> CheckResult:
     """Check one ABC tune strictly (see the module doc).
 

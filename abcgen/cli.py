@@ -4,9 +4,13 @@ Heavy imports (torch, music21, requests) happen inside the commands that need
 them, so `abcgen --help` and `abcgen sample` start quickly.
 """
 
+import json
+import math
 import os
 import shlex
 import sys
+from functools import partial
+from pathlib import Path
 
 import click
 
@@ -109,8 +113,6 @@ def download_command(name, dest, base_url, force, quiet):
 def corpus(path, as_json, dump, list_names):
     """Read, normalise and split the tunes in PATH (a folder, an .abc file, - for stdin, or
     a corpus name from --list)."""
-    import json
-
     from abcgen.corpus import join_tunes, load_corpus, summary
 
     if list_names:
@@ -140,8 +142,6 @@ def corpus(path, as_json, dump, list_names):
 
 def _list_corpora(as_json: bool):
     """The named corpora: one line each (name, tunes, where from), the licence below it."""
-    import json
-
     from abcgen.download import known_corpora
 
     rows = known_corpora()
@@ -217,8 +217,6 @@ def train(ctx, path, out_dir, epochs, max_time, batch_size, seq_len, lr, weight_
           force, quiet):
     """Train a character model on the ABC tunes in PATH (a folder, an .abc file, or a corpus
     name from `abcgen corpus --list`)."""
-    from pathlib import Path
-
     from abcgen.download import known_corpora
     from abcgen.finetune import FINETUNE_DEFAULTS, recorded_init
     from abcgen.form import FORM_BLOCKS
@@ -247,8 +245,6 @@ def train(ctx, path, out_dir, epochs, max_time, batch_size, seq_len, lr, weight_
                     "form": FORM_BLOCKS if form else 0, "form_count": form_count}
     if init:  # only what was asked for: the rest comes from the starting model
         model_config = {key: value for key, value in model_config.items() if given(key)}
-    from functools import partial
-
     from abcgen.distributed import TrainingFailed, env_world, launch_training, should_report
 
     if nproc > 1:  # the same training, in nproc processes started through torchrun's launcher
@@ -277,8 +273,6 @@ def train(ctx, path, out_dir, epochs, max_time, batch_size, seq_len, lr, weight_
         raise
     if not world.main:
         return
-    import math
-
     figure = ("best training-set loss (no validation tunes)" if result.validation_is_training
               else "best validation")
     click.echo(
@@ -293,8 +287,6 @@ def train(ctx, path, out_dir, epochs, max_time, batch_size, seq_len, lr, weight_
 @click.option("--json", "as_json", is_flag=True, help="Print the information as one JSON object.")
 def info(model, as_json):
     """Show a model's configuration, vocabulary size, parameter count and metrics."""
-    import json
-
     from abcgen.checkpoint import load_checkpoint
 
     checkpoint = load_checkpoint(model)
@@ -380,7 +372,7 @@ def sample(model_path, temperature, top_k, num, seed, max_chars, meter, key, tit
                            max_seconds=max_seconds, report=say)
     text = "\n\n".join(tunes) + "\n"
     if output:
-        from abcgen.corpus import write_text_atomic
+        from abcgen.files import write_text_atomic
 
         write_text_atomic(output, text)
         say(f"wrote {len(tunes)} tune(s) to {output}")
@@ -433,9 +425,7 @@ def evaluate(corpus_path, model_path, num, temperature, top_k, seed, fix_bars, k
                             seed=seed, fix_bars=fix_bars, keep_rhythm=keep_rhythm, pitch_top_p=pitch_top_p,
                             structure=structure, device=device, say=say, progress=not quiet and sys.stderr.isatty())
     if json_path == "-":
-        import json
-
-        click.echo(json.dumps(report, indent=2))
+            click.echo(json.dumps(report, indent=2))
     else:
         click.echo(format_report(report), nl=False)
     if json_path and json_path != "-":
@@ -587,8 +577,6 @@ def library_group():
               help="SQLite file of kept tunes.  [default: $ABCGEN_LIBRARY or ~/.local/share/abcgen/library.sqlite3]")
 def library_export(library_path):
     """Print every kept tune as one ABC tunebook (X:1, X:2, ...) on stdout."""
-    from pathlib import Path
-
     from abcgen.serve.library import Library, default_library_path
 
     path = Path(library_path) if library_path else default_library_path()

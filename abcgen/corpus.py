@@ -35,9 +35,8 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
-from abcgen.abc import check_tune
+from abcgen.abc import check_tune, key_name
 from abcgen.errors import AbcgenError
-from abcgen.files import write_text_atomic  # noqa: F401  (re-exported)
 
 HEADER_ORDER = ["X", "T", "P", "M", "L", "Q", "K"]
 FIELD_LINE = re.compile(r"^([A-Za-z]):\s*(.*)$")
@@ -455,6 +454,7 @@ def load_corpus(path: str | Path) -> Corpus:
 def _named_corpus(name: str) -> tuple[str, list] | None:
     """(name, files) of a corpus abcgen knows by name (abcgen.download.known_corpora) and
     that is no path here; None for any other name."""
+    # Here, not at the top: abcgen.download imports requests, which reading a file never needs.
     from abcgen.download import corpus_files
 
     return corpus_files(name)
@@ -538,10 +538,6 @@ def meter_name(meter: str | None) -> str | None:
 def summary(corpus: Corpus) -> dict:
     """What `abcgen corpus` reports, as plain data. Keys and meters are counted by meaning:
     `D`, `Dmaj` and `Dmajor` are one key (`D major`), `C|` and `2/2` one meter."""
-    from abcgen.abc import key_name
-    from abcgen.vocab import Vocab
-
-    vocab = Vocab.from_text(corpus.text("train"))
     keys = (header_value(t, "K") for t in corpus.tunes)
     return {
         "name": corpus.name,
@@ -549,7 +545,7 @@ def summary(corpus: Corpus) -> dict:
         "files": corpus.files,
         "tunes": len(corpus.tunes),
         "characters": sum(len(t) + 2 for t in corpus.tunes),
-        "vocabulary_size": len(vocab),
+        "vocabulary_size": len(set(corpus.text("train"))),  # what abcgen.vocab.Vocab would hold
         "splits": {name: len(corpus.split(name)) for name in SPLIT_NAMES},
         "dropped": dict(corpus.dropped),
         "meters": dict(Counter(meter_name(header_value(t, "M")) for t in corpus.tunes).most_common()),

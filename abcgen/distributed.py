@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import datetime
+import inspect
 import logging
 import os
 import signal
@@ -26,6 +27,7 @@ import sys
 import tempfile
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -96,8 +98,6 @@ class World:
         if not self.distributed:
             return model
         from torch.nn.parallel import DistributedDataParallel
-
-        import inspect
 
         device_ids = [self.device] if self.device.type == "cuda" else None
         # The models' only buffer is a constant table: nothing to send again every step.
@@ -200,8 +200,6 @@ def join(device_name: str) -> World:
                           f"not {device.type}; use --device cpu or cuda")
     found.device = device
     if not dist.is_initialized():
-        import inspect
-
         backend = "nccl" if device.type == "cuda" else "gloo"
         bind = device.type == "cuda" and "device_id" in inspect.signature(dist.init_process_group).parameters
         try:
@@ -304,12 +302,10 @@ def launch_training(nproc: int, corpus, out_dir, model_config: dict | None = Non
     GPUs): returns rank 0's TrainResult. Raises TrainingInterrupted after Ctrl-C or SIGTERM
     (last.pt written once), TrainingFailed when a process failed or died. worker: what each
     process runs, with _train_worker's arguments (tests wrap it)."""
-    from pathlib import Path
-
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
-    from abcgen.train import TrainConfig, TrainingInterrupted
+    from abcgen.train import TrainConfig, TrainingInterrupted  # here: abcgen.train imports this module
 
     config = config or TrainConfig()
     if nproc < 1:
@@ -339,7 +335,7 @@ def launch_training(nproc: int, corpus, out_dir, model_config: dict | None = Non
 
 def _train_worker(corpus, out_dir, model_config, config, resume, force, progress, init=None):
     """One process of launch_training: rank 0 returns the result; errors are said once."""
-    from abcgen.train import TrainingInterrupted, train
+    from abcgen.train import TrainingInterrupted, train  # here: abcgen.train imports this module
 
     try:
         options = {"init": init} if init is not None else {}

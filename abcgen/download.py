@@ -10,6 +10,7 @@ skipped, so running again fetches only what is missing.
 """
 
 import hashlib
+import importlib.util
 import os
 import socket
 import sys
@@ -129,8 +130,6 @@ SHIPPED = {
 
 def music21_corpus_folder() -> Path:
     """Where music21's corpus lies in the installed package (found without importing music21)."""
-    import importlib.util
-
     spec = importlib.util.find_spec("music21")
     if spec is None or not spec.submodule_search_locations:
         raise AbcgenError("music21 is not installed; install it with `pip install music21`")

@@ -22,17 +22,24 @@ Statistics of the training and validation splits are cached in $XDG_CACHE_HOME/a
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 import statistics as stats
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
-from abcgen.abc import Tune, check_tune, key_name, tune_form
+from tqdm import tqdm
+
+from abcgen import abctools
+from abcgen.abc import Tune, check_tune, failure_kind, key_name, tune_form
+from abcgen.corpus import load_corpus
 from abcgen.errors import AbcgenError
+from abcgen.files import write_bytes_atomic, write_text_atomic
 
 CACHE_VERSION = 1  # bump whenever tune_features, bar_sequence or abcgen.abc.read_tune change
 COPY_BARS = 4  # a tune that shares this many consecutive bars with a training tune copies it
@@ -183,7 +190,7 @@ def profile_tunes(tunes: list[str], progress: bool = False, desc: str = "reading
         result = check_tune(text)
         profile.valid += result.ok
         if not result.ok:
-            profile.failures[_failure_kind(result.reason)] += 1
+            profile.failures[failure_kind(result.reason)] += 1
             if len(profile.examples) < 5:
                 profile.examples.append(result.reason)
         if result.tune is None:
@@ -198,21 +205,9 @@ def profile_tunes(tunes: list[str], progress: bool = False, desc: str = "reading
     return profile
 
 
-def _failure_kind(reason: str) -> str:
-    if reason.startswith("music21 could not parse"):
-        return "does not parse"
-    if reason == "it has no notes":
-        return "has no notes"
-    if reason.startswith("bar "):
-        return "a bar of the wrong length"
-    return reason
-
-
 def _progress(items, enabled: bool, desc: str):
     if not enabled:
         return items
-    from tqdm import tqdm
-
     return tqdm(items, desc=desc, unit="tune", leave=False)
 
 
@@ -339,8 +334,6 @@ def corpus_profile(corpus, cache: Path | None = None, progress: bool = False) ->
 
 
 def _write_cache(path: Path, profile: CorpusProfile) -> None:
-    from abcgen.corpus import write_text_atomic
-
     data = {"version": CACHE_VERSION, "fingerprint": profile.fingerprint,
             "train": profile.train.to_json(), "val": profile.val.to_json()}
     try:
@@ -420,8 +413,6 @@ def form_summary(tunes: list[str]) -> dict:
 def tool_acceptance(tunes: list[str]) -> dict:
     """The share of tunes that abc2midi, abcm2ps and music21 read without an error, where
     they are installed (abcgen.abctools); `missing` names those that are not."""
-    from abcgen import abctools
-
     available = abctools.available_tools()
     missing = [tool for tool in ("abc2midi", "abcm2ps") if tool not in available]
     tools = abctools.summarise(tunes)["tools"] if tunes else {}
@@ -449,9 +440,7 @@ def evaluate_model(corpus_path, model_path=None, n: int = 200, temperature: floa
     say, if given, is called with one line per stage. The report also holds the model's
     loss, bits per character and accuracy on the test split.
     """
-    import time
-
-    from abcgen.corpus import load_corpus
+    # Here, not at the top: the statistics alone (evaluate_tunes, bench/wellformed.py) need no torch.
     from abcgen.sample import load_model
     from abcgen.shaping import PITCH_TOP_P, check_temperature
 
@@ -604,8 +593,6 @@ def _originality_lines(original: dict) -> list[str]:
 
 def write_json(report: dict, path) -> None:
     """The report as JSON, written atomically."""
-    from abcgen.corpus import write_text_atomic
-
     write_text_atomic(path, json.dumps(report, indent=2) + "\n")
 
 
@@ -634,10 +621,10 @@ def write_plots(report: dict, directory) -> list[Path]:
 
 def _save(plt, figure, path: Path) -> Path:
     figure.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp")
-    figure.savefig(tmp, dpi=72, format="png")
+    png = io.BytesIO()
+    figure.savefig(png, dpi=72, format="png")
     plt.close(figure)
-    os.replace(tmp, path)
+    write_bytes_atomic(path, png.getvalue())
     return path
 
 

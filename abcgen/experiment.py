@@ -27,8 +27,18 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from abcgen.corpus import Corpus, load_corpus, write_text_atomic
+from abcgen.checkpoint import load_checkpoint
+from abcgen.corpus import Corpus, load_corpus
 from abcgen.errors import AbcgenError
+from abcgen.evaluate import (COPY_BARS, TrainingIndex, corpus_profile, originality, profile_tunes,
+                             statistics_rows, validity)
+from abcgen.files import write_text_atomic
+from abcgen.model import ModelConfig, check_config
+from abcgen.sample import TuneModel
+from abcgen.scoring import LN2, known_tunes
+from abcgen.shaping import check_temperature
+from abcgen.train import TrainConfig, TrainingInterrupted, train
+from abcgen.vocab import Vocab
 
 DEFAULT_ARCHS = "lstm,gru,lstm-attention,bilstm-window,conv-lstm,transformer"
 # (key in a run's result, column title, format): the table, left to right.
@@ -62,8 +72,6 @@ class ArchSpec:
 
 def parse_archs(text: str) -> list[ArchSpec]:
     """`lstm,gru:hidden=64` -> specs, every name and option checked before any training."""
-    from abcgen.model import ModelConfig, check_config
-
     defaults = ModelConfig(vocab_size=1)
     specs = []
     for item in (part.strip() for part in text.split(",")):
@@ -96,9 +104,6 @@ def judged_tunes(corpus: Corpus) -> Corpus:
     """The corpus with validation and test tunes limited to characters its training split
     uses, so that every model (whose vocabulary holds at least those) is scored on the
     very same tunes."""
-    from abcgen.train import known_tunes
-    from abcgen.vocab import Vocab
-
     vocab = Vocab.from_text(corpus.text("train"))
     return replace(corpus, val=known_tunes(corpus.val, vocab), test=known_tunes(corpus.test, vocab))
 
@@ -119,8 +124,6 @@ class Judge:
     """Evaluate's measures for generated tunes against one corpus's training tunes."""
 
     def __init__(self, corpus: Corpus, cache: Path | None = None, extra: Corpus | None = None):
-        from abcgen.evaluate import TrainingIndex, corpus_profile, profile_tunes
-
         self.profile = corpus_profile(corpus, cache)
         self.index = TrainingIndex(self.profile.train.sequences)
         self.mixed_index = None
@@ -132,21 +135,15 @@ class Judge:
 
     def levels(self) -> dict:
         """What the validation tunes reach on the same measures: a perfect model's level."""
-        from abcgen.evaluate import COPY_BARS, originality
-
         copied = originality(self.profile.val.sequences, self.index)
         return {"stat_overlap": mean_overlap([row["val_overlap"] for row in self.rows(self.profile.val)]),
                 "copying": copied[f"share_copying_{COPY_BARS}_bars"],
                 "identical": copied["share_identical"]}
 
     def rows(self, profile):
-        from abcgen.evaluate import statistics_rows
-
         return statistics_rows(profile, self.profile)
 
     def measures(self, generated: list[str], mixed: bool) -> dict:
-        from abcgen.evaluate import COPY_BARS, originality, profile_tunes, validity
-
         profile = profile_tunes(generated)
         copied = originality(profile.sequences, self.mixed_index if mixed else self.index)
         return {"validity": validity(profile)["valid"],
@@ -170,10 +167,6 @@ def read_metrics(path: Path) -> list[dict]:
 def train_and_judge(corpus: Corpus, judge: Judge, mixed: bool, spec: ArchSpec, seed: int,
                     budget: float, out: Path, n: int, temperature: float,
                     train_options: dict) -> dict:
-    from abcgen.checkpoint import load_checkpoint
-    from abcgen.sample import TuneModel
-    from abcgen.train import LN2, TrainConfig, train
-
     config = TrainConfig(**{**train_options, "max_time": budget, "epochs": None, "seed": seed})
     result = train(corpus, out, spec.options, config, force=True, progress=False)
     model = TuneModel(load_checkpoint(result.best_path))
@@ -213,9 +206,6 @@ def run_experiment(corpus_path, archs: str = DEFAULT_ARCHS, budget: float = 300,
 
     train_options: TrainConfig fields for every run (batch_size, seq_len, lr, device, ...).
     """
-    from abcgen.shaping import check_temperature
-    from abcgen.train import TrainingInterrupted
-
     say = say or (lambda message: print(message, file=sys.stderr))
     specs = parse_archs(archs)
     problems = [(not budget > 0, "--budget must be greater than 0"),

@@ -24,11 +24,14 @@ as a second track. music21's ABC reader has quirks; prepare_abc lists the ones w
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import io
+import multiprocessing
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -38,6 +41,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+
+from tqdm import tqdm
 
 from abcgen.abc import AbcParseError, header_fields, parse_meter, split_tunes
 from abcgen.corpus import INLINE_VOICE, VOICE_FIELD, decode_text, first_voice_only, normalise_chord
@@ -499,8 +504,6 @@ class _CachedHarmony:
 
     @staticmethod
     def ChordSymbol(name: str):  # noqa: N802 (music21's name)
-        import copy
-
         made = _chord_symbol(name)
         if isinstance(made, ValueError):
             raise ValueError(*made.args)  # music21 leaves out a chord symbol it cannot read
@@ -531,8 +534,6 @@ def _rebar(part, *, inPlace=False):
     Like music21 it visits as many bars as there were at the start, the split-off ones
     included, so that the tunes it reads come out the same.
     """
-    import copy
-
     from music21 import common, exceptions21, stream
     from music21.abcFormat.translate import ABCTranslateException
 
@@ -684,8 +685,6 @@ def _tidy_measures(part) -> None:
 
 def _unshare_elements(measures) -> None:
     # Splitting a bar that is too long, music21 puts one time signature into two bars.
-    import copy
-
     seen = set()
     for measure in measures:
         for element in list(measure.elements):
@@ -1327,8 +1326,6 @@ def _convert_all(tunes, formats, chords, jobs: int):
     if jobs <= 1:
         yield from (_convert_safely(tune, formats, chords) for tune in tunes)
         return
-    import multiprocessing
-
     # spawn, not fork: the caller may hold threads (torch does) that fork would not copy.
     pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_ignore_interrupts)
@@ -1347,16 +1344,12 @@ def _convert_all(tunes, formats, chords, jobs: int):
 
 def _ignore_interrupts() -> None:
     """In a worker: Ctrl-C reaches the whole process group; the parent stops the workers."""
-    import signal
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @contextlib.contextmanager
 def _exit_on_sigterm():
     """SIGTERM raises SystemExit(143) in the main thread, which unwinds and cleans up."""
-    import signal
-
     if threading.current_thread() is not threading.main_thread():
         yield  # only the main thread may set a signal handler
         return
@@ -1421,6 +1414,4 @@ def _refuse_existing(out_dir: Path, stems: list[str], formats) -> None:
 def _progress(items, total: int, enabled: bool):
     if not (enabled and sys.stderr.isatty()):
         return items
-    from tqdm import tqdm
-
     return tqdm(items, total=total, desc="export", unit="tune", file=sys.stderr)

@@ -1,7 +1,6 @@
 """Fine-tuning: train on a collection starting from a trained model (`train --init`).
 
-    >>> from abcgen.train import train
-    >>> from abcgen.finetune import finetune_config
+    >>> from abcgen.train import finetune_config, train
     >>> train("my-tunes/", "runs/my-tunes", config=finetune_config(), init="shipped")
 
 The starting model gives the architecture, its size and its form inputs; the collection
@@ -43,13 +42,6 @@ MODEL_OPTIONS = ("arch", "layers", "hidden", "heads", "window", "kernel", "conte
 NEW_CHAR_MARGIN = 12.0
 MIN_VALIDATION = 2  # validation tunes to stop early on; fewer are made up from training
 REFERENCE_CHARS = 50_000
-
-
-def finetune_config(**overrides):
-    """A TrainConfig with the fine-tuning defaults, changed by overrides."""
-    from abcgen.train import TrainConfig
-
-    return TrainConfig(**{**FINETUNE_DEFAULTS, **overrides})
 
 
 def init_path(init: str | Path) -> Path:

@@ -5,8 +5,13 @@ reads tunes, and checking it against the structure rules before sampling goes on
 from __future__ import annotations
 
 import re
+import unicodedata
+from fractions import Fraction
 from pathlib import Path
 
+from abcgen.abc import check_tune
+from abcgen.corpus import (HEADER_ORDER, first_voice_only, format_length_suffix, normalise_music_line, parse_length,
+                           read_text, to_unit_length, tune_lines)
 from abcgen.errors import AbcgenError
 
 
@@ -31,8 +36,6 @@ def read_prime(prime: str | None) -> str | None:
     latin-1, a byte-order mark dropped), normalised as the corpus normalises tunes (see
     normalise_prime)."""
     if prime and prime.startswith("@"):
-        from abcgen.corpus import read_text
-
         path = Path(prime[1:])
         if path.is_dir():
             raise AbcgenError(f"prime file {path} is a folder; give --prime @FILE one .abc file")
@@ -57,8 +60,6 @@ def normalise_prime(text: str) -> str:
     music lines go through normalise_music_line, and broken rhythms (A>B, A<B), which the
     corpus spells out, are written as lengths (A3/2B/2). No closing bar line is added: the
     model goes on from the prime."""
-    from abcgen.corpus import HEADER_ORDER, first_voice_only, normalise_music_line, to_unit_length, tune_lines
-
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     starts = [i for i, line in enumerate(lines) if line.startswith("X:")]
     if starts:
@@ -92,8 +93,6 @@ def normalise_prime(text: str) -> str:
 def _ascii_title(title: str) -> str:
     """A title in ASCII: accents dropped, curly quotes and dashes made plain, other
     letters outside ASCII left out."""
-    import unicodedata
-
     plain = "".join(_TITLE_ASCII.get(ch, ch) for ch in title)
     plain = unicodedata.normalize("NFKD", plain)
     plain = "".join(ch for ch in plain if ch.isascii() and ch.isprintable())
@@ -103,10 +102,6 @@ def _ascii_title(title: str) -> str:
 def _spell_broken_rhythm(line: str) -> str:
     """A music line with each broken rhythm written as lengths: A>B -> A3/2B/2,
     A<B -> A/2B3/2, A>>B -> A7/4B/4 (an unreadable length is left as it is)."""
-    from fractions import Fraction
-
-    from abcgen.corpus import format_length_suffix, parse_length
-
     def spell(match):
         if not match["marks"]:
             return match[0]
@@ -125,8 +120,6 @@ def _spell_broken_rhythm(line: str) -> str:
 
 def check_prime_structure(prime: str | None, structure: str | None) -> None:
     """One line for a --prime whose music breaks the ABC rules the structure is held to."""
-    from abcgen.abc import check_tune
-
     if not prime or not structure:
         return
     text = prime if prime.lstrip().startswith("X:") else "X:1\nM:4/4\nL:1/8\nK:C\n" + prime

@@ -24,10 +24,14 @@ from pathlib import Path
 
 import torch
 
+from abcgen.abc import AbcParseError, check_tune, failure_kind, parse_meter
 from abcgen.checkpoint import Checkpoint, load_checkpoint
+from abcgen.corpus import normalise_tune, parse_unit, to_unit_length
+from abcgen.device import pick_device
 from abcgen.errors import AbcgenError
 from abcgen.form import FormTracker, encode_text
 from abcgen.prime import check_prime_structure, prime_closes_parts, read_prime
+from abcgen.scoring import known_tunes, score_text
 from abcgen.shaping import PITCH_TOP_P, character_classes, check_temperature, next_char_probs
 from abcgen.structure import BODY_CHARACTERS, BodyRules, check_structure_option, choose_structure
 from abcgen.watch import (TUNE_END, UNIT_LENGTH_VALUE, BarWatch, Snapshot, watch_bars,
@@ -46,15 +50,11 @@ def default_model_path() -> Path:
 
 def load_model(path=None, device="cpu") -> "TuneModel":
     """The model at path, or ABCGEN_MODEL, or the shipped Nottingham model."""
-    from abcgen.device import pick_device
-
     return TuneModel(load_checkpoint(path or default_model_path(), device=pick_device(device)))
 
 
 def check_header_values(**values) -> None:
     """One clear line for a --meter, --key, --title or --length that cannot be written."""
-    from abcgen.abc import AbcParseError, parse_meter
-
     for name, value in values.items():
         if value is not None and (not value.strip() or "\n" in value):
             raise AbcgenError(f"--{name} must be one line of text, not {value!r}")
@@ -73,8 +73,6 @@ def check_header_values(**values) -> None:
 
 def in_unit_length(tune: str, length: str | None) -> str:
     """A finished tune (written in L:1/8) rewritten in another unit note length."""
-    from abcgen.corpus import parse_unit, to_unit_length
-
     if not length:
         return tune
     head, sep, rest = tune.partition("\nK:")
@@ -193,8 +191,6 @@ def close_cut_tune(text: str) -> str:
 
 def finish_tune(text: str, cut: bool, number: int) -> str:
     """Number the tune and make its header standard: X, T, ..., M, L, K, each on a line."""
-    from abcgen.corpus import normalise_tune
-
     text = close_cut_tune(text) if cut else text.strip()
     tune, _ = normalise_tune(text)
     tune = tune or text
@@ -298,13 +294,11 @@ class TuneModel:
                     report(f"Warning: {self.warnings[-1]}")
 
     def regenerate_failures(self, tunes, plan, options, retries, report):
-        from abcgen.abc import check_tune
-
         pending, failures = list(range(len(tunes))), Counter()
         for attempt in range(retries + 1):
             results = {i: check_tune(finish_tune(*tunes[i], number=1)) for i in pending}
             pending = [i for i in pending if not results[i].ok]
-            failures.update(failure_kind(results[i].reason) for i in pending)
+            failures.update(failure_kind(results[i].reason, after_count=True) for i in pending)
             if not pending or attempt == retries or options.out_of_time():
                 break
             fresh = self.sample_batch(len(pending), plan, options)
@@ -431,14 +425,12 @@ class TuneModel:
 
     def score(self, tunes: list[str]) -> dict:
         """Next-character loss (nats), bits per character and accuracy on some tunes."""
-        from abcgen.train import evaluate, known_tunes
-
         usable = known_tunes(tunes, self.vocab)
         if not usable:
             raise AbcgenError("none of these tunes can be scored: all have unknown characters")
         inputs, ids = encode_text("".join(t + TUNE_END for t in usable), self.vocab, self.model.config.form,
                                    self.model.config.form_count)
-        result = evaluate(self.model, ids, inputs)
+        result = score_text(self.model, ids, inputs)
         return {"loss": result["loss"], "bpc": result["bpc"], "accuracy": result["acc"],
                 "tunes_scored": len(usable)}
 
@@ -467,16 +459,5 @@ def one_cpu_thread():
         yield
     finally:
         torch.set_num_threads(previous)
-
-
-def failure_kind(reason: str) -> str:
-    """A check failure in a few words, for the summary line."""
-    if reason.startswith("bar "):
-        return "with a bar of the wrong length"
-    if reason.startswith("music21"):
-        return "that music21 could not parse"
-    if reason == "it has no notes":
-        return "with no notes"
-    return reason
 
 

@@ -4,7 +4,7 @@ The training text (every training tune, separated by blank lines) is cut into
 `batch_size` contiguous streams that are read side by side, `seq_len` characters
 at a time. The recurrent state flows from one window to the next (detached, so
 gradients stop at the window), and every character of every stream is a target
-once per epoch. Adam with gradient clipping, a short warm-up and a cosine decay.
+once per epoch. AdamW with gradient clipping, a short warm-up and a cosine decay.
 """
 
 from __future__ import annotations
@@ -20,19 +20,19 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from abcgen.checkpoint import load_checkpoint, save_checkpoint
 from abcgen.corpus import Corpus, header_value, join_tunes, load_corpus
-from abcgen.device import cpu_tensors, pick_device, use_bf16  # noqa: F401 (re-exported)
+from abcgen.device import cpu_tensors, pick_device, use_bf16
 from abcgen.distributed import PeerLost, join as join_world, world as current_world
 from abcgen.errors import AbcgenError
+from abcgen.finetune import FINETUNE_DEFAULTS, MIN_VALIDATION, recorded_init, start_from
 from abcgen.form import encode_text
-from abcgen.model import CharModel, ModelConfig, build_model, tree_map
+from abcgen.model import ModelConfig, build_model, tree_map
+from abcgen.scoring import known_tunes, make_streams, score_text, windows
 from abcgen.structure import corpus_forms
 from abcgen.vocab import Vocab
-
-LN2 = math.log(2)
-
 
 @dataclass
 class TrainConfig:
@@ -49,6 +49,11 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"  # auto | bf16 | fp32
+
+
+def finetune_config(**overrides) -> TrainConfig:
+    """A TrainConfig with the fine-tuning defaults (abcgen.finetune), changed by overrides."""
+    return TrainConfig(**{**FINETUNE_DEFAULTS, **overrides})
 
 
 class TrainingInterrupted(Exception):
@@ -73,58 +78,6 @@ class TrainResult:
     # True when the corpus had no validation tune to spare: the "validation" loss is then
     # the loss on training tunes, and says nothing about unseen music.
     validation_is_training: bool = False
-
-
-# ---------------------------------------------------------------- devices and data
-
-
-def make_streams(ids: torch.Tensor, batch: int, inputs: torch.Tensor | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs and targets as (batch, n) tensors of `batch` contiguous streams of a text's
-    character ids (the inputs: the model's input ids of the text, if not the same)."""
-    n = (len(ids) - 1) // batch
-    if n < 2:
-        raise AbcgenError(
-            f"the corpus is too small for one batch: {len(ids)} characters for "
-            f"{batch} streams; use a smaller --batch-size or a bigger corpus"
-        )
-    inputs = (ids if inputs is None else inputs)[: n * batch].view(batch, n)
-    targets = ids[1 : n * batch + 1].view(batch, n)
-    return inputs, targets
-
-
-def windows(n: int, seq_len: int) -> list[tuple[int, int]]:
-    return [(start, min(start + seq_len, n)) for start in range(0, n, seq_len)]
-
-
-def known_tunes(tunes: list[str], vocab: Vocab) -> list[str]:
-    """The tunes whose every character the vocabulary knows."""
-    return [tune for tune in tunes if not vocab.unknown(tune)]
-
-
-# ---------------------------------------------------------------- evaluation
-
-
-@torch.no_grad()
-def evaluate(model: CharModel, text_ids: torch.Tensor, input_ids: torch.Tensor | None = None,
-             batch: int = 16, seq_len: int = 256, bf16: bool = False) -> dict:
-    """Mean loss (nats per character) and next-character accuracy over a text (its
-    character ids, and its model input ids if they differ: see form.encode_text)."""
-    model.eval()
-    device = next(model.parameters()).device
-    batch = max(1, min(batch, (len(text_ids) - 1) // 2))
-    inputs, targets = make_streams(text_ids, batch, input_ids)
-    inputs, targets = inputs.to(device), targets.to(device)
-    total_loss, correct, count, state = 0.0, 0, 0, None
-    for start, end in windows(inputs.shape[1], seq_len):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits, state = model(inputs[:, start:end], state)
-        logits = logits.float().reshape(-1, logits.shape[-1])
-        target = targets[:, start:end].reshape(-1)
-        total_loss += nn.functional.cross_entropy(logits, target, reduction="sum").item()
-        correct += (logits.argmax(-1) == target).sum().item()
-        count += target.numel()
-    return {"loss": total_loss / count, "bpc": total_loss / count / LN2, "acc": correct / count}
 
 
 # ---------------------------------------------------------------- the run
@@ -205,8 +158,6 @@ def train(corpus: Corpus | str | Path, out_dir: str | Path, model_config: dict |
     if not isinstance(corpus, Corpus):
         corpus = load_corpus(corpus)
     notes = []  # said once the run has started: a refused option says one line only
-    from abcgen.finetune import MIN_VALIDATION, recorded_init
-
     fine_tuning = init is not None if not resume else recorded_init(out_dir / "last.pt") is not None
     corpus, validation_is_training = with_validation_tunes(
         corpus, notes.append, at_least=MIN_VALIDATION if fine_tuning else 1)
@@ -312,8 +263,6 @@ class Run:
         if init is None:
             model = build_model(ModelConfig(vocab_size=len(vocab), **model_config)).to(device)
         else:  # fine-tuning: the starting model's weights, its vocabulary grown
-            from abcgen.finetune import start_from
-
             model, vocab, origin = start_from(init, corpus.text("train"), model_config, log)
             model = model.to(device)
         if current_world().main:  # the one rank that writes files
@@ -449,7 +398,7 @@ class Run:
 
     def evaluate_and_save(self, chars_per_s: float) -> dict:
         # Validation once, on rank 0; every rank takes its figures.
-        result = self.world.from_main(lambda: evaluate(self.model, self.val_ids, self.val_inputs,
+        result = self.world.from_main(lambda: score_text(self.model, self.val_ids, self.val_inputs,
                                                        bf16=self.bf16))
         metrics = {
             "epoch": self.epoch + self.window / len(self.windows),
@@ -484,8 +433,6 @@ class Run:
         return None
 
     def loop(self, progress: bool, log) -> TrainResult:
-        from tqdm import tqdm
-
         chars_per_step = self.inputs.shape[0] * self.world.size * self.config.seq_len
         total = self.config.epochs * len(self.windows) if self.config.epochs else None
         bar = tqdm(total=total, initial=self.step if total else 0, unit="step",

@@ -43,7 +43,7 @@ class Vocab:
 
     def one_hot(self, text: str):
         """A (len(text), len(vocab)) float tensor with a single 1 per row."""
-        import torch
+        import torch  # here, not at the top: reading a vocabulary needs no torch
 
         ids = torch.tensor(self.encode(text), dtype=torch.long)
         return torch.nn.functional.one_hot(ids, len(self)).float()

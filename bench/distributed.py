@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from abcgen.checkpoint import load_checkpoint  # noqa: E402
-from abcgen.train import TrainConfig, evaluate, train  # noqa: E402
+from abcgen.scoring import known_tunes, score_text  # noqa: E402
+from abcgen.train import TrainConfig, train  # noqa: E402
 
 SHIPPED_VAL_BPC = 1.452  # the shipped model's best validation bits per character (README)
 
@@ -112,12 +113,11 @@ def gpu(args):
     # Checkpoints between devices: the GPU model scored on the CPU ...
     checkpoint = load_checkpoint(run / "best.pt", device="cpu")
     from abcgen.form import encode_text
-    from abcgen.train import known_tunes
 
     config = checkpoint.model.config
     val = "".join(t + "\n\n" for t in known_tunes(corpus.val, checkpoint.vocab))
     inputs, ids = encode_text(val, checkpoint.vocab, config.form, config.form_count)
-    on_cpu = evaluate(checkpoint.model, ids, inputs)["bpc"]
+    on_cpu = score_text(checkpoint.model, ids, inputs)["bpc"]
     say(what="GPU-trained best.pt scored on the CPU (fp32)", val_bpc_cpu=round(on_cpu, 4),
         val_bpc_gpu_recorded=round(result.best_val_loss / math.log(2), 4))
     # ... a GPU run resumed on the CPU, and a CPU run resumed on the GPU.

@@ -36,8 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from abcgen.checkpoint import load_checkpoint  # noqa: E402
 from abcgen.corpus import Corpus, load_corpus  # noqa: E402
-from abcgen.finetune import SHIPPED_PATH, finetune_config  # noqa: E402
-from abcgen.train import LN2, TrainConfig, known_tunes, train  # noqa: E402
+from abcgen.finetune import SHIPPED_PATH  # noqa: E402
+from abcgen.scoring import LN2, known_tunes  # noqa: E402
+from abcgen.train import TrainConfig, finetune_config, train  # noqa: E402
 from abcgen.vocab import Vocab  # noqa: E402
 
 TEST, TUNING = 200, 100

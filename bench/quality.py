@@ -22,7 +22,8 @@ from bench.common import corpus_path  # noqa: E402
 from bench.train_speed import BATCH, SEQ, Reference, make_stepper  # noqa: E402
 
 from abcgen.corpus import load_corpus  # noqa: E402
-from abcgen.train import TrainConfig, evaluate, known_tunes, make_streams, train  # noqa: E402
+from abcgen.scoring import known_tunes, make_streams, score_text  # noqa: E402
+from abcgen.train import TrainConfig, train  # noqa: E402
 from abcgen.vocab import Vocab  # noqa: E402
 
 
@@ -41,7 +42,7 @@ def train_reference(corpus, vocab, val_ids, seconds):
         trained += time.perf_counter() - start
         steps += 1
         if steps % steps_per_epoch == 0 or trained >= seconds:
-            best = min(best, evaluate(model, val_ids)["loss"])
+            best = min(best, score_text(model, val_ids)["loss"])
     return best, steps
 
 

@@ -22,7 +22,8 @@ from bench.common import corpus_path  # noqa: E402
 from abcgen.corpus import load_corpus  # noqa: E402
 from abcgen.form import FORM_BLOCKS, encode_text  # noqa: E402
 from abcgen.model import ModelConfig, build_model  # noqa: E402
-from abcgen.train import make_streams, use_bf16  # noqa: E402
+from abcgen.device import use_bf16  # noqa: E402
+from abcgen.scoring import make_streams  # noqa: E402
 from abcgen.vocab import Vocab  # noqa: E402
 
 BATCH, SEQ = 64, 128

@@ -11,10 +11,10 @@ from abcgen.checkpoint import load_checkpoint, save_checkpoint
 from abcgen.cli import cli
 from abcgen.corpus import Corpus, load_corpus
 from abcgen.errors import AbcgenError
-from abcgen.finetune import finetune_config, grow_vocab
+from abcgen.finetune import grow_vocab
 from abcgen.form import FORM_BLOCKS, encode_text
 from abcgen.model import ModelConfig, build_model
-from abcgen.train import TrainingInterrupted, train, with_validation_tunes
+from abcgen.train import TrainingInterrupted, finetune_config, train, with_validation_tunes
 from tests.conftest import interrupt_training_at
 from abcgen.vocab import Vocab
 

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 from click.testing import CliRunner
@@ -93,6 +95,7 @@ def test_stream_follows_its_plan():
 
 def test_check_regenerates_failing_tunes(tiny_model, monkeypatch):
     import abcgen.abc
+    import abcgen.sample
 
     calls = []
 
@@ -100,7 +103,7 @@ def test_check_regenerates_failing_tunes(tiny_model, monkeypatch):
         calls.append(text)
         return abcgen.abc.CheckResult(ok=len(calls) != 1, reason="bar 1 is too long")
 
-    monkeypatch.setattr(abcgen.abc, "check_tune", first_call_fails)
+    monkeypatch.setattr(abcgen.sample, "check_tune", first_call_fails)
     messages = []
     tunes = generate(tiny_model, n=2, seed=1, retries=3, fix_bars=False, report=messages.append)
     assert len(tunes) == 2 and len(calls) == 3
@@ -108,10 +111,13 @@ def test_check_regenerates_failing_tunes(tiny_model, monkeypatch):
                         "(1 with a bar of the wrong length)"]
 
 
-def test_batched_generation_matches_one_at_a_time_shapes(tiny_model):
+def test_batched_generation_writes_every_tune_whole(tiny_model):
     model = load_model(tiny_model)
     batch = model.generate(n=5, seed=4, check=False, max_chars=300)
-    assert len(batch) == 5 and all(t.count("\nK:") >= 1 for t in batch)
+    assert [t.split("\n", 1)[0] for t in batch] == [f"X:{i}" for i in range(1, 6)]
+    for tune in batch:  # each its own tune: one header, in order, then a body of its own
+        assert re.match(r"X:\d+\nT:.*\nM:.*\nL:1/8\nK:.*\n", tune), tune
+        assert tune.count("X:") == 1 and tune.split("\nK:", 1)[1].partition("\n")[2].strip(), tune
 
 
 def test_score_reports_loss_and_accuracy(tiny_model, tiny_abc):

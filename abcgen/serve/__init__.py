@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import errno
 import shutil
+import socket
 import subprocess
 import sys
+import threading
+import webbrowser
+from pathlib import Path
 
 from abcgen.errors import AbcgenError
 from abcgen.serve.app import ABCJS, STATIC, create_app
@@ -49,8 +53,6 @@ def install_page_packages(say=print) -> bool:
 
 def shown_path(path) -> str:
     """A path as the musician would type it: relative to here, or from ~, when it can be."""
-    from pathlib import Path
-
     path = Path(path).resolve()
     for base, prefix in ((Path.cwd(), ""), (Path.home(), "~/")):
         try:
@@ -62,8 +64,6 @@ def shown_path(path) -> str:
 
 def check_port(host: str, port: int) -> None:
     """One clear line, before the model loads, when the address cannot be listened on."""
-    import socket
-
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as error:
@@ -81,6 +81,7 @@ def check_port(host: str, port: int) -> None:
 def run(host: str = "127.0.0.1", port: int = 8000, model_path=None, library_path=None, open_browser: bool = False,
         say=None, workers: int = 4) -> None:
     """Load the model and the library, then serve the page until Ctrl-C."""
+    # Here, not at the top: the page's app and library load without torch and uvicorn.
     import torch
     import uvicorn
 
@@ -102,8 +103,5 @@ def run(host: str = "127.0.0.1", port: int = 8000, model_path=None, library_path
     address = f"http://{shown}:{port}/"
     say(f"abcgen serve: {address} (model {name}, library {shown_path(library.path)}); Ctrl-C stops it")
     if open_browser:
-        import threading
-        import webbrowser
-
         threading.Timer(1.0, webbrowser.open, [address]).start()
     uvicorn.run(app, host=host, port=port, log_level="warning")
