@@ -84,6 +84,10 @@ class CharModel(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def step(self, ids, state=None):
+        """One time step of inference (ids of shape (batch, 1)): what the sampler calls."""
+        return self(ids, state)
+
 
 class CharRNN(CharModel):
     """One-hot characters -> stacked LSTM (or GRU) -> linear layer back to the vocabulary.
@@ -119,6 +123,30 @@ class CharRNN(CharModel):
             x, layer_state = layer(self.drop(x) if number else x, layer_state)
             states.append(layer_state)
         return self.head(self.drop(x)), tree_cat(states, batch_dim=0)
+
+    def step(self, ids, state=None):
+        """forward for one time step in eval mode through torch's single-step cell kernels
+        (torch.lstm_cell, torch.gru_cell, as nn.LSTMCell uses): a one-step nn.LSTM call
+        costs twice as much on a CPU (0.24 against 0.11 ms at batch 1), and a tune is
+        written one character at a time."""
+        if self.training or ids.shape[1] != 1:
+            return self(ids, state)
+        x = nn.functional.embedding(ids[:, 0], self.one_hot_table)
+        lstm = self.cell is nn.LSTM
+        if state is None:
+            zeros = x.new_zeros(len(self.layers), x.shape[0], self.config.hidden)
+            state = (zeros, zeros) if lstm else zeros
+        hs, cs = [], []
+        for number, layer in enumerate(self.layers):
+            weights = (layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0)
+            if lstm:
+                x, c = torch.lstm_cell(x, (state[0][number], state[1][number]), *weights)
+                cs.append(c)
+            else:
+                x = torch.gru_cell(x, state[number], *weights)
+            hs.append(x)
+        state = (torch.stack(hs), torch.stack(cs)) if lstm else torch.stack(hs)
+        return self.head(x).unsqueeze(1), state
 
 
 class SequenceDropout(nn.Module):

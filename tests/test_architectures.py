@@ -51,6 +51,22 @@ def test_carried_state_gives_the_same_logits_as_one_long_call(arch):
 
 @pytest.mark.parametrize("arch", ARCHS)
 @torch.no_grad()
+def test_one_step_inference_matches_forward(arch):
+    """step (the sampler's call) gives forward's logits and state, from no state and on."""
+    model = tiny_model(arch, form=2)
+    ids = torch.randint(0, VOCAB * 3, (3, 12))
+    whole, whole_state = model(ids)
+    stepped, state = [], None
+    for t in range(ids.shape[1]):
+        logits, state = model.step(ids[:, t : t + 1], state)
+        stepped.append(logits)
+    assert torch.allclose(torch.cat(stepped, dim=1), whole, atol=1e-5)
+    following = torch.randint(0, VOCAB * 3, (3, 4))
+    assert torch.allclose(model(following, state)[0], model(following, whole_state)[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@torch.no_grad()
 def test_select_state_keeps_the_chosen_rows(arch):
     model = tiny_model(arch)
     ids = torch.randint(0, VOCAB, (4, 12))

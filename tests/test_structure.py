@@ -11,7 +11,7 @@ from abcgen.cli import cli
 from abcgen.errors import AbcgenError
 from abcgen.model import build_model
 from abcgen.sample import PRETRAINED, TuneModel
-from abcgen.structure import Part, Structure, corpus_forms, structure_of
+from abcgen.structure import BodyRules, Part, Structure, corpus_forms, structure_of
 
 
 def test_forms_are_read_as_musicians_write_them():
@@ -40,6 +40,43 @@ def test_a_tune_shows_its_structure():
     assert corpus_forms([tune, tune]) == {"6/8": {"AABB": 2}}
     form = tune_form(tune)
     assert form.repeats_paired and form.section_lengths == [8, 8] and form.ends_on_tonic
+
+
+HEAD = "X:1\nT:t\nM:4/4\nL:1/8\nK:G\n"
+
+
+def bar_end_after(body: str, structure: str = "AABB", part_b: int | None = None):
+    """What the rules say when the last bar of body has just ended (its `|` written);
+    part_b: where in body the second part began."""
+    rules = BodyRules(Structure.parse(structure), HEAD)
+    rules.start(len(HEAD))
+    if part_b is not None:
+        rules.closed(len(HEAD) + part_b)
+    text = HEAD + body
+    rules.replay(text)
+    return rules.bar_end(text, bar_start=text.rstrip("|").rfind("|") + 1), text
+
+
+def test_a_part_that_began_with_a_pickup_closes_on_a_short_bar():
+    # a quarter-note pickup, 7 bars, then a full last bar: cut after its first 3/4
+    action, text = bar_end_after("d2|" + "GABc d2B2|" * 7 + "B2A2 G2 ^F2|")
+    assert action[0] == "shorten"
+    cut, closing = action[1]
+    assert text[text.rstrip("|").rfind("|") + 1 : cut].rstrip() == "B2A2 G2" and closing.startswith(":|")
+    written = text[: text.rstrip("|").rfind("|") + 1] + "B2A2 G2" + closing + "d2|" + "GABc d2B2|" * 7 + "G6:|"
+    assert check_tune(written).ok and tune_form(written).section_lengths == [8, 8]
+    # no note ends at 3/4 of the bar: closed as written
+    assert bar_end_after("d2|" + "GABc d2B2|" * 7 + "B2A3 G3|")[0][0] == "close"
+    # without a pickup a full last bar closes the part
+    assert bar_end_after("GABc d2B2|" * 8)[0][0] == "close"
+
+
+def test_the_last_part_is_cut_only_where_it_ends_on_the_tonic():
+    part_a = "d2|" + "GABc d2B2|" * 7 + "B2A2 G2:|\n|:"
+    on_tonic, _ = bar_end_after(part_a + "d2|" + "GABc d2B2|" * 7 + "d2B2 G2 A2|", part_b=len(part_a))
+    assert on_tonic[0] == "shorten" and on_tonic[1][1].startswith(":|")
+    off_tonic, _ = bar_end_after(part_a + "d2|" + "GABc d2B2|" * 7 + "d2B2 A2 G2|", part_b=len(part_a))
+    assert off_tonic[0] != "shorten"
 
 
 @pytest.fixture(scope="module")
