@@ -36,6 +36,7 @@ import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 
+_LENGTHS: dict[tuple[str, int, int], Fraction] = {}  # see _Reader.length
 FIELD_LINE = re.compile(r"^([A-Za-z+]):\s?(.*)$")
 BODY_FIELDS = set("IKLMmNPQRrsTUVWw")  # field letters ABC 2.1 allows inside a tune body
 INLINE_FIELDS = set("IKLMmNPQRrTUV")
@@ -95,7 +96,7 @@ class Bar:
     may_be_short: bool = False
     line: int = 0  # the body line (0 = the first) on which the bar starts
 
-    @property
+    @functools.cached_property
     def duration(self) -> Fraction:
         return sum((length for _, length in self.notes), Fraction(0))
 
@@ -435,7 +436,14 @@ class _Reader:
     # -- spacing and comments
 
     def on_newline(self, match) -> None:
+        self.tuplet_check("the end of a line")
         self.line += 1
+
+    def tuplet_check(self, where: str) -> None:
+        """abcm2ps refuses a tuplet cut by the end of a line ("End of line found inside a
+        tuplet"), and one cut by a bar line has lost its notes."""
+        if self.tuplet_left:
+            self.fail(f"a tuplet with {self.tuplet_left} note(s) still to come at {where}", rule="bracket")
 
     def on_space(self, match) -> None:
         if self.chord is not None:
@@ -483,7 +491,18 @@ class _Reader:
         return midi
 
     def length(self, text: str) -> Fraction:
-        """A length suffix as quarter notes: '' 1 unit, '3' 3, '/' 1/2, '3/2', '//' 1/4."""
+        """A length suffix as quarter notes: '' 1 unit, '3' 3, '/' 1/2, '3/2', '//' 1/4.
+        The few lengths a tune writes are read once (Fraction arithmetic was the check's
+        largest cost, and the sampler checks every bar as it is written)."""
+        key = (text, self.unit.numerator, self.unit.denominator)  # hashing a Fraction is slow
+        known = _LENGTHS.get(key)
+        if known is None:
+            known = self._length(text)
+            if len(_LENGTHS) < 4096:
+                _LENGTHS[key] = known
+        return known
+
+    def _length(self, text: str) -> Fraction:
         if not text:
             return self.unit * 4
         numerator, slash, rest = text.partition("/")
@@ -610,6 +629,7 @@ class _Reader:
     def on_bar(self, match) -> None:
         if self.chord is not None or self.grace:
             self.fail("a bar line inside a chord or a grace note group", rule="bracket")
+        self.tuplet_check("a bar line")
         symbol = match["bar"]
         ends = symbol.startswith(":")
         starts = symbol.endswith(":") and not match["bar_ending"]
@@ -715,6 +735,7 @@ class _Reader:
                 self.fail("a slur ( never closed", rule="bracket")
             if self.tie_from is not None:
                 self.fail("a tie (-) at the end of the tune", rule="tie")
+            self.tuplet_check("the end of the tune")
             if self.notes and self.last_bar_symbol:
                 self.fail("the tune does not end with a bar line", rule="end")
             if self.last_bar_symbol not in FINAL_BARS and not self.notes:

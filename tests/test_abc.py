@@ -210,6 +210,8 @@ STRICT_DEFECTS = {
     "an escaped quote in a chord symbol": ('GAB "D\\"c2d|e2d B2G|]', "syntax"),
     "two ties in a row": ("GAB c2d--|d2d B2G|]", "tie"),
     "a space inside a chord": ("GAB [c B]2d|e2d B2G|]", "syntax"),
+    "a tuplet cut by a bar line": ("GAB c2d|e2d B2(3||A2B c2A|G3 G3|]", "bracket"),
+    "a tuplet cut by the end of a line": ("GAB c2d|e2d (3B2\nGA B2G|]", "bracket"),
 }
 
 
