@@ -8,15 +8,33 @@ Heavy modules (torch, music21) are imported only when first used, so that
 `import abcgen` and the command line start quickly.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-__all__ = ["AbcgenError", "load_model", "__version__"]
+from typing import TYPE_CHECKING
 
 from abcgen.errors import AbcgenError
+from abcgen.options import SAMPLING_DEVICE, SamplingOptions
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from abcgen.sample import TuneModel
+
+__all__ = ["AbcgenError", "SamplingOptions", "load_model", "__version__"]
 
 
-def load_model(path=None, device="cpu"):
+def load_model(path: str | Path | None = None, device: str = SAMPLING_DEVICE) -> TuneModel:
     """Load a trained model (the shipped one when path is None) for sampling."""
     from abcgen.sample import load_model as _load_model
 
     return _load_model(path, device=device)
+
+
+def __getattr__(name: str) -> str:
+    """abcgen.__version__: the installed package's version, written once, in pyproject.toml
+    (read when first asked for: importlib.metadata costs the command line's start-up time)."""
+    if name == "__version__":
+        from importlib.metadata import version
+
+        return version("abcgen")
+    raise AttributeError(f"module 'abcgen' has no attribute {name!r}")

@@ -4,6 +4,8 @@ Heavy imports (torch, music21, requests) happen inside the commands that need
 them, so `abcgen --help` and `abcgen sample` start quickly.
 """
 
+import importlib
+import inspect
 import json
 import math
 import os
@@ -14,8 +16,9 @@ from pathlib import Path
 
 import click
 
-from abcgen import __version__
 from abcgen.errors import AbcgenError
+from abcgen.options import (DEVICE_NAMES, EVALUATION_TUNES, PRECISIONS, SAMPLING_DEVICE, OptionError,
+                            SamplingOptions)
 
 
 class AbcgenGroup(click.Group):
@@ -30,7 +33,8 @@ class AbcgenGroup(click.Group):
         except AbcgenError as error:
             if os.environ.get("ABCGEN_DEBUG"):
                 raise
-            click.echo(f"Error: {error}", err=True)
+            # the library names its parameters (top_k); the command line names its flags (--top-k)
+            click.echo(f"Error: {error.flag_message() if isinstance(error, OptionError) else error}", err=True)
             ctx.exit(1)
         except KeyboardInterrupt:
             if os.environ.get("ABCGEN_DEBUG"):
@@ -40,13 +44,61 @@ class AbcgenGroup(click.Group):
 
 
 @click.group(cls=AbcgenGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="abcgen")
+@click.version_option(package_name="abcgen", prog_name="abcgen")
 def cli():
     """Generate folk tunes in ABC notation with a character-level LSTM."""
 
 
-def main():
+def main() -> None:
     cli(prog_name="abcgen")
+
+
+def default_of(source: str):
+    """The value at source: "module:Name.attribute", or "module:function(parameter)" for a
+    parameter's default."""
+    module, _, path = source.partition(":")
+    value = importlib.import_module(module)
+    path, _, parameter = path.partition("(")
+    for name in path.split("."):
+        value = getattr(value, name)
+    return inspect.signature(value).parameters[parameter.rstrip(")")].default if parameter else value
+
+
+class LibraryDefault(click.Option):
+    """An option whose default is the library's own (a dataclass field's, a parameter's: see
+    default_of), looked up when the command runs or shows its help, so that the module
+    holding it (and torch) is imported then, not whenever abcgen starts."""
+
+    def __init__(self, *decls, source: str, **attrs):
+        super().__init__(*decls, show_default=True, **attrs)
+        self.source = source
+
+    def get_default(self, ctx, call=True):
+        self.default = default_of(self.source)
+        if isinstance(self.default, tuple):  # a list of names, given as one comma-separated value
+            self.default = ",".join(self.default)
+        return super().get_default(ctx, call=call)
+
+
+def library_default(*decls, source: str, **attrs):
+    return click.option(*decls, cls=LibraryDefault, source=source, **attrs)
+
+
+class LibraryChoice(click.Choice):
+    """A click.Choice of the names at source (see default_of: the architectures in
+    abcgen.model's registry, say), read when the command runs or shows its help."""
+
+    def __init__(self, source: str):
+        self.source = source
+        super().__init__(())
+
+    @property
+    def choices(self):
+        return tuple(default_of(self.source))
+
+    @choices.setter
+    def choices(self, value):
+        pass
 
 
 # ---- commands are added below, one section per pipeline stage ----
@@ -156,7 +208,8 @@ def _list_corpora(as_json: bool):
 
 # ---- train and info
 
-DEVICES = click.Choice(["auto", "cpu", "cuda", "mps"])
+DEVICES = click.Choice(DEVICE_NAMES)
+TRAIN_CONFIG, MODEL_CONFIG = "abcgen.train:TrainConfig.", "abcgen.model:ModelConfig."
 
 
 @cli.command()
@@ -166,39 +219,39 @@ DEVICES = click.Choice(["auto", "cpu", "cuda", "mps"])
 @click.option("--epochs", type=int, default=None,
               help="Passes over the training split [default: 30, or unlimited with --max-time].")
 @click.option("--max-time", type=float, help="Stop after this many seconds of training.")
-@click.option("--batch-size", type=int, default=16, show_default=True,
+@library_default("--batch-size", type=int, source=TRAIN_CONFIG + "batch_size",
               help="Parallel streams per step.")
-@click.option("--seq-len", type=int, default=128, show_default=True,
+@library_default("--seq-len", type=int, source=TRAIN_CONFIG + "seq_len",
               help="Characters per stream per step (truncated back-propagation length).")
-@click.option("--lr", type=float, default=6e-3, show_default=True, help="Peak learning rate (AdamW).")
-@click.option("--weight-decay", type=float, default=0.1, show_default=True,
+@library_default("--lr", type=float, source=TRAIN_CONFIG + "lr", help="Peak learning rate (AdamW).")
+@library_default("--weight-decay", type=float, source=TRAIN_CONFIG + "weight_decay",
               help="AdamW weight decay of the weight matrices.")
 @click.option("--patience", type=int, help="Stop after this many evaluations without a better validation loss.")
-@click.option("--arch", default="lstm", show_default=True,
-              help="Model architecture: lstm, gru, lstm-attention, bilstm-window, conv-lstm or transformer.")
-@click.option("--layers", type=int, default=2, show_default=True,
+@library_default("--arch", type=LibraryChoice("abcgen.model:ARCHITECTURES"), source=MODEL_CONFIG + "arch", help="Model architecture.")
+@library_default("--layers", type=int, source=MODEL_CONFIG + "layers",
               help="Recurrent layers (transformer: decoder blocks).")
-@click.option("--hidden", type=int, default=128, show_default=True,
+@library_default("--hidden", type=int, source=MODEL_CONFIG + "hidden",
               help="Units per layer (bilstm-window: per direction; transformer: width).")
-@click.option("--dropout", type=float, default=0.25, show_default=True, help="Dropout between layers and before the output.")
-@click.option("--heads", type=int, default=4, show_default=True,
+@library_default("--dropout", type=float, source=MODEL_CONFIG + "dropout", help="Dropout between layers and before the output.")
+@library_default("--heads", type=int, source=MODEL_CONFIG + "heads",
               help="Attention heads (lstm-attention, transformer); must divide --hidden.")
-@click.option("--window", type=int, default=16, show_default=True,
+@library_default("--window", type=int, source=MODEL_CONFIG + "window",
               help="lstm-attention: LSTM outputs attended over; bilstm-window: characters read per "
                    "prediction (costs --window times the work).")
-@click.option("--kernel", type=int, default=3, show_default=True,
+@library_default("--kernel", type=int, source=MODEL_CONFIG + "kernel",
               help="conv-lstm: width of the causal convolution in characters.")
-@click.option("--context", type=int, default=64, show_default=True,
+@library_default("--context", type=int, source=MODEL_CONFIG + "context",
               help="transformer: characters each position attends over.")
 @click.option("--form/--no-form", default=True, show_default=True,
               help="Tell the model, beside each character, how many bars of its tune are complete.")
-@click.option("--form-count", type=click.Choice(["tune", "part"]), default="tune", show_default=True,
+@library_default("--form-count", type=LibraryChoice("abcgen.form:COUNTS"), source=MODEL_CONFIG + "form_count",
               help="With --form, count bars from the tune's start, or from the part's (and which part).")
-@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
+@library_default("--precision", type=click.Choice(PRECISIONS), source=TRAIN_CONFIG + "precision",
               help="bf16 autocast where the hardware supports it (auto), or plain float32.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed: with --epochs rather than --max-time, same seed, same model.")
-@click.option("--device", type=DEVICES, default="auto", show_default=True,
-              help="Where to train: auto is a CUDA GPU when there is one, else Apple's MPS, else the CPU.")
+@library_default("--seed", type=int, source=TRAIN_CONFIG + "seed",
+                 help="Random seed: with --epochs rather than --max-time, same seed, same model.")
+@library_default("--device", type=DEVICES, source=TRAIN_CONFIG + "device",
+                 help="Where to train: auto is a CUDA GPU when there is one, else Apple's MPS, else the CPU.")
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
               help="Train in N processes on this machine with DistributedDataParallel (gloo on CPUs, "
                    "NCCL with a GPU each); --batch-size streams in all, split between them. On several "
@@ -236,7 +289,7 @@ def train(ctx, path, out_dir, epochs, max_time, batch_size, seq_len, lr, weight_
                          if key != "epochs" and not given(key)})
         default_epochs = FINETUNE_DEFAULTS["epochs"]
     else:
-        default_epochs = 30
+        default_epochs = TrainConfig.epochs
     config = TrainConfig(
         epochs=epochs if epochs is not None else (None if max_time else default_epochs), max_time=max_time,
         **settings)
@@ -306,70 +359,89 @@ def info(model, as_json):
         click.echo(f"{key:20s}{value}")
 
 
-# ---- sample
+# ---- sample and evaluate
 
 
-STRUCTURE_OPTION = click.option(
-    "--structure", default="auto", show_default=True,
-    help="The form to write each tune to: parts as letters, a doubled letter for a repeated "
-         "part, bars after a letter when not 8 (AABB, AAB, A16B16, AABBCC); auto draws one "
-         "from the training tunes' forms in the tune's meter; none leaves form to the model.")
+S = SamplingOptions  # its defaults are the command line's
+
+
+def sampling_options(command):
+    """The options that sample and evaluate share, declared once (as simonw/llm does)."""
+    options = [
+        click.option("--model", "model_path", type=click.Path(dir_okay=False),
+                     help="Model file [default: $ABCGEN_MODEL, else the shipped Nottingham model]."),
+        click.option("--temperature", "-t", type=float, default=S.temperature, show_default=True,
+                     help="Higher is more adventurous, lower more conventional; 0.01 to 10."),
+        click.option("--top-k", type=int, default=S.top_k, help="Sample only among the k likeliest characters."),
+        click.option("--seed", type=int, default=S.seed,
+                     help="Random seed: the same seed and options give the same tunes."),
+        click.option("--fix-bars/--no-fix-bars", default=S.fix_bars, show_default=True,
+                     help="Write again, as the tune is written, any bar whose length does not fit the meter, "
+                          "and any meter or key in the header that the model's training tunes never used; "
+                          "with evaluate, --no-fix-bars measures the model alone."),
+        click.option("--keep-rhythm/--plain-temperature", default=S.keep_rhythm, show_default=True,
+                     help="Apply the temperature among pitches only, so that note lengths, "
+                          "barlines and tune endings keep the model's own odds."),
+        click.option("--pitch-top-p", type=float, default=S.pitch_top_p, show_default=True,
+                     help="With --keep-rhythm, write a pitch only from the likeliest ones that hold this "
+                          "share of the pitch odds (nucleus sampling); 1 allows any."),
+        click.option("--structure", default=S.structure, show_default=True,
+                     help="The form to write each tune to: parts as letters, a doubled letter for a repeated "
+                          "part, bars after a letter when not 8 (AABB, AAB, A16B16, AABBCC); auto draws one "
+                          "from the training tunes' forms in the tune's meter; none leaves form to the model."),
+        click.option("--device", type=DEVICES, default=SAMPLING_DEVICE, show_default=True, help="Where to sample."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _split_formats(ctx, param, value):
+    from abcgen.export import FORMATS
+
+    names = [name.strip().lower() for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in FORMATS]
+    if unknown or not names:
+        raise click.BadParameter(f"{', '.join(unknown) or 'none given'}: choose from {', '.join(FORMATS)}")
+    return names
+
+
+FORMATS_OPTION = library_default(
+    "--format", "-f", "formats", source="abcgen.export:DEFAULT_FORMATS", callback=_split_formats,
+    help="Comma-separated: midi, musicxml, svg, pdf (pdf needs LilyPond or MuseScore).")
 
 
 @cli.command()
-@click.option("--model", "model_path", type=click.Path(dir_okay=False),
-              help="Model file [default: $ABCGEN_MODEL, else the shipped Nottingham model].")
-@click.option("--temperature", "-t", type=float, default=0.8, show_default=True,
-              help="Higher is more adventurous, lower more conventional; 0.01 to 10.")
-@click.option("--top-k", type=int, help="Sample only among the k likeliest characters.")
+@sampling_options
 @click.option("-n", "--num", type=int, default=1, show_default=True, help="How many tunes.")
-@click.option("--seed", type=int, help="Random seed: the same seed and options give the same tunes.")
-@click.option("--max-chars", type=int, default=1500, show_default=True,
+@click.option("--max-chars", type=int, default=S.max_chars, show_default=True,
               help="Longest tune; a longer one is cut after its last complete bar.")
-@click.option("--meter", "-m", help="Meter to write the tune in, e.g. 6/8 (the M: field).")
-@click.option("--key", "-k", help="Key, e.g. D, Ador, Emin (the K: field).")
-@click.option("--title", help="Title (the T: field).")
-@click.option("--length", help="Unit note length, e.g. 1/8 (the L: field).")
-@click.option("--prime", help="ABC to start from (a header or first bars), or @FILE.")
-@click.option("--fix-bars/--no-fix-bars", default=True, show_default=True,
-              help="Write again, as the tune is written, any bar whose length does not fit the meter, "
-                   "and any meter or key in the header that the model's training tunes never used.")
-@click.option("--keep-rhythm/--plain-temperature", default=True, show_default=True,
-              help="Apply the temperature among pitches and among note lengths only, so that "
-                   "rhythm, barlines and tune endings keep the model's own odds.")
-@click.option("--pitch-top-p", type=float, default=0.9, show_default=True,
-              help="With --keep-rhythm, write a pitch only from the likeliest ones that hold this "
-                   "share of the pitch odds (nucleus sampling); 1 allows any.")
-@STRUCTURE_OPTION
-@click.option("--check/--no-check", default=True, show_default=True,
+@click.option("--meter", "-m", default=S.meter, help="Meter to write the tune in, e.g. 6/8 (the M: field).")
+@click.option("--key", "-k", default=S.key, help="Key, e.g. D, Ador, Emin (the K: field).")
+@click.option("--title", default=S.title, help="Title (the T: field).")
+@click.option("--length", default=S.length, help="Unit note length, e.g. 1/8 (the L: field).")
+@click.option("--prime", default=S.prime, help="ABC to start from (a header or first bars), or @FILE.")
+@click.option("--check/--no-check", default=S.check, show_default=True,
               help="Regenerate tunes that fail the ABC check (parse, notes, bar lengths).")
-@click.option("--retries", type=int, default=5, show_default=True,
+@click.option("--retries", type=int, default=S.retries, show_default=True,
               help="How many times to regenerate failing tunes.")
-@click.option("--max-seconds", type=float, default=None,
+@click.option("--max-seconds", type=float, default=S.max_seconds,
               help="Stop after this long, cutting the tunes where they stand [default: 30 + 2 a tune].")
-@click.option("--device", type=DEVICES, default="cpu", show_default=True, help="Where to sample.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Write the tunes to this file instead of stdout.")
 @click.option("--export", "export_dir", type=click.Path(file_okay=False),
               help="Also write MIDI, MusicXML and SVG for each tune into this folder.")
-@click.option("--format", "-f", "formats", default="midi,musicxml,svg", show_default=True,
-              callback=lambda ctx, param, value: _split_formats(ctx, param, value),
-              help="Formats for --export: midi, musicxml, svg, pdf.")
+@FORMATS_OPTION
 @click.option("--force", is_flag=True, help="Let --export overwrite files that exist already.")
 @click.option("--quiet", "-q", is_flag=True, help="No messages on stderr.")
-def sample(model_path, temperature, top_k, num, seed, max_chars, meter, key, title, length, prime,
-           fix_bars, keep_rhythm, pitch_top_p, structure, check, retries, max_seconds, device, output,
-           export_dir, formats, force, quiet):
+def sample(model_path: str | None, num: int, device: str, output: str | None, export_dir: str | None,
+           formats: list[str], force: bool, quiet: bool, **settings) -> None:
     """Write new tunes as ABC on stdout."""
     from abcgen.sample import load_model
 
-    say = (lambda message: None) if quiet else (lambda message: click.echo(message, err=True))
+    say = _say(quiet)
     model = load_model(model_path, device=device)
-    tunes = model.generate(n=num, temperature=temperature, top_k=top_k, seed=seed, meter=meter,
-                           key=key, title=title, length=length, prime=prime, max_chars=max_chars,
-                           fix_bars=fix_bars, keep_rhythm=keep_rhythm, pitch_top_p=pitch_top_p,
-                           structure=structure, check=check, retries=retries,
-                           max_seconds=max_seconds, report=say)
+    tunes = model.generate(num, SamplingOptions(**settings), report=say)
     text = "\n\n".join(tunes) + "\n"
     if output:
         from abcgen.files import write_text_atomic
@@ -385,47 +457,33 @@ def sample(model_path, temperature, top_k, num, seed, max_chars, meter, key, tit
         _show_export(report, export_dir, quiet, paths_to_stdout=False)
 
 
-# ---- evaluate
+def _say(quiet: bool):
+    """The message callback: one line on stderr, or nothing with --quiet."""
+    return (lambda message: None) if quiet else (lambda message: click.echo(message, err=True))
 
 
 @cli.command()
 @click.argument("corpus_path", metavar="CORPUS", type=click.Path(exists=True))
-@click.option("--model", "model_path", type=click.Path(dir_okay=False),
-              help="Model file [default: $ABCGEN_MODEL, else the shipped Nottingham model].")
-@click.option("-n", "--num", type=int, default=200, show_default=True, help="How many tunes to sample.")
-@click.option("--temperature", "-t", type=float, default=0.8, show_default=True,
-              help="Sampling temperature; must be > 0.")
-@click.option("--top-k", type=int, help="Sample only among the k likeliest characters.")
-@click.option("--seed", type=int, help="Random seed: the same seed gives the same tunes and report.")
-@click.option("--fix-bars/--no-fix-bars", default=True, show_default=True,
-              help="Sample as `abcgen sample` does, writing again bars of the wrong length; "
-                   "--no-fix-bars measures the model alone.")
-@click.option("--keep-rhythm/--plain-temperature", default=True, show_default=True,
-              help="Temperature among pitches and lengths only, as `abcgen sample` does.")
-@click.option("--pitch-top-p", type=float, default=0.9, show_default=True,
-              help="With --keep-rhythm, write a pitch only from the likeliest ones that hold this "
-                   "share of the pitch odds (nucleus sampling); 1 allows any.")
-@STRUCTURE_OPTION
-@click.option("--device", type=DEVICES, default="cpu", show_default=True, help="Where to sample.")
+@sampling_options
+@click.option("-n", "--num", type=int, default=EVALUATION_TUNES, show_default=True, help="How many tunes to sample.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True),
               help="Also write the report as JSON to this file (- prints it instead of the table).")
 @click.option("--plots", "plots_dir", type=click.Path(file_okay=False),
               help="Write a PNG chart per feature into this folder (needs: pip install 'abcgen[plots]').")
 @click.option("--quiet", "-q", is_flag=True, help="No progress or messages on stderr.")
-def evaluate(corpus_path, model_path, num, temperature, top_k, seed, fix_bars, keep_rhythm, pitch_top_p,
-             structure, device, json_path, plots_dir, quiet):
+def evaluate(corpus_path: str, model_path: str | None, num: int, device: str, json_path: str | None,
+             plots_dir: str | None, quiet: bool, **settings) -> None:
     """Sample tunes without the check and compare them with CORPUS: validity, musical
     statistics against the training tunes, and how much they copy from them."""
     from abcgen.evaluate import evaluate_model, format_report, require_matplotlib, write_json, write_plots
 
     if plots_dir:
         require_matplotlib()  # before minutes of work, not after
-    say = (lambda message: None) if quiet else (lambda message: click.echo(message, err=True))
-    report = evaluate_model(corpus_path, model_path, n=num, temperature=temperature, top_k=top_k,
-                            seed=seed, fix_bars=fix_bars, keep_rhythm=keep_rhythm, pitch_top_p=pitch_top_p,
-                            structure=structure, device=device, say=say, progress=not quiet and sys.stderr.isatty())
+    say = _say(quiet)
+    report = evaluate_model(corpus_path, model_path, num, SamplingOptions(**settings), device=device, say=say,
+                            progress=not quiet and sys.stderr.isatty())
     if json_path == "-":
-            click.echo(json.dumps(report, indent=2))
+        click.echo(json.dumps(report, indent=2))
     else:
         click.echo(format_report(report), nl=False)
     if json_path and json_path != "-":
@@ -439,39 +497,41 @@ def evaluate(corpus_path, model_path, num, temperature, top_k, seed, fix_bars, k
 # ---- experiment
 
 
+EXPERIMENT = "abcgen.experiment:run_experiment"
+
+
 @cli.command()
 @click.argument("corpus_path", metavar="CORPUS", type=click.Path(exists=True))
-@click.option("--archs", default="lstm,gru,lstm-attention,bilstm-window,conv-lstm,transformer",
-              show_default=True,
-              help="Comma-separated architectures to compare, each with optional model options, "
-                   "e.g. lstm:layers=3 or bilstm-window:window=8:hidden=64.")
-@click.option("--budget", type=float, default=300, show_default=True,
-              help="Seconds of training for every architecture and seed.")
-@click.option("--seeds", type=int, default=1, show_default=True,
-              help="Repeat every run with seeds 0..N-1 and report mean ± standard deviation.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/experiment",
-              show_default=True, help="Folder for results.md, results.json and every run's model.")
+@library_default("--archs", source=EXPERIMENT + "(archs)",
+                 help="Comma-separated architectures to compare, each with optional model options, "
+                      "e.g. lstm:layers=3 or bilstm-window:window=8:hidden=64.")
+@library_default("--budget", type=float, source=EXPERIMENT + "(budget)",
+                 help="Seconds of training for every architecture and seed.")
+@library_default("--seeds", type=int, source=EXPERIMENT + "(seeds)",
+                 help="Repeat every run with seeds 0..N-1 and report mean ± standard deviation.")
+@library_default("--out", "out_dir", type=click.Path(file_okay=False), source=EXPERIMENT + "(out_dir)",
+                 help="Folder for results.md, results.json and every run's model.")
 @click.option("--corpus-mix", help="Also train on CORPUS's training split mixed with this collection "
                                    "(a corpus name such as oneills-1850, see `abcgen corpus --list`, or a "
                                    "path to .abc files); both are judged on CORPUS's test split.")
-@click.option("-n", "--num", type=int, default=200, show_default=True,
+@click.option("-n", "--num", type=int, default=EVALUATION_TUNES, show_default=True,
               help="Tunes sampled per run for validity, musical statistics and copying.")
-@click.option("--temperature", "-t", type=float, default=0.8, show_default=True,
-              help="Sampling temperature; must be > 0.")
-@click.option("--device", type=DEVICES, default="auto", show_default=True,
-              help="Where to train each model (auto: a CUDA GPU when there is one); the models are "
-                   "sampled and scored on the CPU.")
+@click.option("--temperature", "-t", type=float, default=S.temperature, show_default=True,
+              help="Higher is more adventurous, lower more conventional; 0.01 to 10.")
+@library_default("--device", type=DEVICES, source=TRAIN_CONFIG + "device",
+                 help="Where to train each model (auto: a CUDA GPU when there is one); the models are "
+                      "sampled and scored on the CPU.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress messages on stderr.")
-def experiment(corpus_path, archs, budget, seeds, out_dir, corpus_mix, num, temperature, device, quiet):
+def experiment(corpus_path: str, archs: str, budget: float, seeds: int, out_dir: str, corpus_mix: str | None,
+               num: int, temperature: float, device: str, quiet: bool) -> None:
     """Train several architectures for the same time on the same splits and compare them
     in one table (printed, and written to OUT as Markdown and JSON)."""
+    from abcgen.device import pick_device
     from abcgen.experiment import markdown_table, run_experiment
     from abcgen.train import TrainingInterrupted
 
-    say = (lambda message: None) if quiet else (lambda message: click.echo(message, err=True))
+    say = _say(quiet)
     try:
-        from abcgen.device import pick_device
-
         pick_device(device)  # an unavailable device is refused before any work
         report = run_experiment(corpus_path, archs, budget=budget, seeds=seeds, out_dir=out_dir,
                                 train_options={"device": device},
@@ -485,23 +545,11 @@ def experiment(corpus_path, archs, budget, seeds, out_dir, corpus_mix, num, temp
 # ---- export
 
 
-def _split_formats(ctx, param, value):
-    from abcgen.export import FORMATS
-
-    names = [name.strip().lower() for name in value.split(",") if name.strip()]
-    unknown = [name for name in names if name not in FORMATS]
-    if unknown or not names:
-        raise click.BadParameter(f"{', '.join(unknown) or 'none given'}: choose from {', '.join(FORMATS)}")
-    return names
-
-
 @cli.command("export")
 @click.argument("input_file", metavar="INPUT", type=click.File("rb"))  # decoded as the corpus reader decodes files
 @click.option("--out-dir", "-o", type=click.Path(file_okay=False), default=".", show_default=True,
               help="Folder for the files; created when missing.")
-@click.option("--format", "-f", "formats", default="midi,musicxml,svg", show_default=True,
-              callback=_split_formats,
-              help="Comma-separated: midi, musicxml, svg, pdf (pdf needs LilyPond or MuseScore).")
+@FORMATS_OPTION
 @click.option("--force", is_flag=True, help="Overwrite files that exist already.")
 @click.option("--chords", is_flag=True, help="Play the chord symbols in the MIDI, as a second track.")
 @click.option("--jobs", "-j", type=click.IntRange(min=0), default=0, show_default=True,

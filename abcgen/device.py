@@ -10,8 +10,7 @@ from __future__ import annotations
 import torch
 
 from abcgen.errors import AbcgenError
-
-DEVICE_NAMES = ("auto", "cpu", "cuda", "mps")
+from abcgen.options import DEVICE_NAMES
 
 
 def available(name: str) -> bool:

@@ -29,9 +29,10 @@ import os
 import statistics as stats
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
+from typing import Callable
 
 from tqdm import tqdm
 
@@ -40,6 +41,7 @@ from abcgen.abc import Tune, check_tune, failure_kind, key_name, tune_form
 from abcgen.corpus import load_corpus
 from abcgen.errors import AbcgenError
 from abcgen.files import write_bytes_atomic, write_text_atomic
+from abcgen.options import EVALUATION_TUNES, SamplingOptions, check_count
 
 CACHE_VERSION = 1  # bump whenever tune_features, bar_sequence or abcgen.abc.read_tune change
 COPY_BARS = 4  # a tune that shares this many consecutive bars with a training tune copies it
@@ -427,27 +429,24 @@ def evaluate_tunes(generated: list[str], train: list[str], val: list[str]) -> di
     return compare(generated, CorpusProfile.from_tunes(train, val))
 
 
-def evaluate_model(corpus_path, model_path=None, n: int = 200, temperature: float = 0.8,
-                   top_k: int | None = None, seed: int | None = None, fix_bars: bool = True,
-                   keep_rhythm: bool = True, pitch_top_p: float | None = None, structure: str = "auto",
-                   device: str = "cpu",
-                   cache: Path | None = None, say=None, progress: bool = False) -> dict:
+def evaluate_model(corpus_path, model_path=None, n: int = EVALUATION_TUNES, options: SamplingOptions | None = None, *,
+                   device: str = "cpu", cache: Path | None = None, say: Callable[[str], None] | None = None,
+                   progress: bool = False, **settings) -> dict:
     """Sample n tunes (no check, no retries) and compare them with the corpus at corpus_path.
 
-    fix_bars and keep_rhythm sample as `abcgen sample` does (see abcgen.sample); without
-    them the model alone is measured, at a plain temperature.
+    options (or settings, as TuneModel.generate takes them) say how to sample: with fix_bars
+    and keep_rhythm as `abcgen sample` does (see abcgen.sample); without them the model alone
+    is measured, at a plain temperature.
 
     say, if given, is called with one line per stage. The report also holds the model's
     loss, bits per character and accuracy on the test split.
     """
     # Here, not at the top: the statistics alone (evaluate_tunes, bench/wellformed.py) need no torch.
     from abcgen.sample import load_model
-    from abcgen.shaping import PITCH_TOP_P, check_temperature
 
-    if n < 1:
-        raise AbcgenError("-n must be at least 1")
-    check_temperature(temperature)
-    pitch_top_p = PITCH_TOP_P if pitch_top_p is None else pitch_top_p
+    options = replace(options, **settings) if options is not None else SamplingOptions(**settings)
+    options = replace(options, check=False)
+    check_count(n)
     say = say or (lambda message: None)
     started = time.perf_counter()
     corpus = load_corpus(corpus_path)
@@ -455,18 +454,17 @@ def evaluate_model(corpus_path, model_path=None, n: int = 200, temperature: floa
         raise AbcgenError(f"{corpus_path}: the corpus has no training tunes to compare with")
     profile = corpus_profile(corpus, cache, progress)
     model = load_model(model_path, device=device)
-    say(f"sampling {n} tunes at temperature {temperature}...")
-    generated = model.generate(n=n, temperature=temperature, top_k=top_k, seed=seed, check=False,
-                               fix_bars=fix_bars, keep_rhythm=keep_rhythm, pitch_top_p=pitch_top_p,
-                               structure=structure)
+    say(f"sampling {n} tunes at temperature {options.temperature}...")
+    generated = model.generate(n, options)
     say("scoring the test split...")
     prediction, prediction_note = score_test_split(model, corpus.test)
     report = {
         "corpus": {"name": corpus.name, "fingerprint": corpus.fingerprint, "train": len(corpus.train),
                    "val": len(corpus.val), "test": len(corpus.test)},
-        "sampling": {"model": str(model_path or "shipped model"), "n": n, "temperature": temperature,
-                     "top_k": top_k, "seed": seed, "fix_bars": fix_bars,
-                     "keep_rhythm": keep_rhythm, "pitch_top_p": pitch_top_p, "structure": structure},
+        "sampling": {"model": str(model_path or "shipped model"), "n": n, "temperature": options.temperature,
+                     "top_k": options.top_k, "seed": options.seed, "fix_bars": options.fix_bars,
+                     "keep_rhythm": options.keep_rhythm, "pitch_top_p": options.pitch_top_p,
+                     "structure": options.structure},
         "prediction": prediction,
         "prediction_note": prediction_note,
         **compare(generated, profile),

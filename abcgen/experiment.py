@@ -33,14 +33,14 @@ from abcgen.errors import AbcgenError
 from abcgen.evaluate import (COPY_BARS, TrainingIndex, corpus_profile, originality, profile_tunes,
                              statistics_rows, validity)
 from abcgen.files import write_text_atomic
-from abcgen.model import ModelConfig, check_config
+from abcgen.model import ARCHITECTURES, ModelConfig, check_config
+from abcgen.options import EVALUATION_TUNES, OptionError, SamplingOptions, check_count, check_temperature
 from abcgen.sample import TuneModel
 from abcgen.scoring import LN2, known_tunes
-from abcgen.shaping import check_temperature
 from abcgen.train import TrainConfig, TrainingInterrupted, train
 from abcgen.vocab import Vocab
 
-DEFAULT_ARCHS = "lstm,gru,lstm-attention,bilstm-window,conv-lstm,transformer"
+DEFAULT_ARCHS = ",".join(ARCHITECTURES)  # every architecture in the registry
 # (key in a run's result, column title, format): the table, left to right.
 COLUMNS = [
     ("parameters", "params", "int"),
@@ -198,8 +198,8 @@ def train_and_judge(corpus: Corpus, judge: Judge, mixed: bool, spec: ArchSpec, s
 
 
 def run_experiment(corpus_path, archs: str = DEFAULT_ARCHS, budget: float = 300, seeds: int = 1,
-                   out_dir="runs/experiment", corpus_mix: str | None = None, n: int = 200,
-                   temperature: float = 0.8, train_options: dict | None = None,
+                   out_dir="runs/experiment", corpus_mix: str | None = None, n: int = EVALUATION_TUNES,
+                   temperature: float = SamplingOptions.temperature, train_options: dict | None = None,
                    cache: Path | None = None, say=None) -> dict:
     """Train and judge every architecture (x seed, x corpus variant); returns the report
     that results.json holds, and writes results.md beside it after every run.
@@ -208,12 +208,12 @@ def run_experiment(corpus_path, archs: str = DEFAULT_ARCHS, budget: float = 300,
     """
     say = say or (lambda message: print(message, file=sys.stderr))
     specs = parse_archs(archs)
-    problems = [(not budget > 0, "--budget must be greater than 0"),
-                (seeds < 1, "--seeds must be at least 1"),
-                (n < 1, "-n must be at least 1")]
-    for bad, message in problems:
+    problems = [(not budget > 0, "budget", "must be greater than 0"),
+                (seeds < 1, "seeds", "must be at least 1")]
+    for bad, option, problem in problems:
         if bad:
-            raise AbcgenError(message)
+            raise OptionError(option, problem)
+    check_count(n)
     check_temperature(temperature)
     out_dir = Path(out_dir)
     original = load_corpus(corpus_path)

@@ -19,56 +19,35 @@ import re
 import time
 from collections import Counter
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import torch
 
-from abcgen.abc import AbcParseError, check_tune, failure_kind, parse_meter
+from abcgen.abc import check_tune, failure_kind
 from abcgen.checkpoint import Checkpoint, load_checkpoint
 from abcgen.corpus import normalise_tune, parse_unit, to_unit_length
 from abcgen.device import pick_device
 from abcgen.errors import AbcgenError
 from abcgen.form import FormTracker, encode_text
+from abcgen.options import SAMPLING_DEVICE, OptionError, SamplingOptions, check_count
 from abcgen.prime import check_prime_structure, prime_closes_parts, read_prime
 from abcgen.scoring import known_tunes, score_text
-from abcgen.shaping import PITCH_TOP_P, character_classes, check_temperature, next_char_probs
-from abcgen.structure import BODY_CHARACTERS, BodyRules, check_structure_option, choose_structure
-from abcgen.watch import (TUNE_END, UNIT_LENGTH_VALUE, BarWatch, Snapshot, watch_bars,
-                          watch_header_value)
+from abcgen.shaping import character_classes, next_char_probs
+from abcgen.structure import BODY_CHARACTERS, BodyRules, choose_structure
+from abcgen.watch import TUNE_END, BarWatch, Snapshot, watch_bars, watch_header_value
 
 PRETRAINED = Path(__file__).parent / "pretrained" / "nottingham.pt"
-MIN_MAX_CHARS = 100
-# A K: value: a tonic and a mode (then perhaps explicit accidentals or a clef), or none/HP.
-ABC_KEY = re.compile(r"(?i:none|hp)$|[A-G][#b]?(?i:m|min|minor|maj|major|ion|ionian|dor|dorian|phr|"
-                     r"phrygian|lyd|lydian|mix|mixolydian|aeo|aeolian|loc|locrian)?(\s.*)?$")
 
 
 def default_model_path() -> Path:
     return Path(os.environ.get("ABCGEN_MODEL") or PRETRAINED)
 
 
-def load_model(path=None, device="cpu") -> "TuneModel":
+def load_model(path: str | Path | None = None, device: str = SAMPLING_DEVICE) -> TuneModel:
     """The model at path, or ABCGEN_MODEL, or the shipped Nottingham model."""
     return TuneModel(load_checkpoint(path or default_model_path(), device=pick_device(device)))
-
-
-def check_header_values(**values) -> None:
-    """One clear line for a --meter, --key, --title or --length that cannot be written."""
-    for name, value in values.items():
-        if value is not None and (not value.strip() or "\n" in value):
-            raise AbcgenError(f"--{name} must be one line of text, not {value!r}")
-    length = values.get("length")
-    if length is not None and not UNIT_LENGTH_VALUE.fullmatch(length.strip()):
-        raise AbcgenError(f"--length must be a unit note length such as 1/8 or 1/4, not {length!r}")
-    meter, key = values.get("meter"), values.get("key")
-    if meter is not None:
-        try:
-            parse_meter(meter)
-        except AbcParseError:
-            raise AbcgenError(f"--meter {meter!r} is not an ABC meter (such as 6/8, 3/4, C)") from None
-    if key is not None and not ABC_KEY.match(key.strip()):
-        raise AbcgenError(f"--key {key!r} is not an ABC key (such as D, Ador, Emin, Bb)")
 
 
 def in_unit_length(tune: str, length: str | None) -> str:
@@ -138,7 +117,9 @@ class Stream:
 
 
 @dataclass
-class SamplingOptions:
+class SamplingRun:
+    """One generate() call's settings as the decoding loop reads them (see SamplingOptions)."""
+
     temperature: float
     top_k: int | None
     pitch_top_p: float
@@ -220,46 +201,24 @@ class TuneModel:
     def classes(self) -> torch.Tensor:
         return character_classes(self.vocab.chars)
 
-    def generate(self, n=1, temperature=0.8, top_k=None, seed=None, meter=None, key=None,
-                 title=None, length=None, prime=None, max_chars=1500, check=True, retries=5,
-                 fix_bars=True, keep_rhythm=True, pitch_top_p=PITCH_TOP_P, structure="auto",
-                 report=None, progress=None, max_seconds=None) -> list[str]:
-        """Write n tunes as ABC text.
+    def generate(self, n: int = 1, options: SamplingOptions | None = None, *, report: Callable[[str], None] | None = None,
+                 progress: Callable[[list[str]], None] | None = None, **settings) -> list[str]:
+        """Write n tunes as ABC text, as options say (see SamplingOptions), or as settings say:
+        `generate(n=4, temperature=0.9)` is `generate(4, SamplingOptions(temperature=0.9))`,
+        and settings given beside options change those.
 
-        keep_rhythm: apply the temperature among pitches and among lengths only, not to
-        what kind of character comes next (see class_tempered); and write a pitch only
-        from the likeliest ones that hold pitch_top_p of the pitch odds (1: any).
-        fix_bars: write again any bar of the wrong length as soon as it is complete.
-        structure: the form to write to (AABB, A16B16, ...), "auto" to draw one from the
-        training tunes' forms in the tune's meter, or "none" (see abcgen.structure); the
-        structure rules need fix_bars.
-        check: afterwards, regenerate whole tunes that fail the ABC check (up to retries
-        times); report, if given, is called with one line about them.
+        report, if given, is called with one line about tunes written again and warnings.
         progress: called after every character with the list of the texts being written (a
         whole-tune retry starts a new list); an exception it raises stops the generation.
-        max_seconds: the wall-clock bound (default time_limit(n)): past it, the tunes being
-        written are cut where they stand (complete bars kept) and none is written again.
         """
-        check_temperature(temperature)
-        if top_k is not None and top_k < 1:
-            raise AbcgenError("--top-k must be at least 1")
-        if not 0 < pitch_top_p <= 1:
-            raise AbcgenError("--pitch-top-p must be greater than 0 and at most 1")
-        if n < 1:
-            raise AbcgenError("-n/--num must be at least 1")
-        if max_chars < MIN_MAX_CHARS:
-            raise AbcgenError(f"--max-chars must be at least {MIN_MAX_CHARS} (room for a header and a bar)")
-        check_header_values(meter=meter, key=key, title=title, length=length)
-        check_structure_option(structure)
-        if retries < 0:
-            raise AbcgenError("--retries must be at least 0")
-        if max_seconds is not None and max_seconds <= 0:
-            raise AbcgenError("--max-seconds must be more than 0")
-        seconds = max_seconds if max_seconds is not None else time_limit(n)
-        prime = read_prime(prime)
+        options = replace(options, **settings) if options is not None else SamplingOptions(**settings)
+        check_count(n)
+        seconds = options.max_seconds if options.max_seconds is not None else time_limit(n)
+        meter, key, title, length = options.meter, options.key, options.title, options.length
+        prime = read_prime(options.prime)
         if prime and prime.lstrip().startswith("X:") and any((meter, key, title, length)):
-            raise AbcgenError("--prime starts with its own header (X:...); put the meter, key, "
-                              "title or length in it instead of --meter, --key, --title, --length")
+            raise OptionError("prime", "starts with its own header (X:...); put the meter, key, "
+                              "title or length in it instead")
         # The model has only seen L:1/8 (the corpus is normalised to it): it writes in 1/8,
         # and the finished tune is rewritten in the unit length asked for.
         plan = header_plan(title, meter, length and "1/8", key, prime)
@@ -267,18 +226,19 @@ class TuneModel:
         # anything else it is asked to continue from must be in its vocabulary.
         self.vocab.encode("".join(v for v in (prime, meter, key) if v))
         self.warn_unseen(meter, key, report)
-        generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
-        options = SamplingOptions(temperature, top_k, pitch_top_p, max_chars, fix_bars, keep_rhythm,
-                                  generator, structure if fix_bars and structure != "none" else None,
-                                  progress, time.monotonic() + seconds)
-        check_prime_structure(prime, options.structure)
-        if options.structure and prime_closes_parts(prime):
-            options.structure = None
+        generator = torch.Generator().manual_seed(options.seed if options.seed is not None else torch.seed())
+        structure = options.structure if options.fix_bars and options.structure != "none" else None
+        run = SamplingRun(options.temperature, options.top_k, options.pitch_top_p, options.max_chars,
+                          options.fix_bars, options.keep_rhythm, generator, structure, progress,
+                          time.monotonic() + seconds)
+        check_prime_structure(prime, run.structure)
+        if run.structure and prime_closes_parts(prime):
+            run.structure = None
             self.warnings.append("the prime writes its own repeat or final bar lines: no structure rules")
-        tunes = self.sample_batch(n, plan, options)
-        if check:
-            tunes = self.regenerate_failures(tunes, plan, options, retries, report)
-        if options.out_of_time():
+        tunes = self.sample_batch(n, plan, run)
+        if options.check:
+            tunes = self.regenerate_failures(tunes, plan, run, options.retries, report)
+        if run.out_of_time():
             self.warnings.append(f"stopped at the time limit of {seconds:g} s (--max-seconds); "
                                  "the tunes are cut where they stood")
             if report:
@@ -314,7 +274,7 @@ class TuneModel:
         return tunes
 
     @torch.no_grad()
-    def sample_batch(self, n, plan, options: "SamplingOptions"):
+    def sample_batch(self, n, plan, options: SamplingRun):
         """Sample n tunes side by side; returns (text, cut at max_chars) pairs."""
         with one_cpu_thread():
             return self._sample_batch(n, plan, options)
@@ -387,7 +347,7 @@ class TuneModel:
                     logits[row] = target.logits
         return [(s.text, s.cut) for s in streams]
 
-    def body_rules(self, stream: Stream, options: SamplingOptions) -> BodyRules | None:
+    def body_rules(self, stream: Stream, options: SamplingRun) -> BodyRules | None:
         """The structure rules for a tune whose header is written (None under a free meter)."""
         head_end = stream.text.find("\n", stream.text.find("\nK:") + 1) + 1
         head = stream.text[:head_end] if head_end > 0 else stream.text

@@ -9,20 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from abcgen.errors import AbcgenError
-
-
-MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 10.0
-PITCH_TOP_P = 0.9  # see pitch_nucleus
 # Characters that the temperature sharpens among themselves (see class_tempered); the
 # pitch letters are class PITCH_CLASS.
 SHARPENED_GROUPS = ("ABCDEFGabcdefg", "0123456789/")
 PITCH_CLASS = 0
-
-
-def check_temperature(temperature: float) -> None:
-    if not MIN_TEMPERATURE <= temperature <= MAX_TEMPERATURE:
-        raise AbcgenError(f"--temperature must be between {MIN_TEMPERATURE:g} and {MAX_TEMPERATURE:g}")
 
 
 def character_classes(chars) -> torch.Tensor:

@@ -17,6 +17,9 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from abcgen.abc import check_tune
+from abcgen.options import UNIT_LENGTH_VALUE
+
 if TYPE_CHECKING:
     import torch
 
@@ -27,7 +30,6 @@ TUNE_END = "\n\n"
 MAX_BAR_REWINDS = 50  # per tune: past this, the tune is left as the model writes it
 BAR_TRIES = 8  # tries at one bar before going back one bar further
 LINE_TRIES = 8  # tries at a header value the model writes (M:, L:, K:)
-UNIT_LENGTH_VALUE = re.compile(r"1/(1|2|4|8|16|32|64)")  # an L: value
 # Between two bars: barline characters, ending numbers, spaces and line breaks. Any other
 # character begins a bar, except a letter that begins a field line (P:B) in the body.
 BETWEEN_BARS = set("|:]0123456789 \t\n\\")
@@ -127,8 +129,6 @@ class BarWatch:
 def watch_bars(stream: Stream, ch: str, snapshot) -> Snapshot | None:
     """Follow the body as ch is added. When a bar turns out to have the wrong length,
     cut it from the text and return the Snapshot to write it again from."""
-    from abcgen.abc import check_tune
-
     watch = stream.bars = stream.bars or BarWatch(body_start=snapshot())
     if stream.rules is not None and not stream.cut:
         return watch_structure(stream, watch, ch, snapshot)

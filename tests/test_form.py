@@ -6,7 +6,7 @@ import torch
 from abcgen.checkpoint import Checkpoint
 from abcgen.form import BARS_PER_BLOCK, FormTracker, Place, encode_text, form_classes, model_inputs
 from abcgen.model import ModelConfig, build_model, input_table
-from abcgen.sample import SamplingOptions, TuneModel, header_plan
+from abcgen.sample import SamplingRun, TuneModel, header_plan
 from abcgen.watch import TUNE_END
 from abcgen.vocab import Vocab
 
@@ -92,7 +92,7 @@ def test_the_sampler_feeds_the_classes_that_training_uses():
     torch.manual_seed(0)
     recording = Recording(build_model(ModelConfig(vocab_size=len(vocab), hidden=16, layers=1)))
     tune_model = TuneModel(Checkpoint(recording, vocab, {}))
-    options = SamplingOptions(0.8, None, 0.9, 600, fix_bars=False, keep_rhythm=True,
+    options = SamplingRun(0.8, None, 0.9, 600, fix_bars=False, keep_rhythm=True,
                               generator=torch.Generator().manual_seed(3))
     [(text, _)] = tune_model.sample_batch(1, header_plan(prime="GABc|" * 18), options)
     fed = torch.cat(recording.seen).tolist()

@@ -279,5 +279,5 @@ def test_sampling_stops_at_its_time_limit_whatever_the_model_writes():
     tunes = model.generate(n=2, seed=1, max_seconds=0.5, report=said.append)
     assert len(tunes) == 2 and all(tune.startswith("X:") for tune in tunes)
     assert any("time limit of 0.5 s" in line for line in said), said
-    with pytest.raises(AbcgenError, match="--max-seconds"):
+    with pytest.raises(AbcgenError, match="max_seconds"):
         model.generate(n=1, max_seconds=0)

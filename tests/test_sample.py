@@ -7,7 +7,7 @@ from click.testing import CliRunner
 from abcgen.cli import cli
 from abcgen.corpus import load_corpus
 from abcgen.errors import AbcgenError
-from abcgen.sample import SamplingOptions, Stream, TuneModel, close_cut_tune, header_plan, load_model
+from abcgen.sample import SamplingRun, Stream, TuneModel, close_cut_tune, header_plan, load_model
 from abcgen.shaping import character_classes, next_char_probs, pitch_nucleus
 from abcgen.watch import Snapshot, header_value_ok, watch_bars
 from abcgen.train import TrainConfig, train
@@ -56,7 +56,7 @@ def test_musicians_controls_are_in_the_header(tiny_model):
     assert tune.splitlines()[:4] == ["X:1", "T:Seaside", "M:6/8", "L:1/8"]
     # The tiny model may write header lines of its own into the body (a later K: wins when
     # the tune is tidied), so the key is checked in the text as written.
-    options = SamplingOptions(0.8, None, 1.0, 400, True, True, torch.Generator().manual_seed(2))
+    options = SamplingRun(0.8, None, 1.0, 400, True, True, torch.Generator().manual_seed(2))
     [(text, _)] = load_model(tiny_model).sample_batch(1, header_plan(**controls), options)
     assert text.startswith("X:1\nT:Seaside\nM:6/8\nL:1/8\nK:D\n")
 
@@ -280,7 +280,7 @@ def test_fixing_writes_only_meters_and_keys_the_model_knows(tiny_model):
         return rest.split("\n")[0] if found else None  # None: a title ran past max_chars
 
     def unknown(fix_bars):
-        options = SamplingOptions(0.8, None, 1.0, 200, fix_bars, False, torch.Generator().manual_seed(3))
+        options = SamplingRun(0.8, None, 1.0, 200, fix_bars, False, torch.Generator().manual_seed(3))
         texts = [text for text, _ in model.sample_batch(20, header_plan(), options)]
         return sum(not all(value(text, name) is not None and header_value_ok(name, value(text, name), meta)
                            for name in "MK")
@@ -311,14 +311,15 @@ def test_fixing_bars_mends_what_the_model_miscounts(tiny_model):
 def test_temperature_within_classes_keeps_the_odds_between_them():
     chars = list("ABc2/| \n")
     classes = character_classes(chars)
-    assert classes.tolist() == [0, 0, 0, 1, 1, 2, 3, 4]
+    assert classes.tolist() == [0, 0, 0, 1, 2, 3, 4, 5]  # pitches one class, lengths each their own
     logits = torch.randn(3, len(chars))
     plain = torch.softmax(logits, dim=-1)
     for temperature in (0.5, 0.8, 1.5):
         probs = next_char_probs(logits, temperature, None, classes)
         assert torch.allclose(probs.sum(dim=-1), torch.ones(3), atol=1e-6)
-        odds = lambda p: torch.zeros(3, 5).index_add_(1, classes, p)
+        odds = lambda p: torch.zeros(3, 6).index_add_(1, classes, p)
         assert torch.allclose(odds(probs), odds(plain), atol=1e-6)  # kinds at the model's odds
+        assert torch.allclose(probs[:, 3:], plain[:, 3:], atol=1e-6)  # lengths too
         pitches = torch.softmax(logits[:, :3] / temperature, dim=-1)
         assert torch.allclose(probs[:, :3] / probs[:, :3].sum(-1, keepdim=True), pitches, atol=1e-6)
     assert torch.allclose(next_char_probs(logits, 1.0, None, classes), plain, atol=1e-6)
@@ -339,7 +340,7 @@ def test_pitch_nucleus_leaves_out_the_unlikeliest_pitches_only():
     assert cut[0, 2:5].sum() == 0 and full[0, 2:5].sum() > 0  # the tail of the pitches
     assert torch.allclose(cut[0, 5:], full[0, 5:])  # lengths, barlines, endings: unchanged
     assert torch.allclose(cut[0, :5].sum(), full[0, :5].sum())  # as likely to write a pitch
-    with pytest.raises(AbcgenError, match="--pitch-top-p"):
+    with pytest.raises(AbcgenError, match="pitch_top_p"):
         TuneModel(None).generate(pitch_top_p=0)
 
 

@@ -467,7 +467,8 @@ def line(data: dict) -> bytes:
 def validate_generate(model, settings: dict) -> None:
     """The checks generate() makes before it writes anything (AbcgenError on a bad value),
     without writing: so that a bad meter or prime is a 400, not an error inside the stream."""
-    from abcgen.sample import check_header_values, read_prime
+    from abcgen.options import check_header_values
+    from abcgen.sample import read_prime
     from abcgen.structure import check_structure_option
 
     check_header_values(meter=settings["meter"], key=settings["key"], title=settings["title"])

@@ -22,6 +22,7 @@ import torch
 
 from abcgen.abc import FIELD_LINE, TOKEN, check_tune
 from abcgen.errors import AbcgenError
+from abcgen.options import SamplingOptions, check_temperature
 
 MUSIC_TOKENS = {"note", "rest", "measure_rest", "chord_open"}
 TOKEN_KINDS = ("newline", "space", "comment", "continuation", "inline", "ending", "bar", "symbol", "decoration",
@@ -120,7 +121,7 @@ def vary(tune_model, abc: str, first: int, last: int, count: int = 3, temperatur
     """Rewrite bars first..last (indices, inclusive) of a tune: up to `count` candidates,
     best first, each {abc, stretch, score} where score is the mean log-probability per
     character the model gives the rest of the tune after it."""
-    from abcgen.sample import PITCH_TOP_P, check_temperature, next_char_probs, one_cpu_thread
+    from abcgen.sample import next_char_probs, one_cpu_thread
 
     abc = abc.strip()
     check_temperature(temperature)
@@ -139,7 +140,7 @@ def vary(tune_model, abc: str, first: int, last: int, count: int = 3, temperatur
     with torch.no_grad(), one_cpu_thread():  # small steps: threads cost more than they give
         for _ in range(rounds):
             for stretch in write_stretches(tune_model, prefix, bars_wanted, tries, temperature, generator,
-                                           next_char_probs, PITCH_TOP_P, cancelled):
+                                           next_char_probs, SamplingOptions.pitch_top_p, cancelled):
                 if stretch.strip() and stretch.strip() != original.strip() and stretch not in kept:
                     if check_tune(prefix + stretch + tail).ok:
                         kept[stretch] = math.nan
