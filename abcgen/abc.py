@@ -514,6 +514,8 @@ class _Reader:
             divisor = int(digits) if digits else 2 ** (1 + len(rest))
             if divisor == 0:
                 self.fail(f"a note length divided by zero ({text!r})")
+            if divisor & (divisor - 1):  # abc2midi and abcm2ps refuse F/3 ("Bad length divisor")
+                self.fail(f"a note length divided by {divisor}, not a power of 2 ({text!r})")
             value /= divisor
         if value == 0:
             self.fail(f"a note of length zero ({text!r})")
@@ -579,6 +581,8 @@ class _Reader:
             self.slurs -= 1
 
     def on_tuplet(self, match) -> None:
+        if self.tuplet_left:  # abc2midi "nested tuples", abcm2ps "Bad nested tuplet"
+            self.fail("a tuplet inside a tuplet", rule="bracket")
         p = int(match["tuplet_p"])
         compound = self.bar_length is not None and (self.bar_length * 2).denominator == 1 and \
             (self.bar_length / Fraction(3, 2)).denominator == 1 and self.meter not in ("3/4", "3/2")

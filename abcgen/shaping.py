@@ -1,7 +1,7 @@
 """Shaping the next-character probabilities while sampling: temperature, top-k, and in
 tune bodies the temperature applied within classes of characters (keep_rhythm; see
-class_tempered), which sharpens the choice among pitches and among note lengths while the
-kind of character that comes next keeps the model's own odds. Among pitches, the unlikeliest
+class_tempered), which sharpens the choice among pitches while note lengths and the kind
+of character that comes next keep the model's own odds. Among pitches, the unlikeliest
 tail is left out (pitch_top_p; see pitch_nucleus).
 """
 
@@ -11,14 +11,16 @@ import torch
 
 # Characters that the temperature sharpens among themselves (see class_tempered); the
 # pitch letters are class PITCH_CLASS.
-SHARPENED_GROUPS = ("ABCDEFGabcdefg", "0123456789/")
+# Note lengths were sharpened too until a 200-tune comparison showed the rhythm blander for
+# it (notes-per-bar gap to the validation tunes -0.060 sharpened, -0.044 at the model's odds;
+# note durations -0.030 and -0.012; bench/RESULTS.md).
+SHARPENED_GROUPS = ("ABCDEFGabcdefg",)
 PITCH_CLASS = 0
 
 
 def character_classes(chars) -> torch.Tensor:
     """A class number per vocabulary character: the pitch letters are one class
-    (PITCH_CLASS), the characters that write note lengths another, and every other
-    character is its own."""
+    (PITCH_CLASS) and every other character is its own."""
     numbers, classes = {group: number for number, group in enumerate(SHARPENED_GROUPS)}, []
     for ch in chars:
         group = next((group for group in SHARPENED_GROUPS if ch in group), ch)
@@ -50,7 +52,8 @@ def class_tempered(logits, temperature, classes, pitch_top_p=1.0):
     note that is often the length `2`, whose rivals (the next pitch) are spread over a
     dozen letters: at 0.8 the shipped model wrote 47% quarter notes where the corpus has
     25%. Keeping the odds between classes leaves rhythm, bar lines and tune endings as
-    the model learned them, and the temperature still chooses among pitches and lengths.
+    the model learned them, and the temperature still chooses among pitches (every other
+    character, a length digit included, is a class of its own: it keeps the model's odds).
     """
     batch, count = logits.shape[0], int(classes.max()) + 1
     index = classes.expand(batch, -1)

@@ -16,6 +16,8 @@ While a tune body is written (constrained decoding, see BodyRules):
 - when a bar ends, the part so far goes through the strict check (abcgen.abc): a bar of the
   wrong length, a tie between different pitches, a part that runs past its length, a last
   note off the tonic, and the sampler writes that bar again (see sample.watch_bars);
+- a part that began with a pickup and reaches its length with a full bar is cut at the note
+  where, with the pickup, it makes one bar (`d2|...|B2A2 G2:|`), as real tunes close;
 - when a part reaches its length, its closing bar line is written for it: `:|` for a
   repeated part, `||` between parts, `|]` at the end, and `|:` opens a repeated part that
   follows another repeat.
@@ -43,6 +45,10 @@ PART = re.compile(r"([A-Z])(\d+)?")
 # such as field letters, only begin field lines, which the rules leave out).
 NOTE_END = set("ABCDEFGabcdefgzxZ,'0123456789/]")  # what a length, tie or > may follow
 SLUR_OPEN = re.compile(r"\((?!\d)")
+# A staff line (lines joined by a trailing \\) is ended after the bar that brings it to this
+# many notes: abcm2ps refuses to squeeze much more into a line ("Line too much shrunk"), and
+# the training tunes' lines hold at most about 40.
+STAFF_LINE_NOTES = 32
 STARTS_TOKEN = set('ABCDEFGabcdefgzx^_=" ([{.~')  # a cut before one of these ends a note
 BODY_CHARACTERS = set("ABCDEFGabcdefgzxZ^_=,'0123456789/|[]()<>{}-.~\" \n\\")
 
@@ -141,17 +147,24 @@ class Lexer:
     slurs: int = 0
     tuplet: str = ""  # "(", "(3", "(3:" ... while a tuplet mark is being written
     music: bool = False  # a note or rest since the last bar line
+    after_bar: bool = False  # a bar line and no note or rest since
+    staff_notes: int = 0  # notes and rests on the staff line so far (lines joined by \\)
 
     def ends_bar(self) -> bool:
         """Whether a `|` now would end a bar (rather than sit in a chord symbol or chord)."""
         return self.music and not (self.in_quote or self.chord or self.grace)
 
     def feed(self, ch: str) -> None:
-        if not self.in_quote and not self.chord and not self.grace:
-            if ch in "|:":
+        if not self.in_quote and not self.grace:
+            if ch in "|:" and not self.chord:
                 self.music = False
+                self.after_bar = True
             elif ch in "ABCDEFGabcdefgzxZ":
-                self.music = True
+                self.music = not self.chord or self.music
+                self.after_bar = False
+                self.staff_notes += 1
+            elif ch == "\n" and self.previous != "\\":
+                self.staff_notes = 0
         if self.in_quote:
             self.in_quote = ch != '"'
         elif ch == '"':
@@ -188,6 +201,10 @@ class Lexer:
             return BODY_CHARACTERS - {"\n"}
         # chords ([GB]) and inline fields are left out: the model rarely closes them
         blocked = {"[", ":"} if not self.tuplet[1:] else {"["}
+        if self.previous == "|" and self.staff_notes >= STAFF_LINE_NOTES:
+            return BODY_CHARACTERS - {"\n"}
+        if self.after_bar:
+            blocked.add("|")  # an empty bar (`|\n|`)
         if self.previous == "|":
             blocked |= set("|]:0123456789")
         if self.previous == "[":

@@ -172,7 +172,15 @@ def watch_structure(stream: Stream, watch: BarWatch, ch: str, snapshot) -> Snaps
         return None
     ends_bar = ch == "|" and rules.lexer.ends_bar() and not stream.closing
     if ends_bar and watch.starts:
-        action, _ = rules.bar_end(stream.text, may_rewrite=watch.rewinds < MAX_BAR_REWINDS)
+        action, _ = rules.bar_end(stream.text, may_rewrite=watch.rewinds < MAX_BAR_REWINDS,
+                                  bar_start=watch.starts[-1].length)
+        if action == "shorten":  # write the bar again as far as the cut, then the closing
+            cut, closing = _
+            target = watch.starts[-1]
+            stream.forced, stream.closing = stream.text[target.length:cut].rstrip() + closing, True
+            stream.text, stream.done = stream.text[: target.length], False
+            rules.replay(stream.text)
+            return watch.rewind(target, line_start=stream.text.endswith("\n"))
         if action == "rewrite":
             target = watch.rewind_target()
             stream.text, stream.done = stream.text[: target.length], False

@@ -205,11 +205,13 @@ STRICT_DEFECTS = {
     "section not a whole number of bars": ("GAB c2d|e2d B2G|A2B c2A|G3 G2||d2d e2e|d2B G2B|]", "section"),
     "note beyond the MIDI range": ("C,,,,,,,,2 B c2d|e2d B2G|]", "range"),
     "zero length": ("G/0AB c2d|e2d B2G|]", "syntax"),
+    "a length divided by 3": ("G/3A/B c2d|e2d B2G|]", "syntax"),
     "a chord symbol abc2midi does not know": ('GAB "A77"c2d|e2d B2G|]', "syntax"),
     "a chord symbol with a length for a bass": ('GAB "Em/2"c2d|e2d B2G|]', "syntax"),
     "an escaped quote in a chord symbol": ('GAB "D\\"c2d|e2d B2G|]', "syntax"),
     "two ties in a row": ("GAB c2d--|d2d B2G|]", "tie"),
     "a space inside a chord": ("GAB [c B]2d|e2d B2G|]", "syntax"),
+    "a tuplet inside a tuplet": ("GAB c2d|(3e(3dcB B2G|]", "bracket"),
     "a tuplet cut by a bar line": ("GAB c2d|e2d B2(3||A2B c2A|G3 G3|]", "bracket"),
     "a tuplet cut by the end of a line": ("GAB c2d|e2d (3B2\nGA B2G|]", "bracket"),
 }

@@ -11,7 +11,7 @@ from abcgen.cli import cli
 from abcgen.errors import AbcgenError
 from abcgen.model import build_model
 from abcgen.sample import PRETRAINED, TuneModel
-from abcgen.structure import BodyRules, Part, Structure, corpus_forms, structure_of
+from abcgen.structure import STAFF_LINE_NOTES, BodyRules, Lexer, Part, Structure, corpus_forms, structure_of
 
 
 def test_forms_are_read_as_musicians_write_them():
@@ -77,6 +77,24 @@ def test_the_last_part_is_cut_only_where_it_ends_on_the_tonic():
     assert on_tonic[0] == "shorten" and on_tonic[1][1].startswith(":|")
     off_tonic, _ = bar_end_after(part_a + "d2|" + "GABc d2B2|" * 7 + "d2B2 A2 G2|", part_b=len(part_a))
     assert off_tonic[0] != "shorten"
+
+
+def lexer_after(text: str) -> Lexer:
+    lexer = Lexer()
+    for ch in text:
+        lexer.feed(ch)
+    return lexer
+
+
+def test_no_empty_bar_and_no_staff_line_too_full_for_abcm2ps():
+    assert "|" in lexer_after("GABc d2B2|\n").forbidden(False)  # `|\n|` would be an empty bar
+    assert "|" in lexer_after('GABc d2B2| "G"').forbidden(False)
+    assert "|" not in lexer_after("GABc d2B2|d").forbidden(False)
+    full = "GABc dBAG|" * (STAFF_LINE_NOTES // 8)
+    for joined in (full, full[:20] + "\\\n" + full[20:]):  # a continued line is one staff line
+        allowed = {"G", "\n", "\\", " "} - lexer_after(joined).forbidden(False)
+        assert allowed == {"\n"}, joined
+    assert "G" not in lexer_after(full[:-10] + "\n" + full[-10:]).forbidden(False)
 
 
 @pytest.fixture(scope="module")
