@@ -202,19 +202,20 @@ def summarise(tunes: list[str], workers: int = WORKERS, abcjs: bool = True,
     (tunes showing each). With abcjs (when installed), its warnings too: "abcjs" has
     warning_free, warnings and total."""
     checked = check_tunes(tunes, workers, tools)
-    summary = {"tunes": len(tunes), "tools": {}}
+    per_tool: dict[str, dict] = {}
+    summary = {"tunes": len(tunes), "tools": per_tool}
     for name in (checked[0] if checked else {}):
         errors = [report[name].errors for report in checked]
         found = [report[name].warnings for report in checked]
-        summary["tools"][name] = {
+        per_tool[name] = {
             "error_free": sum(not lines for lines in errors),
             "warning_free": sum(not lines for lines in found),
             "errors": count_kinds(errors), "warnings": count_kinds(found)}
     together = [[line for said in report.values() for line in said.errors] for report in checked]
-    summary["tools"]["all"] = {"error_free": sum(not lines for lines in together),
+    per_tool["all"] = {"error_free": sum(not lines for lines in together),
                                "errors": count_kinds(together)}
     said = abcjs_warnings(tunes) if abcjs else None
     if said is not None:
-        summary["tools"]["abcjs"] = {"warning_free": sum(not lines for lines in said),
+        per_tool["abcjs"] = {"warning_free": sum(not lines for lines in said),
                                      "total": sum(map(len, said)), "warnings": count_kinds(said)}
     return summary

@@ -13,6 +13,7 @@ import shlex
 import sys
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -57,7 +58,7 @@ def default_of(source: str):
     """The value at source: "module:Name.attribute", or "module:function(parameter)" for a
     parameter's default."""
     module, _, path = source.partition(":")
-    value = importlib.import_module(module)
+    value: Any = importlib.import_module(module)
     path, _, parameter = path.partition("(")
     for name in path.split("."):
         value = getattr(value, name)
@@ -70,7 +71,8 @@ class LibraryDefault(click.Option):
     holding it (and torch) is imported then, not whenever abcgen starts."""
 
     def __init__(self, *decls, source: str, **attrs):
-        super().__init__(*decls, show_default=True, **attrs)
+        attrs["show_default"] = True
+        super().__init__(*decls, **attrs)
         self.source = source
 
     def get_default(self, ctx, call=True):

@@ -302,9 +302,9 @@ def normalise_tune(raw: str) -> tuple[str | None, str | None]:
     header["X"] = ["1"]
     header.setdefault("T", ["Untitled"])
     header.setdefault("M", ["4/4"])
-    body = repair_bar_lines("\n".join(to_unit_length(header, body)))
+    music = repair_bar_lines("\n".join(to_unit_length(header, body)))
     lines = [f"{name}:{value}" for name in HEADER_ORDER for value in header.get(name, [])]
-    return "\n".join(lines + [body]), None
+    return "\n".join([*lines, music]), None
 
 
 VOICE_FIELD = re.compile(r"^\s*V:\s*(\S*)")
@@ -484,7 +484,8 @@ def _parse_readable_tunes(raws: list[str], name: str, files: int) -> Corpus:
         return parse_tunes(["\n".join(raws)], name=name, files=files)
     except (ArithmeticError, ValueError, LookupError):  # normalising a tune failed
         pass
-    readable, unreadable = [], Counter()
+    readable: list[str] = []
+    unreadable: Counter[str] = Counter()
     for raw in raws:
         try:
             normalise_tune(raw)

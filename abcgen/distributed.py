@@ -99,10 +99,10 @@ class World:
             return model
         from torch.nn.parallel import DistributedDataParallel
 
-        device_ids = [self.device] if self.device.type == "cuda" else None
+        device_ids = [self.device] if self.device is not None and self.device.type == "cuda" else None
         # The models' only buffer is a constant table: nothing to send again every step.
         newer = "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
-        no_sync = {"forward_sync_buffers": False} if newer else {"broadcast_buffers": False}
+        no_sync: dict = {"forward_sync_buffers": False} if newer else {"broadcast_buffers": False}
         return DistributedDataParallel(model, device_ids=device_ids, **no_sync)
 
     # -- agreeing
@@ -203,7 +203,8 @@ def join(device_name: str) -> World:
         backend = "nccl" if device.type == "cuda" else "gloo"
         bind = device.type == "cuda" and "device_id" in inspect.signature(dist.init_process_group).parameters
         try:
-            dist.init_process_group(backend, timeout=TIMEOUT, **({"device_id": device} if bind else {}))
+            bound: dict = {"device_id": device} if bind else {}
+            dist.init_process_group(backend, timeout=TIMEOUT, **bound)
         except (RuntimeError, ValueError, ConnectionError) as error:
             reason = (str(error).strip().splitlines() or ["no reason given"])[0][:160]
             raise LocalError(f"training process {found.rank} could not join the others ({reason}); "

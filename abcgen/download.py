@@ -395,7 +395,8 @@ def _explain(error: requests.RequestException, url: str, policy: _Policy) -> _Fa
 
 def _chain(error: BaseException):
     """The error and everything behind it: causes, contexts, urllib3 reasons, wrapped args."""
-    seen, pending = [], [error]
+    seen: list[BaseException] = []
+    pending = [error]
     while pending:
         current = pending.pop()
         if not isinstance(current, BaseException) or any(current is done for done in seen):

@@ -72,7 +72,7 @@ BarToken = tuple[str, "int | None"]  # (bar content, interval from the previous 
 def tune_features(tune: Tune) -> dict[str, Counter]:
     """The histogram counts of every feature for one tune read by abcgen.abc.read_tune."""
     pitches = tune.pitches
-    counts = {name: Counter() for name in FEATURES}
+    counts: dict[str, Counter] = {name: Counter() for name in FEATURES}
     for bar in tune.bars:
         if bar.tonic is not None:
             counts["pitch_class"].update(DEGREES[(p - bar.tonic) % 12] for p in bar.pitches)
@@ -192,9 +192,10 @@ def profile_tunes(tunes: list[str], progress: bool = False, desc: str = "reading
         result = check_tune(text)
         profile.valid += result.ok
         if not result.ok:
-            profile.failures[failure_kind(result.reason)] += 1
+            reason = result.reason or "failed"
+            profile.failures[failure_kind(reason)] += 1
             if len(profile.examples) < 5:
-                profile.examples.append(result.reason)
+                profile.examples.append(reason)
         if result.tune is None:
             continue
         profile.readable += 1
@@ -222,10 +223,12 @@ def bar_sequence(tune: Tune) -> tuple[BarToken, ...]:
     Each bar is spelt as 'pitch:duration' pairs, pitches in semitones above the bar's first
     note ('r' for a rest), and carries the interval from the previous bar's first note.
     """
-    tokens, previous = [], None
+    tokens: list[BarToken] = []
+    previous: int | None = None
     for bar in tune.bars:
         first = bar.pitches[0] if bar.pitches else None
-        notes = " ".join(f"{'r' if p is None else p - first}:{_duration_label(d)}" for p, d in bar.notes)
+        notes = " ".join(f"{'r' if p is None or first is None else p - first}:{_duration_label(d)}"
+                         for p, d in bar.notes)
         link = first - previous if first is not None and previous is not None else None
         tokens.append((notes, link))
         previous = first if first is not None else previous

@@ -346,7 +346,7 @@ def _tempo_field(value: str, state: _BodyState) -> str:
     if match["bare"]:
         beat, bpm = state.unit_length(), match["bare"]
     else:
-        beat = sum(Fraction(part) for part in match["beats"].split())
+        beat = sum((Fraction(part) for part in match["beats"].split()), Fraction(0))
         bpm = match["bpm"]
     text = match["text"] or match["after"] or ""
     return f"Q:{text}{beat.numerator}/{beat.denominator}={int(bpm)}"
@@ -576,7 +576,7 @@ def _make_beams(part, **_) -> None:
     from music21 import beam, clef, meter, note, stream
     from music21.common import opFrac
 
-    signature, sequences = None, {}
+    signature, sequences = None, {}  # type: ignore[var-annotated]
     for measure in part.getElementsByClass(stream.Measure):
         in_force = measure.timeSignature or signature
         signature = measure.getElementsByClass(meter.TimeSignature).last() or in_force
@@ -613,7 +613,7 @@ def _make_beams(part, **_) -> None:
                     element.beams.append(kind, direction)
 
     # stems: one direction for each beam group, from the clef in force at its first note
-    current_clef, group, group_clef, in_group = None, [], None, False
+    current_clef, group, group_clef, in_group = None, [], None, False  # type: ignore[var-annotated]
     for element in part.recurse().getElementsByClass((clef.Clef, note.NotRest)):
         if isinstance(element, clef.Clef):
             current_clef = element
@@ -750,7 +750,8 @@ def to_midi(score, chords: bool = False) -> bytes:
     accompaniment: list[_Sound] = []
     marks: dict[type, list] = {tempo.MetronomeMark: [], key.KeySignature: [], meter.TimeSignature: []}
     for part in score.parts:
-        sounds, start, chord_symbol = [], Fraction(0), None
+        sounds: list = []
+        start, chord_symbol = Fraction(0), None
         for measure in play_order(part):
             _perform(measure, start, sounds, marks)
             if chords and not voices:
@@ -824,7 +825,8 @@ def _join_ties(sounds: list) -> list:
     """One sound for each run of tied notes: a tied note is held on through the next note of
     its pitch that starts as it ends (as music21's stripTies does, which also joins the last
     note of an A part, tied into its first ending, to its second ending)."""
-    joined, open_ties = [], {}
+    joined: list = []
+    open_ties: dict = {}
     for sound in sounds:
         held = open_ties.pop(sound.pitch, None)
         if held is not None and held.end == sound.start:
@@ -1023,13 +1025,13 @@ def _endings(part, measures) -> tuple[dict[int, set[int]], dict[int, int]]:
             passes_of.setdefault(index, set()).update(numbers)
     last_pass: dict[int, int] = {}
     run: list[int] = []
-    for index in sorted(passes_of) + [None]:
-        if run and (index is None or index != run[-1] + 1):
+    for bar_index in [*sorted(passes_of), None]:
+        if run and (bar_index is None or bar_index != run[-1] + 1):
             highest = max(max(passes_of[bar]) for bar in run)
             last_pass.update(dict.fromkeys(run, highest))
             run = []
-        if index is not None:
-            run.append(index)
+        if bar_index is not None:
+            run.append(bar_index)
     return passes_of, last_pass
 
 
@@ -1194,7 +1196,7 @@ def _lilypond_pdf(program: str, source: Path) -> bytes:
     symbols, and puts every line of music on a page of its own.
     """
     lilypond_input = source.with_suffix(".ly")
-    _run([shutil.which("musicxml2ly"), "--loglevel=ERROR", "-o", str(lilypond_input), str(source)],
+    _run([shutil.which("musicxml2ly") or "musicxml2ly", "--loglevel=ERROR", "-o", str(lilypond_input), str(source)],
          "musicxml2ly")
     # musicxml2ly writes major and minor chords as g:5 and a:m5, which LilyPond 2.20 and
     # later print as power chords, G5 and A5.

@@ -156,7 +156,7 @@ def _new_char_logit(model: CharModel, vocab: Vocab, reference: str | None, margi
     """margin nats below the lowest log-sum-exp of the model's logits over reference."""
     text = "".join(ch for ch in (reference or "")[:REFERENCE_CHARS] if ch in vocab)
     if len(text) < 2:
-        return model.head.bias.min().item() - margin
+        return model.get_parameter("head.bias").min().item() - margin
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device

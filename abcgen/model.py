@@ -101,7 +101,7 @@ class CharRNN(CharModel):
     State: as torch's stacked RNNs keep it, (layers, batch, hidden) tensors.
     """
 
-    cell = nn.LSTM
+    cell: type[nn.LSTM] | type[nn.GRU] = nn.LSTM
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)
@@ -112,7 +112,7 @@ class CharRNN(CharModel):
         self.head = nn.Linear(config.hidden, config.vocab_size)
         if self.cell is nn.LSTM:
             for layer in self.layers:
-                open_forget_gates(layer)
+                open_forget_gates(layer)  # type: ignore[arg-type]  # the layers are nn.LSTM here
         self._register_load_state_dict_pre_hook(rename_stacked_weights)
 
     def forward(self, ids, state=None):

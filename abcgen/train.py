@@ -157,7 +157,7 @@ def train(corpus: Corpus | str | Path, out_dir: str | Path, model_config: dict |
     check_out_dir(out_dir, resume, force)
     if not isinstance(corpus, Corpus):
         corpus = load_corpus(corpus)
-    notes = []  # said once the run has started: a refused option says one line only
+    notes: list[str] = []  # said once the run has started: a refused option says one line only
     fine_tuning = init is not None if not resume else recorded_init(out_dir / "last.pt") is not None
     corpus, validation_is_training = with_validation_tunes(
         corpus, notes.append, at_least=MIN_VALIDATION if fine_tuning else 1)
@@ -201,7 +201,7 @@ def with_validation_tunes(corpus: Corpus, log, at_least: int = 1) -> tuple[Corpu
     why = (f"the split leaves {known_val} validation tune(s), fewer than {at_least}" if known_val
            else f"its {len(corpus.val)} validation tune(s) hold characters no training tune has"
            if corpus.val else "the split leaves no validation tunes")
-    train, held = list(corpus.train), []
+    train, held = list(corpus.train), list[str]()
     for index in reversed(range(len(train)) if len(train) >= HOLD_OUT_FROM else ()):
         if len(held) >= max(HELD_OUT - known_val, at_least - known_val):
             break

@@ -46,6 +46,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from abcgen.errors import AbcgenError
+from abcgen.serve.library import Library, title_of
 
 STATIC = Path(__file__).parent / "static"
 PAGE = STATIC / "page"
@@ -193,7 +194,7 @@ def create_app(model=None, library=None, model_name: str = "", allowed_hosts=Non
 
     def write_settings(data: dict) -> dict:
         seed = int_value(data, "seed", 0, MAX_SEED, None)
-        settings = {
+        settings: dict = {
             "n": int_value(data, "n", 1, MAX_N, 1),
             "temperature": float_value(data, "temperature", 0.05, 3.0, 0.8),
             "seed": secrets.randbelow(MAX_SEED) if seed is None else seed,
@@ -326,7 +327,7 @@ def create_app(model=None, library=None, model_name: str = "", allowed_hosts=Non
         pages, _ = await server.run(convert, abc, "svg", False, pool=server.export_pool)
         return JSONResponse({"pages": [page.decode("utf-8") for page in pages]})
 
-    def library():
+    def tune_library() -> Library:
         if server.library is None:
             raise BadRequest("this server has no tune library", 404)
         return server.library
@@ -335,11 +336,11 @@ def create_app(model=None, library=None, model_name: str = "", allowed_hosts=Non
         query = request.query_params.get("q", "")
         if len(query) > MAX_TITLE:
             raise BadRequest(f"q is at most {MAX_TITLE} characters")
-        found = await server.run(library().search, query, pool=server.quick_pool)
-        return JSONResponse({"tunes": found, "total": await server.run(library().count, pool=server.quick_pool)})
+        found = await server.run(tune_library().search, query, pool=server.quick_pool)
+        return JSONResponse({"tunes": found, "total": await server.run(tune_library().count, pool=server.quick_pool)})
 
     def tune_fields(data: dict, new: bool) -> dict:
-        fields = {
+        fields: dict = {
             "abc": text_value(data, "abc", MAX_ABC, required=new),
             "title": text_value(data, "title", MAX_TITLE),
             "rating": int_value(data, "rating", 0, 5, 0 if new else None),
@@ -357,8 +358,8 @@ def create_app(model=None, library=None, model_name: str = "", allowed_hosts=Non
         settings = data.get("settings") or {}
         if not isinstance(settings, dict) or len(json.dumps(settings)) > 4000:
             raise BadRequest("settings must be a JSON object of at most 4000 characters")
-        tune_id = await server.run(lambda: library().add(settings=settings, **fields), pool=server.quick_pool)
-        return JSONResponse(await server.run(library().get, tune_id, pool=server.quick_pool), 201)
+        tune_id = await server.run(lambda: tune_library().add(settings=settings, **fields), pool=server.quick_pool)
+        return JSONResponse(await server.run(tune_library().get, tune_id, pool=server.quick_pool), 201)
 
     def tune_id(request) -> int:
         try:
@@ -367,23 +368,23 @@ def create_app(model=None, library=None, model_name: str = "", allowed_hosts=Non
             raise BadRequest("a tune id is a whole number", 404) from None
 
     async def get_tune(request):
-        found = await server.run(library().get, tune_id(request), pool=server.quick_pool)
+        found = await server.run(tune_library().get, tune_id(request), pool=server.quick_pool)
         return JSONResponse(found) if found else JSONResponse({"error": "no such tune"}, 404)
 
     async def update_tune(request):
         fields = tune_fields(await read_json(request), new=False)
         number = tune_id(request)
-        if not await server.run(lambda: library().update(number, **fields), pool=server.quick_pool):
+        if not await server.run(lambda: tune_library().update(number, **fields), pool=server.quick_pool):
             return JSONResponse({"error": "no such tune"}, 404)
-        return JSONResponse(await server.run(library().get, number, pool=server.quick_pool))
+        return JSONResponse(await server.run(tune_library().get, number, pool=server.quick_pool))
 
     async def delete_tune(request):
-        if not await server.run(library().delete, tune_id(request), pool=server.quick_pool):
+        if not await server.run(tune_library().delete, tune_id(request), pool=server.quick_pool):
             return JSONResponse({"error": "no such tune"}, 404)
         return JSONResponse({"deleted": True})
 
     async def tunebook(request):
-        text = await server.run(library().tunebook, pool=server.quick_pool)
+        text = await server.run(tune_library().tunebook, pool=server.quick_pool)
         return Response(text, media_type="text/vnd.abc; charset=utf-8",
                         headers={"Content-Disposition": 'attachment; filename="tunebook.abc"'})
 
@@ -422,8 +423,8 @@ def create_app(model=None, library=None, model_name: str = "", allowed_hosts=Non
         for pool in (server.pool, server.export_pool, server.quick_pool):
             pool.shutdown(wait=False, cancel_futures=True)
 
-    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
-                    exception_handlers={BadRequest: bad_request, Exception: unexpected})
+    handlers: dict = {BadRequest: bad_request, Exception: unexpected}
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan, exception_handlers=handlers)
     app.state.server = server
     return app
 
@@ -506,8 +507,6 @@ def convert(abc: str, name: str, chords: bool):
 
 
 def _title(abc: str) -> str:
-    from abcgen.serve.library import title_of
-
     return title_of(abc)
 
 

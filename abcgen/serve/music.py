@@ -103,7 +103,7 @@ def check_summary(abc: str) -> dict:
     names sits in the text."""
     result = check_tune(abc.strip())
     layout = bar_layout(abc)
-    found = {"ok": result.ok, "reason": result.reason, "rule": result.rule, "bar": None,
+    found: dict = {"ok": result.ok, "reason": result.reason, "rule": result.rule, "bar": None,
              "bars": [vars(bar) for bar in layout]}
     if result.bad_bar is not None:
         bar = layout[result.bad_bar] if result.bad_bar < len(layout) else None
