@@ -12,7 +12,11 @@ While a tune body is written (constrained decoding, see BodyRules):
   line or inline field in the body, a `:` (repeat signs are written by the rules, never by
   the model), a second `|` or `]` or an ending number after a bar line, a `]`, `)` or `}`
   with nothing open, a line break inside a chord symbol, a `\\` that does not end a line, a
-  blank line (the end of the tune) before the last part is done;
+  blank line (the end of the tune) before the last part is done, a bar line before a note
+  (an empty bar), a bar line, line break or `(` while a tuplet still takes notes, a second
+  `/` in a length (`A/2/`), more than 4 grace notes, a chord symbol that does not start with
+  a root or runs past 8 characters; after the bar that brings a staff line to 32 notes, a
+  line break is the only choice (abcm2ps cannot fit much more on a line);
 - when a bar ends, the part so far goes through the strict check (abcgen.abc): a bar of the
   wrong length, a tie between different pitches, a part that runs past its length, a last
   note off the tonic, and the sampler writes that bar again (see sample.watch_bars);
@@ -20,12 +24,13 @@ While a tune body is written (constrained decoding, see BodyRules):
   where, with the pickup, it makes one bar (`d2|...|B2A2 G2:|`), as real tunes close;
 - when a part reaches its length, its closing bar line is written for it: `:|` for a
   repeated part, `||` between parts, `|]` at the end, and `|:` opens a repeated part that
-  follows another repeat.
+  follows another repeat; a slur still open ends on the part's last note (`(dcB A2):|`).
 """
 
 from __future__ import annotations
 
 import re
+import string
 from collections import Counter
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -49,6 +54,9 @@ SLUR_OPEN = re.compile(r"\((?!\d)")
 # many notes: abcm2ps refuses to squeeze much more into a line ("Line too much shrunk"), and
 # the training tunes' lines hold at most about 40.
 STAFF_LINE_NOTES = 32
+MAX_CHORD_SYMBOL = 8  # characters: "Bbmaj7/F" is the longest the models write well
+MAX_GRACE_NOTES = 4
+PRINTABLE = set(string.printable)
 STARTS_TOKEN = set('ABCDEFGabcdefgzx^_=" ([{.~')  # a cut before one of these ends a note
 BODY_CHARACTERS = set("ABCDEFGabcdefgzxZ^_=,'0123456789/|[]()<>{}-.~\" \n\\")
 
@@ -149,6 +157,10 @@ class Lexer:
     music: bool = False  # a note or rest since the last bar line
     after_bar: bool = False  # a bar line and no note or rest since
     staff_notes: int = 0  # notes and rests on the staff line so far (lines joined by \\)
+    tuplet_left: int = 0  # notes a tuplet still takes
+    grace_notes: int = 0  # in the grace group being written
+    quote_length: int = 0  # characters of the chord symbol being written
+    length: str = ""  # the note length being written (`3/2`)
 
     def ends_bar(self) -> bool:
         """Whether a `|` now would end a bar (rather than sit in a chord symbol or chord)."""
@@ -163,21 +175,28 @@ class Lexer:
                 self.music = not self.chord or self.music
                 self.after_bar = False
                 self.staff_notes += 1
+                self.tuplet_left = max(0, self.tuplet_left - 1)
             elif ch == "\n" and self.previous != "\\":
                 self.staff_notes = 0
+        if self.grace and ch in "ABCDEFGabcdefg":
+            self.grace_notes += 1
         if self.in_quote:
             self.in_quote = ch != '"'
+            self.quote_length += 1
         elif ch == '"':
-            self.in_quote = True
+            self.in_quote, self.quote_length = True, 0
         elif ch == "[":
             self.chord = True
         elif ch == "]":
             self.chord = False
         elif ch in "{}":
-            self.grace = ch == "{"
+            self.grace, self.grace_notes = ch == "{", 0
         elif ch == ")":
             self.slurs -= 1
-        self.tuplet = self.next_tuplet(ch)
+        spec, self.tuplet = self.tuplet, self.next_tuplet(ch)
+        self.length = self.length + ch if ch in "0123456789/" and not self.tuplet and not self.in_quote else ""
+        if spec[1:2].isdigit() and not self.tuplet:  # "(3" is written: its notes follow
+            self.tuplet_left = int(spec[1]) - (ch in "ABCDEFGabcdefgzx")
         if self.tuplet == "(" and not self.in_quote:
             self.slurs += 1
         elif self.tuplet[:1] == "(" and len(self.tuplet) == 2 and self.previous == "(":
@@ -195,8 +214,10 @@ class Lexer:
 
     def forbidden(self, ending_allowed: bool) -> set[str]:
         """Characters that cannot come next without breaking ABC or the structure."""
-        if self.in_quote:
-            return {"\n"}
+        if self.in_quote:  # a chord symbol: a root first, and short (then rewinds judge it)
+            if self.previous == '"':
+                return PRINTABLE - set("ABCDEFG")
+            return PRINTABLE - {'"'} if self.quote_length >= MAX_CHORD_SYMBOL else {"\n"}
         if self.previous == "\\":
             return BODY_CHARACTERS - {"\n"}
         # chords ([GB]) and inline fields are left out: the model rarely closes them
@@ -215,10 +236,20 @@ class Lexer:
             blocked |= {"[", "|", "\n", "\\", '"', "{", "}"}
         if not self.grace:
             blocked.add("}")
+        elif self.grace_notes >= MAX_GRACE_NOTES and self.previous in "ABCDEFGabcdefg":
+            return BODY_CHARACTERS - {"}"}
         else:
-            blocked |= {"{", "|", "[", "\n"}
-        if self.previous not in NOTE_END and not self.tuplet:
-            blocked |= set("0123456789/-<>")  # a length, tie or broken rhythm needs a note
+            blocked |= {"{", "|", "[", "\n", "(", ")", '"', "\\", "<", ">", "-"}
+        if self.previous not in NOTE_END or self.tuplet:
+            blocked |= set("/-<>")  # a length, tie or broken rhythm needs a note
+            if not self.tuplet:
+                blocked |= set("0123456789")
+        if "/" in self.length and self.length[-1].isdigit():
+            blocked.add("/")  # `A/2/` is no length
+        if self.tuplet[-1:].isdigit():
+            blocked |= set("0123456789")  # (3 and not (33
+        if self.tuplet_left or self.tuplet[1:2].isdigit():
+            blocked |= {"(", "|", "\n", "\\"}  # a tuplet's notes first (nor one in another)
         if not self.previous.isdigit():
             blocked.add("0")  # no length starts with 0 (a zero length, or /0)
         if self.previous in "^_=":
@@ -278,7 +309,15 @@ class BodyRules:
         repeats still pair."""
         action, detail = self._bar_end(text, bar_start)
         if action == "rewrite" and not may_rewrite:
-            return ("close", self.closing(self.part == len(self.structure.parts) - 1)) if detail == "long" else ("ok", None)
+            action, detail = ("close", self.closing(self.part == len(self.structure.parts) - 1)) if detail == "long" else ("ok", None)
+        # slurs still open end on the part's last note: `(dcB A2):|`
+        if action == "close":
+            detail = ")" * max(self.lexer.slurs, 0) + detail
+        elif action == "shorten":
+            cut, closing = detail
+            left_out = text[cut:-1]
+            slurs = self.lexer.slurs - len(SLUR_OPEN.findall(left_out)) + left_out.count(")")
+            detail = (cut, ")" * max(slurs, 0) + closing)
         return action, detail
 
     def _bar_end(self, text: str, bar_start: int | None = None) -> tuple[str, object]:

@@ -11,7 +11,7 @@ from abcgen.cli import cli
 from abcgen.errors import AbcgenError
 from abcgen.model import build_model
 from abcgen.sample import PRETRAINED, TuneModel
-from abcgen.structure import STAFF_LINE_NOTES, BodyRules, Lexer, Part, Structure, corpus_forms, structure_of
+from abcgen.structure import BODY_CHARACTERS, STAFF_LINE_NOTES, BodyRules, Lexer, Part, Structure, corpus_forms, structure_of
 
 
 def test_forms_are_read_as_musicians_write_them():
@@ -95,6 +95,24 @@ def test_no_empty_bar_and_no_staff_line_too_full_for_abcm2ps():
         allowed = {"G", "\n", "\\", " "} - lexer_after(joined).forbidden(False)
         assert allowed == {"\n"}, joined
     assert "G" not in lexer_after(full[:-10] + "\n" + full[-10:]).forbidden(False)
+
+
+def test_the_lexer_keeps_tuplets_lengths_grace_notes_and_chord_symbols_whole():
+    assert {"(", "|", "\n"} <= lexer_after("GA(3B").forbidden(False)  # two notes of the (3 to come
+    assert "|" not in lexer_after("GA(3Bcd").forbidden(False)
+    assert "(" in lexer_after("GA(3").forbidden(False) and "/" in lexer_after("GA(3").forbidden(False)
+    assert "/" in lexer_after("GA/2").forbidden(False) and "/" not in lexer_after("GA/").forbidden(False)
+    assert {"|", "\n", "("} <= lexer_after("G{ag").forbidden(False)
+    assert lexer_after("G{agag").forbidden(False) == BODY_CHARACTERS - {"}"}
+    assert "m" in lexer_after('G"').forbidden(False) and "A" not in lexer_after('G"').forbidden(False)
+    assert '"' not in lexer_after('G"Abbbbbbb').forbidden(False) and "m" in lexer_after('G"Abbbbbbb').forbidden(False)
+
+
+def test_a_slur_still_open_ends_on_the_parts_last_note():
+    action, text = bar_end_after("GABc (d2B2|" + "GABc d2B2|" * 7)
+    assert action == ("close", "):|\n|:")
+    closed = text[:-1] + "):|\n|:" + "GABc d2B2|" * 7 + "G8:|"
+    assert check_tune(closed).ok
 
 
 @pytest.fixture(scope="module")
