@@ -186,8 +186,9 @@ def split_tunes(text: str) -> list[str]:
     """Split an ABC text into tunes, each starting at its X: line.
 
     Anything before the first X: line (a file header, comments) is dropped, and so is
-    trailing blank space of each tune.
+    trailing blank space of each tune. Lines end in \n, whatever they ended in before.
     """
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
     starts = [match.start() for match in re.finditer(r"^X:", text, flags=re.MULTILINE)]
     ends = starts[1:] + [len(text)]
     tunes = (text[start:end].strip() for start, end in zip(starts, ends))

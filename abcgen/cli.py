@@ -443,7 +443,7 @@ def sample(model_path: str | None, num: int, device: str, output: str | None, ex
 
     say = _say(quiet)
     model = load_model(model_path, device=device)
-    tunes = model.generate(num, SamplingOptions(**settings), report=say)
+    tunes = model.generate(num, SamplingOptions(**settings), log=say)
     text = "\n\n".join(tunes) + "\n"
     if output:
         from abcgen.files import write_text_atomic
@@ -482,7 +482,7 @@ def evaluate(corpus_path: str, model_path: str | None, num: int, device: str, js
     if plots_dir:
         require_matplotlib()  # before minutes of work, not after
     say = _say(quiet)
-    report = evaluate_model(corpus_path, model_path, num, SamplingOptions(**settings), device=device, say=say,
+    report = evaluate_model(corpus_path, model_path, num, SamplingOptions(**settings), device=device, log=say,
                             progress=not quiet and sys.stderr.isatty())
     if json_path == "-":
         click.echo(json.dumps(report, indent=2))
@@ -537,7 +537,7 @@ def experiment(corpus_path: str, archs: str, budget: float, seeds: int, out_dir:
         pick_device(device)  # an unavailable device is refused before any work
         report = run_experiment(corpus_path, archs, budget=budget, seeds=seeds, out_dir=out_dir,
                                 train_options={"device": device},
-                                corpus_mix=corpus_mix, n=num, temperature=temperature, say=say)
+                                corpus_mix=corpus_mix, n=num, temperature=temperature, log=say)
     except TrainingInterrupted as stop:
         sys.exit(128 + stop.signum)
     click.echo(markdown_table(report), nl=False)
@@ -611,7 +611,7 @@ def serve_command(host, port, model_path, library_path, open_browser):
     from abcgen.serve import run
 
     run(host=host, port=port, model_path=model_path, library_path=library_path, open_browser=open_browser,
-        say=lambda message: click.echo(message, err=True))
+        log=lambda message: click.echo(message, err=True))
 
 
 # ---- library ----

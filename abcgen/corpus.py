@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
-from abcgen.abc import check_tune, key_name
+from abcgen.abc import check_tune, header_fields, key_name, split_tunes
 from abcgen.errors import AbcgenError
 
 HEADER_ORDER = ["X", "T", "P", "M", "L", "Q", "K"]
@@ -137,21 +137,6 @@ def abc_files(path: Path) -> list[Path]:
     return files
 
 
-def split_raw_tunes(text: str) -> list[str]:
-    """Cut ABC text into tunes at X: lines; text before the first X: is ignored."""
-    tunes, current = [], None
-    for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
-        if line.startswith("X:"):
-            if current is not None:
-                tunes.append("\n".join(current))
-            current = [line]
-        elif current is not None:
-            current.append(line)
-    if current is not None:
-        tunes.append("\n".join(current))
-    return tunes
-
-
 # ---------------------------------------------------------------- normalising
 
 
@@ -204,7 +189,10 @@ def rescale_lengths(line: str, factor: Fraction) -> str:
     return MUSIC_TOKEN.sub(rescale, line)
 
 
-def parse_unit(value: str) -> Fraction | None:
+def read_unit(value: str) -> Fraction | None:
+    """An L: value of a tune being normalised, or None when it is no fraction (the default
+    unit then applies). Unlike abcgen.abc.parse_unit, which refuses it, a zero denominator
+    raises ZeroDivisionError here: the tune is dropped with that reason (see _reason)."""
     match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", value)
     return Fraction(int(match[1]), int(match[2])) if match else None
 
@@ -212,11 +200,11 @@ def parse_unit(value: str) -> Fraction | None:
 def to_unit_length(header: dict, body: list[str], target: Fraction = UNIT_LENGTH) -> list[str]:
     """Rewrite the body for L:1/8, or another target (see the module doc); body L: lines
     are folded in."""
-    unit = parse_unit(header.get("L", [""])[0]) or Fraction(default_unit_length(header["M"][0]))
+    unit = read_unit(header.get("L", [""])[0]) or Fraction(default_unit_length(header["M"][0]))
     rewritten = []
     for line in body:
         if line.startswith("L:"):
-            unit = parse_unit(line[2:]) or unit
+            unit = read_unit(line[2:]) or unit
             continue
         if FIELD_LINE.match(line):
             rewritten.append(line)
@@ -413,7 +401,7 @@ def parse_tunes(texts: list[str], name: str, files: int = 0) -> Corpus:
     """Normalise the tunes in some ABC texts and split them."""
     corpus = Corpus(name=name, train=[], val=[], test=[], files=files)
     for text in texts:
-        for raw in split_raw_tunes(text):
+        for raw in split_tunes(text):
             tune, reason = normalise_tune(raw)
             if tune is not None:
                 reason = check_failure(tune)
@@ -440,7 +428,7 @@ def load_corpus(path: str | Path) -> Corpus:
         named = None if path.exists() else _named_corpus(str(path))
         name, found = named or (path.stem or path.name, abc_files(path))
         texts, files = [read_text(f) for f in found], len(found)
-    raws = [raw for text in texts for raw in split_raw_tunes(text)]
+    raws = [raw for text in texts for raw in split_tunes(text)]
     unreadable = Counter(f"{_tune_label(raw)}: {ZERO_DENOMINATOR}" for raw in raws if _zero_length(raw))
     readable = [raw for raw in raws if not _zero_length(raw)] if unreadable else raws
     try:
@@ -509,8 +497,8 @@ def _no_readable_tunes(error: AbcgenError, name: str, unreadable: Counter) -> Ab
 
 def _tune_label(raw: str) -> str:
     """`X:3 (The Title)` for a raw tune."""
-    number = header_value(raw, "X") or "?"
-    return f"X:{number} ({header_value(raw, 'T') or 'untitled'})"
+    header = header_fields(raw)
+    return f"X:{header.get('X') or '?'} ({header.get('T') or 'untitled'})"
 
 
 def _reason(error: Exception) -> str:
@@ -520,12 +508,6 @@ def _reason(error: Exception) -> str:
 
 
 # ---------------------------------------------------------------- statistics
-
-
-def header_value(tune: str, name: str) -> str | None:
-    """The value of the first `NAME:` line of a tune, stripped; None when it has none."""
-    match = re.search(rf"^{name}:(.*)$", tune, flags=re.M)
-    return match[1].strip() if match else None
 
 
 def meter_name(meter: str | None) -> str | None:
@@ -539,7 +521,8 @@ def meter_name(meter: str | None) -> str | None:
 def summary(corpus: Corpus) -> dict:
     """What `abcgen corpus` reports, as plain data. Keys and meters are counted by meaning:
     `D`, `Dmaj` and `Dmajor` are one key (`D major`), `C|` and `2/2` one meter."""
-    keys = (header_value(t, "K") for t in corpus.tunes)
+    headers = [header_fields(t) for t in corpus.tunes]
+    keys = (header.get("K") for header in headers)
     return {
         "name": corpus.name,
         "fingerprint": corpus.fingerprint,
@@ -549,6 +532,6 @@ def summary(corpus: Corpus) -> dict:
         "vocabulary_size": len(set(corpus.text("train"))),  # what abcgen.vocab.Vocab would hold
         "splits": {name: len(corpus.split(name)) for name in SPLIT_NAMES},
         "dropped": dict(corpus.dropped),
-        "meters": dict(Counter(meter_name(header_value(t, "M")) for t in corpus.tunes).most_common()),
+        "meters": dict(Counter(meter_name(header.get("M")) for header in headers).most_common()),
         "keys": dict(Counter(key_name(key) if key is not None else None for key in keys).most_common()),
     }

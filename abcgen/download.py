@@ -38,7 +38,7 @@ class RemoteFile:
 
 
 @dataclass(frozen=True)
-class Corpus:
+class RemoteCorpus:
     """A named corpus: the address its files live under and the exact bytes of each."""
 
     name: str
@@ -48,7 +48,7 @@ class Corpus:
 
 NOTTINGHAM_COMMIT = "0992bb6cd864f6d4b90d6663e08c0ef53ffaa08f"
 
-NOTTINGHAM = Corpus(
+NOTTINGHAM = RemoteCorpus(
     name="nottingham",
     base_url=(
         "https://raw.githubusercontent.com/jukedeck/nottingham-dataset/"
@@ -204,7 +204,7 @@ class _Failure(Exception):
 
 
 def download(
-    name: str | Corpus = "nottingham",
+    name: str | RemoteCorpus = "nottingham",
     dest: str | os.PathLike | None = None,
     base_url: str | None = None,
     force: bool = False,
@@ -224,7 +224,7 @@ def download(
 
 
 def fetch(
-    name: str | Corpus = "nottingham",
+    name: str | RemoteCorpus = "nottingham",
     dest: str | os.PathLike | None = None,
     base_url: str | None = None,
     force: bool = False,
@@ -254,9 +254,9 @@ def fetch(
     return FetchResult(corpus.name, dest, paths, [dest / remote.name for remote in wanted])
 
 
-def resolve(name: str | Corpus) -> Corpus:
-    """The registry entry called `name` (a Corpus is returned as it is)."""
-    if isinstance(name, Corpus):
+def resolve(name: str | RemoteCorpus) -> RemoteCorpus:
+    """The registry entry called `name` (a RemoteCorpus is returned as it is)."""
+    if isinstance(name, RemoteCorpus):
         return name
     if name not in REGISTRY:
         known = ", ".join([*sorted(REGISTRY), *SHIPPED])

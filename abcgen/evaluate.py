@@ -1,6 +1,7 @@
 """Evaluation: how valid, how close to the corpus and how original generated tunes are.
 
-The methodology of the thesis this project follows, as plain functions over lists of ABC
+The methodology of the thesis this project follows (Mitroi, "Symbolic Music Generation using
+Recurrent Neural Networks", University of Copenhagen, 2019), as plain functions over lists of ABC
 strings; only `evaluate_model` needs a model.
 
 - Validity: the share of tunes that pass the ABC check shared with `abcgen sample`.
@@ -433,7 +434,7 @@ def evaluate_tunes(generated: list[str], train: list[str], val: list[str]) -> di
 
 
 def evaluate_model(corpus_path, model_path=None, n: int = EVALUATION_TUNES, options: SamplingOptions | None = None, *,
-                   device: str = "cpu", cache: Path | None = None, say: Callable[[str], None] | None = None,
+                   device: str = "cpu", cache: Path | None = None, log: Callable[[str], None] | None = None,
                    progress: bool = False, **settings) -> dict:
     """Sample n tunes (no check, no retries) and compare them with the corpus at corpus_path.
 
@@ -441,7 +442,7 @@ def evaluate_model(corpus_path, model_path=None, n: int = EVALUATION_TUNES, opti
     and keep_rhythm as `abcgen sample` does (see abcgen.sample); without them the model alone
     is measured, at a plain temperature.
 
-    say, if given, is called with one line per stage. The report also holds the model's
+    log, if given, is called with one line per stage. The report also holds the model's
     loss, bits per character and accuracy on the test split.
     """
     # Here, not at the top: the statistics alone (evaluate_tunes, bench/wellformed.py) need no torch.
@@ -450,16 +451,16 @@ def evaluate_model(corpus_path, model_path=None, n: int = EVALUATION_TUNES, opti
     options = replace(options, **settings) if options is not None else SamplingOptions(**settings)
     options = replace(options, check=False)
     check_count(n)
-    say = say or (lambda message: None)
+    log = log or (lambda message: None)
     started = time.perf_counter()
     corpus = load_corpus(corpus_path)
     if not corpus.train:
         raise AbcgenError(f"{corpus_path}: the corpus has no training tunes to compare with")
     profile = corpus_profile(corpus, cache, progress)
     model = load_model(model_path, device=device)
-    say(f"sampling {n} tunes at temperature {options.temperature}...")
+    log(f"sampling {n} tunes at temperature {options.temperature}...")
     generated = model.generate(n, options)
-    say("scoring the test split...")
+    log("scoring the test split...")
     prediction, prediction_note = score_test_split(model, corpus.test)
     report = {
         "corpus": {"name": corpus.name, "fingerprint": corpus.fingerprint, "train": len(corpus.train),

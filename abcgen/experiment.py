@@ -200,13 +200,13 @@ def train_and_judge(corpus: Corpus, judge: Judge, mixed: bool, spec: ArchSpec, s
 def run_experiment(corpus_path, archs: str = DEFAULT_ARCHS, budget: float = 300, seeds: int = 1,
                    out_dir="runs/experiment", corpus_mix: str | None = None, n: int = EVALUATION_TUNES,
                    temperature: float = SamplingOptions.temperature, train_options: dict | None = None,
-                   cache: Path | None = None, say=None) -> dict:
+                   cache: Path | None = None, log=None) -> dict:
     """Train and judge every architecture (x seed, x corpus variant); returns the report
     that results.json holds, and writes results.md beside it after every run.
 
     train_options: TrainConfig fields for every run (batch_size, seq_len, lr, device, ...).
     """
-    say = say or (lambda message: print(message, file=sys.stderr))
+    say = log or (lambda message: print(message, file=sys.stderr))
     specs = parse_archs(archs)
     problems = [(not budget > 0, "budget", "must be greater than 0"),
                 (seeds < 1, "seeds", "must be at least 1")]

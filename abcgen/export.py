@@ -89,7 +89,7 @@ PDF_HELP = (
 
 
 @dataclass(frozen=True)
-class Tune:
+class TuneText:
     """One tune of an ABC text: its X: number, title and ABC."""
 
     number: int
@@ -138,7 +138,7 @@ def slugify(title: str) -> str:
     return slug[:60].rstrip("-") or "untitled"
 
 
-def read_tunes(abc_text: str) -> list[Tune]:
+def read_tunes(abc_text: str) -> list[TuneText]:
     """Split ABC text into tunes at their X: lines (text with none but a K: line is one tune)."""
     abc_text = abc_text.removeprefix("\ufeff")  # a byte-order mark read as UTF-8
     texts = split_tunes(abc_text)
@@ -149,7 +149,7 @@ def read_tunes(abc_text: str) -> list[Tune]:
         fields = header_fields(text)
         number = re.match(r"\s*(\d+)", fields.get("X", ""))
         title = fields.get("T", "").strip() or "untitled"
-        tunes.append(Tune(int(number[1]) if number else position, title, text + "\n"))
+        tunes.append(TuneText(int(number[1]) if number else position, title, text + "\n"))
     return tunes
 
 
@@ -440,7 +440,7 @@ def _refuse_too_long(abc: str) -> None:
                           f"{MAX_TUNE_BARS:,}): split it into tunes of its parts")
 
 
-def parse_tune(tune: Tune, warnings: list[str] | None = None):
+def parse_tune(tune: TuneText, warnings: list[str] | None = None):
     """Read one tune into a music21 Score (after prepare_abc); warnings go into the list.
 
     Accidentals carry to the end of the bar (ABC 2.1; music21 defaults to ABC 1.3, where
@@ -1228,7 +1228,7 @@ def _last_line(text: str) -> str:
 # ---- converting and writing --------------------------------------------------------------------
 
 
-def convert_tune(tune: Tune, formats=DEFAULT_FORMATS, chords: bool = False,
+def convert_tune(tune: TuneText, formats=DEFAULT_FORMATS, chords: bool = False,
                  warnings: list[str] | None = None) -> dict[str, list[bytes]]:
     """The bytes of each requested format for one tune (for SVG, one item per page)."""
     score = parse_tune(tune, warnings)
@@ -1305,7 +1305,7 @@ def export_tunes(abc_text: str | bytes, out_dir=".", formats=DEFAULT_FORMATS, fo
     return report
 
 
-def _convert_safely(tune: Tune, formats, chords: bool):
+def _convert_safely(tune: TuneText, formats, chords: bool):
     """(outputs, None, warnings), or (None, reason, warnings): one bad tune must not stop the rest."""
     warnings: list[str] = []
     try:
@@ -1373,7 +1373,7 @@ def _job_count(jobs: int | None, tunes: int) -> int:
     return max(1, min(cpus, tunes // 10))  # a worker takes a second or two to start
 
 
-def _unique_stems(tunes: list[Tune]) -> list[str]:
+def _unique_stems(tunes: list[TuneText]) -> list[str]:
     """File stems, with -b, -c, ..., -z, -aa, -ab, ... added when tunes share an X: number
     and a title (or when that would give the stem of another tune)."""
     taken = {tune.stem for tune in tunes}

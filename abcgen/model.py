@@ -37,6 +37,7 @@ from torch import nn
 
 from abcgen.errors import AbcgenError
 from abcgen.form import BARS_PER_BLOCK, FORM_BLOCKS, class_count
+from abcgen.options import OptionError
 
 
 @dataclass
@@ -469,17 +470,17 @@ def check_config(config: ModelConfig):
         names = ", ".join(ARCHITECTURES)
         raise AbcgenError(f"unknown architecture {config.arch!r}; choose one of {names}")
     problems = [
-        (config.heads < 1, "--heads must be at least 1"),
-        (config.window < 1, "--window must be at least 1"),
-        (config.kernel < 1, "--kernel must be at least 1"),
-        (config.context < 1, "--context must be at least 1"),
-        (config.form < 0, "form classes cannot be negative"),
+        (config.heads < 1, "heads", "must be at least 1"),
+        (config.window < 1, "window", "must be at least 1"),
+        (config.kernel < 1, "kernel", "must be at least 1"),
+        (config.context < 1, "context", "must be at least 1"),
+        (config.form < 0, "form", "cannot be negative"),
         (config.arch in USES_HEADS and config.heads >= 1 and config.hidden % config.heads != 0,
-         f"--hidden ({config.hidden}) must be a multiple of --heads ({config.heads})"),
+         "hidden", f"({config.hidden}) must be a multiple of {{heads}} ({config.heads})"),
     ]
-    for bad, message in problems:
+    for bad, option, problem in problems:
         if bad:
-            raise AbcgenError(message)
+            raise OptionError(option, problem)
 
 
 def build_model(config: ModelConfig) -> CharModel:

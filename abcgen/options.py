@@ -27,15 +27,24 @@ ABC_KEY = re.compile(r"(?i:none|hp)$|[A-G][#b]?(?i:m|min|minor|maj|major|ion|ion
 class OptionError(AbcgenError):
     """A parameter given a value it cannot take. The message names the parameter as Python
     spells it (`top_k must be at least 1`); the command line names its flag instead
-    (`--top-k must be at least 1`, see flag_message)."""
+    (`--top-k must be at least 1`, see flag_message). A problem that names other
+    parameters writes them as {name} (`must be a multiple of {heads}`)."""
 
     def __init__(self, option: str, problem: str):
-        super().__init__(f"{option} {problem}")
+        super().__init__(f"{option} {_named(problem, str)}")
         self.option, self.problem = option, problem
 
     def flag_message(self) -> str:
-        flag = "-n" if self.option == "n" else "--" + self.option.replace("_", "-")
-        return f"{flag} {self.problem}"
+        return f"{flag(self.option)} {_named(self.problem, flag)}"
+
+
+def flag(option: str) -> str:
+    """The command line's flag for a parameter: top_k -> --top-k."""
+    return "-n" if option == "n" else "--" + option.replace("_", "-")
+
+
+def _named(problem: str, name) -> str:
+    return re.sub(r"\{([a-z_]+)\}", lambda match: name(match[1]), problem)
 
 
 @dataclass(frozen=True, kw_only=True)

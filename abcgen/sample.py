@@ -25,9 +25,9 @@ from typing import Callable
 
 import torch
 
-from abcgen.abc import check_tune, failure_kind
+from abcgen.abc import check_tune, failure_kind, parse_unit
 from abcgen.checkpoint import Checkpoint, load_checkpoint
-from abcgen.corpus import normalise_tune, parse_unit, to_unit_length
+from abcgen.corpus import normalise_tune, renumber_tune, to_unit_length
 from abcgen.device import pick_device
 from abcgen.errors import AbcgenError
 from abcgen.form import FormTracker, encode_text
@@ -175,7 +175,7 @@ def finish_tune(text: str, cut: bool, number: int) -> str:
     text = close_cut_tune(text) if cut else text.strip()
     tune, _ = normalise_tune(text)
     tune = tune or text
-    return re.sub(r"^X:.*$", f"X:{number}", tune, count=1, flags=re.M)
+    return renumber_tune(tune, number)
 
 
 @dataclass
@@ -201,13 +201,13 @@ class TuneModel:
     def classes(self) -> torch.Tensor:
         return character_classes(self.vocab.chars)
 
-    def generate(self, n: int = 1, options: SamplingOptions | None = None, *, report: Callable[[str], None] | None = None,
+    def generate(self, n: int = 1, options: SamplingOptions | None = None, *, log: Callable[[str], None] | None = None,
                  progress: Callable[[list[str]], None] | None = None, **settings) -> list[str]:
         """Write n tunes as ABC text, as options say (see SamplingOptions), or as settings say:
         `generate(n=4, temperature=0.9)` is `generate(4, SamplingOptions(temperature=0.9))`,
         and settings given beside options change those.
 
-        report, if given, is called with one line about tunes written again and warnings.
+        log, if given, is called with one line about tunes written again and warnings.
         progress: called after every character with the list of the texts being written (a
         whole-tune retry starts a new list); an exception it raises stops the generation.
         """
@@ -225,7 +225,7 @@ class TuneModel:
         # A title may use letters the model never saw (they are fed to it as spaces);
         # anything else it is asked to continue from must be in its vocabulary.
         self.vocab.encode("".join(v for v in (prime, meter, key) if v))
-        self.warn_unseen(meter, key, report)
+        self.warn_unseen(meter, key, log)
         generator = torch.Generator().manual_seed(options.seed if options.seed is not None else torch.seed())
         structure = options.structure if options.fix_bars and options.structure != "none" else None
         run = SamplingRun(options.temperature, options.top_k, options.pitch_top_p, options.max_chars,
@@ -237,23 +237,23 @@ class TuneModel:
             self.warnings.append("the prime writes its own repeat or final bar lines: no structure rules")
         tunes = self.sample_batch(n, plan, run)
         if options.check:
-            tunes = self.regenerate_failures(tunes, plan, run, options.retries, report)
+            tunes = self.regenerate_failures(tunes, plan, run, options.retries, log)
         if run.out_of_time():
             self.warnings.append(f"stopped at the time limit of {seconds:g} s (--max-seconds); "
                                  "the tunes are cut where they stood")
-            if report:
-                report(f"Warning: {self.warnings[-1]}")
+            if log:
+                log(f"Warning: {self.warnings[-1]}")
         return [in_unit_length(finish_tune(text, cut, i), length) for i, (text, cut) in enumerate(tunes, 1)]
 
-    def warn_unseen(self, meter, key, report=None):
+    def warn_unseen(self, meter, key, log=None):
         seen = self.checkpoint.meta
         for name, value, known in (("meter", meter, seen.get("meters")), ("key", key, seen.get("keys"))):
             if value and known and value not in known:
                 self.warnings.append(f"the model has never seen the {name} {value}; expect odd tunes")
-                if report:
-                    report(f"Warning: {self.warnings[-1]}")
+                if log:
+                    log(f"Warning: {self.warnings[-1]}")
 
-    def regenerate_failures(self, tunes, plan, options, retries, report):
+    def regenerate_failures(self, tunes, plan, options, retries, log):
         pending, failures = list(range(len(tunes))), Counter()
         for attempt in range(retries + 1):
             results = {i: check_tune(finish_tune(*tunes[i], number=1)) for i in pending}
@@ -264,12 +264,12 @@ class TuneModel:
             fresh = self.sample_batch(len(pending), plan, options)
             for i, tune in zip(pending, fresh):
                 tunes[i] = tune
-        if report and failures:
+        if log and failures:
             kinds = ", ".join(f"{count} {kind}" for kind, count in failures.most_common())
             regenerated = sum(failures.values()) - (len(pending) if pending else 0)
-            report(f"regenerated {regenerated} tune(s) that failed the ABC check ({kinds})")
+            log(f"regenerated {regenerated} tune(s) that failed the ABC check ({kinds})")
             if pending:
-                report(f"{len(pending)} tune(s) still fail the ABC check after {retries} "
+                log(f"{len(pending)} tune(s) still fail the ABC check after {retries} "
                        "retries; they are kept (use --retries to try harder)")
         return tunes
 

@@ -23,13 +23,15 @@ from torch import nn
 from tqdm import tqdm
 
 from abcgen.checkpoint import load_checkpoint, save_checkpoint
-from abcgen.corpus import Corpus, header_value, join_tunes, load_corpus
+from abcgen.abc import header_fields
+from abcgen.corpus import Corpus, join_tunes, load_corpus
 from abcgen.device import cpu_tensors, pick_device, use_bf16
 from abcgen.distributed import PeerLost, join as join_world, world as current_world
 from abcgen.errors import AbcgenError
 from abcgen.finetune import FINETUNE_DEFAULTS, MIN_VALIDATION, recorded_init, start_from
 from abcgen.form import encode_text
 from abcgen.model import ModelConfig, build_model, tree_map
+from abcgen.options import OptionError
 from abcgen.scoring import known_tunes, make_streams, score_text, windows
 from abcgen.structure import corpus_forms
 from abcgen.vocab import Vocab
@@ -125,20 +127,20 @@ def check_out_dir(out_dir: Path, resume: bool, force: bool):
 
 def validate(model_config: ModelConfig, config: TrainConfig):
     problems = [
-        (config.batch_size < 1, "--batch-size must be at least 1"),
-        (config.seq_len < 1, "--seq-len must be at least 1"),
-        (not config.lr > 0, "--lr must be greater than 0"),
-        (not config.weight_decay >= 0, "--weight-decay must be at least 0"),
-        (config.epochs is not None and config.epochs < 1, "--epochs must be at least 1"),
-        (config.max_time is not None and config.max_time <= 0, "--max-time must be greater than 0"),
-        (config.patience is not None and config.patience < 1, "--patience must be at least 1"),
-        (model_config.hidden < 1, "--hidden must be at least 1"),
-        (model_config.layers < 1, "--layers must be at least 1"),
-        (not 0 <= model_config.dropout < 1, "--dropout must be in [0, 1)"),
+        (config.batch_size < 1, "batch_size", "must be at least 1"),
+        (config.seq_len < 1, "seq_len", "must be at least 1"),
+        (not config.lr > 0, "lr", "must be greater than 0"),
+        (not config.weight_decay >= 0, "weight_decay", "must be at least 0"),
+        (config.epochs is not None and config.epochs < 1, "epochs", "must be at least 1"),
+        (config.max_time is not None and config.max_time <= 0, "max_time", "must be greater than 0"),
+        (config.patience is not None and config.patience < 1, "patience", "must be at least 1"),
+        (model_config.hidden < 1, "hidden", "must be at least 1"),
+        (model_config.layers < 1, "layers", "must be at least 1"),
+        (not 0 <= model_config.dropout < 1, "dropout", "must be in [0, 1)"),
     ]
-    for bad, message in problems:
+    for bad, option, problem in problems:
         if bad:
-            raise AbcgenError(message)
+            raise OptionError(option, problem)
 
 
 def train(corpus: Corpus | str | Path, out_dir: str | Path, model_config: dict | None = None,
@@ -213,7 +215,7 @@ def with_validation_tunes(corpus: Corpus, log, at_least: int = 1) -> tuple[Corpu
         log(f"{corpus.name}: {why} and too few training tunes ({len(corpus.train)}) to spare "
             "any: the validation figures are the loss on training tunes, not on unseen music")
         return corpus, True
-    titles = ", ".join(header_value(t, "T") or "untitled" for t in held)
+    titles = ", ".join(header_fields(t).get("T") or "untitled" for t in held)
     log(f"{corpus.name}: {why}; holding out {len(held)} training tune(s) for validation ({titles})")
     return replace(corpus, train=train, val=corpus.val + held, dropped=corpus.dropped.copy()), False
 
@@ -333,8 +335,8 @@ class Run:
             "step": self.step,
             "train_config": asdict(self.config),
             "metrics": metrics or {},
-            "meters": dict(Counter(header_value(t, "M") for t in self.corpus.train)),
-            "keys": dict(Counter(header_value(t, "K") for t in self.corpus.train)),
+            "meters": dict(Counter(header_fields(t).get("M") for t in self.corpus.train)),
+            "keys": dict(Counter(header_fields(t).get("K") for t in self.corpus.train)),
             "forms": self.forms,
             **({"init": self.origin} if self.origin else {}),  # where fine-tuning started
         }

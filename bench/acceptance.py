@@ -15,9 +15,8 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from abcgen.abctools import summarise  # noqa: E402
-from abcgen.corpus import split_raw_tunes  # noqa: E402
+from abcgen.abctools import summarise
+from abcgen.abc import split_tunes
 
 TOOLS = ("abc2midi", "abcm2ps", "music21", "abcjs")
 
@@ -71,7 +70,7 @@ def main():
 
     results = {}
     for path in args.files:
-        tunes = split_raw_tunes(path.read_text(encoding="utf-8", errors="replace"))
+        tunes = split_tunes(path.read_text(encoding="utf-8", errors="replace"))
         print(f"checking {len(tunes)} tunes of {path}...", file=sys.stderr)
         summary = summarise(tunes, abcjs="abcjs" in tools,
                             tools=[name for name in tools if name != "abcjs"])

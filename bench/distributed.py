@@ -1,10 +1,10 @@
 """Devices and distributed training: throughput, time to quality, checkpoints between devices.
 
-    .venv/bin/python bench/distributed.py cpu CORPUS [--seconds 60]
+    .venv/bin/python -m bench.distributed cpu CORPUS [--seconds 60]
         training characters per second of the default model (2 x 128, batch 16) in one process
         (with torch's thread count, then with 1 thread) and in 2 processes of 1 thread each on
         2 cores (DDP over gloo, as `--nproc 2` starts them, the same global batch), on this CPU.
-    python3 bench/distributed.py gpu CORPUS_PICKLE [--seconds 20] [--out DIR]
+    python3 -m bench.distributed gpu CORPUS_PICKLE [--seconds 20] [--out DIR]
         on a CUDA machine: characters per second for 2 x 128 and 3 x 512 at batch 64 and 256
         (bf16 autocast where the GPU has it), the time the default model takes to reach the
         shipped model's validation bits per character, and checkpoints moved both ways between
@@ -23,17 +23,15 @@ import argparse
 import json
 import math
 import pickle
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from abcgen.checkpoint import load_checkpoint  # noqa: E402
-from abcgen.scoring import known_tunes, score_text  # noqa: E402
-from abcgen.train import TrainConfig, train  # noqa: E402
+from abcgen.checkpoint import load_checkpoint
+from abcgen.scoring import known_tunes, score_text
+from abcgen.train import TrainConfig, train
 
 SHIPPED_VAL_BPC = 1.452  # the shipped model's best validation bits per character (README)
 

@@ -1,6 +1,6 @@
 """Export speed: Nottingham tunes to MIDI, MusicXML and SVG, and where the time goes.
 
-    .venv/bin/python bench/export.py [CORPUS] [-n 100] [--jobs 1,2] [--profile]
+    .venv/bin/python -m bench.export [CORPUS] [-n 100] [--jobs 1,2] [--profile]
 
 CORPUS is a folder of .abc files or one file (default: ../shared/corpora/nottingham). The
 first N tunes, in file-name order, are converted twice:
@@ -21,10 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import NOTTINGHAM  # noqa: E402
+from bench.common import NOTTINGHAM
 
-from abcgen.export import export_tunes, parse_tune, read_tunes, to_midi, to_musicxml, to_svg  # noqa: E402
+from abcgen.export import export_tunes, parse_tune, read_tunes, to_midi, to_musicxml, to_svg
 
 STAGES = ("parse", "midi", "musicxml", "svg")
 

@@ -1,6 +1,6 @@
 """Export time against tune length: one generated reel of 100, 1,000 and 5,000 bars.
 
-    .venv/bin/python bench/export_length.py [--bars 100,1000,5000] [--formats midi,musicxml]
+    .venv/bin/python -m bench.export_length [--bars 100,1000,5000] [--formats midi,musicxml]
                                             [--profile BARS] [--checkout DIR]
 
 Each tune repeats an 8-bar strain with chord symbols, a pickup, repeats and endings. Prints

@@ -1,6 +1,6 @@
 """`abcgen export` of a 100-tune tunebook, end to end, and where the time goes.
 
-    .venv/bin/python bench/export_tunes.py [CORPUS] [-n 100] [--jobs 0,1] [--checkout DIR]...
+    .venv/bin/python -m bench.export_tunes [CORPUS] [-n 100] [--jobs 0,1] [--checkout DIR]...
 
 Makes a tunebook as thesession.org writes them (`X: 1`, `T:`, `R: jig`, `M:`, `L:`,
 `K: Gmaj`, the body as the source has it, chord symbols included) from N tunes spread

@@ -1,7 +1,7 @@
 """Does fine-tuning the shipped model help on a small collection? (issue 15)
 
-    .venv/bin/python bench/finetune.py defaults [--budget 60]            # choose the defaults
-    .venv/bin/python bench/finetune.py compare [--sizes 20,50] [--budget 90] [--samples 200]
+    .venv/bin/python -m bench.finetune defaults [--budget 60]            # choose the defaults
+    .venv/bin/python -m bench.finetune compare [--sizes 20,50] [--budget 90] [--samples 200]
                                              [--corpus oneills-1850]
 
 One fixed split of the collection (music21's O'Neill's 1850 by default, which the shipped
@@ -27,19 +27,17 @@ import argparse
 import json
 import random
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from abcgen.checkpoint import load_checkpoint  # noqa: E402
-from abcgen.corpus import Corpus, load_corpus  # noqa: E402
-from abcgen.finetune import SHIPPED_PATH  # noqa: E402
-from abcgen.scoring import LN2, known_tunes  # noqa: E402
-from abcgen.train import TrainConfig, finetune_config, train  # noqa: E402
-from abcgen.vocab import Vocab  # noqa: E402
+from abcgen.checkpoint import load_checkpoint
+from abcgen.corpus import Corpus, load_corpus
+from abcgen.finetune import SHIPPED_PATH
+from abcgen.scoring import LN2, known_tunes
+from abcgen.train import TrainConfig, finetune_config, train
+from abcgen.vocab import Vocab
 
 TEST, TUNING = 200, 100
 

@@ -1,6 +1,6 @@
 """Sampling benchmarks for the shipped model (or --model):
 
-    .venv/bin/python bench/sample.py [--model PATH] [--runs 5] [--tunes 100] [--validity 200]
+    .venv/bin/python -m bench.sample [--model PATH] [--runs 5] [--tunes 100] [--validity 200]
 
 1. Cold start: wall time of the whole command `abcgen sample -n 1` in a new process
    (median of --runs), against the 2.5 s target.
@@ -51,7 +51,7 @@ def main():
     model = abcgen.load_model(args.model)
     messages = []
     start = time.perf_counter()
-    tunes = model.generate(n=args.tunes, temperature=0.8, seed=1, check=True, report=messages.append)
+    tunes = model.generate(n=args.tunes, temperature=0.8, seed=1, check=True, log=messages.append)
     seconds = time.perf_counter() - start
     failing = sum(not check_tune(t).ok for t in tunes)
     print(f"{args.tunes} tunes with --check: {seconds:.1f} s (target 15 s); "

@@ -1,6 +1,6 @@
 """Benchmarks for `abcgen serve`: the page in a real browser, and several writers at once.
 
-    .venv/bin/python bench/serve.py [--runs 5] [--writers 4] [--port 8765]
+    .venv/bin/python -m bench.serve [--runs 5] [--writers 4] [--port 8765]
 
 Starts `abcgen serve` in its own process (the shipped model, a library in a temporary
 folder), then:

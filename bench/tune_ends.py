@@ -1,7 +1,7 @@
 """Where does a model think a tune ends? Its probability of the blank line that ends a tune,
 read on real tunes (teacher forcing) at the end of each line that closes a part.
 
-    .venv/bin/python bench/tune_ends.py [MODEL ...] [--corpus DIR]
+    .venv/bin/python -m bench.tune_ends [MODEL ...] [--corpus DIR]
 
 For the validation and test tunes of the corpus it prints the mean probability of ending
 the tune at the end of the first part (where a real tune rarely ends), at the end of a later
@@ -12,18 +12,15 @@ little weight on the first and much on the last. "-" is the shipped model.
 import argparse
 import re
 import statistics
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import corpus_path  # noqa: E402
+from bench.common import corpus_path
 
-from abcgen.corpus import load_corpus  # noqa: E402
-from abcgen.form import encode_text  # noqa: E402
-from abcgen.sample import load_model  # noqa: E402
-from abcgen.watch import TUNE_END  # noqa: E402
+from abcgen.corpus import load_corpus
+from abcgen.form import encode_text
+from abcgen.sample import load_model
+from abcgen.watch import TUNE_END
 
 PART_END = re.compile(r"(:\||\|\]|\|\|)\s*$")
 

@@ -26,7 +26,7 @@ FAST = {"timeout": (2, 0.4), "backoff": 0.0}  # keeps the retry and stall tests 
 
 def fixture_corpus(base_url="http://unused.invalid/"):
     files = tuple(dl.RemoteFile(name, len(body), hashlib.sha256(body).hexdigest()) for name, body in TUNES.items())
-    return dl.Corpus("fixture", base_url, files)
+    return dl.RemoteCorpus("fixture", base_url, files)
 
 
 # ---- the local server -------------------------------------------------------------------

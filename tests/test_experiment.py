@@ -6,7 +6,8 @@ import pytest
 from click.testing import CliRunner
 
 from abcgen.cli import cli
-from abcgen.corpus import Corpus, normalise_tune, parse_tunes, split_of, split_raw_tunes
+from abcgen.abc import split_tunes
+from abcgen.corpus import Corpus, normalise_tune, parse_tunes, split_of
 from abcgen.errors import AbcgenError
 from abcgen.download import corpus_files
 from abcgen.experiment import mixed_corpus, parse_archs
@@ -19,7 +20,7 @@ TINY_ARCHS = "lstm:hidden=16:layers=1,transformer:hidden=16:heads=2:layers=1"
 def split_corpus(tmp_path):
     """The fixture tunes under numbered titles: 12 training tunes and one validation and
     one test tune (which split a tune falls in depends only on its text)."""
-    good = [raw for raw in split_raw_tunes(FIXTURE_TUNES) if normalise_tune(raw)[0]]
+    good = [raw for raw in split_tunes(FIXTURE_TUNES) if normalise_tune(raw)[0]]
     wanted = {"train": 12, "val": 1, "test": 1}
     chosen = []
     for number in range(1000):
@@ -52,7 +53,7 @@ def test_arch_specs_carry_model_options():
     ("lstm,nonsense", "unknown architecture"),
     ("lstm:size=3", "not a model option"),
     ("lstm:hidden=big", "must be a number"),
-    ("transformer:hidden=10:heads=4", "multiple of --heads"),
+    ("transformer:hidden=10:heads=4", "multiple of heads"),
     ("lstm,lstm", "twice"),
     (",", "no architecture"),
 ])
@@ -100,7 +101,7 @@ def test_experiment_with_a_corpus_mix_judges_both_on_the_same_tunes(split_corpus
     from abcgen.experiment import run_experiment
 
     report = run_experiment(split_corpus, "lstm:hidden=16:layers=1", budget=0.5, n=2,
-                            out_dir=tmp_path / "mix", corpus_mix=str(tiny_abc), say=lambda m: None)
+                            out_dir=tmp_path / "mix", corpus_mix=str(tiny_abc), log=lambda m: None)
     plain, mixed = report["summary"]
     assert (plain["corpus"], mixed["corpus"]) == ("split", "split+tiny")
     assert report["corpora"]["split+tiny"]["train"] == report["corpora"]["split"]["train"] + 4

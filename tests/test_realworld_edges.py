@@ -276,7 +276,7 @@ def test_sampling_stops_at_its_time_limit_whatever_the_model_writes():
     torch.manual_seed(0)
     model = TuneModel(Checkpoint(build_model(shipped.config).eval(), shipped.vocab, shipped.meta))
     said = []
-    tunes = model.generate(n=2, seed=1, max_seconds=0.5, report=said.append)
+    tunes = model.generate(n=2, seed=1, max_seconds=0.5, log=said.append)
     assert len(tunes) == 2 and all(tune.startswith("X:") for tune in tunes)
     assert any("time limit of 0.5 s" in line for line in said), said
     with pytest.raises(AbcgenError, match="max_seconds"):

@@ -105,7 +105,7 @@ def test_check_regenerates_failing_tunes(tiny_model, monkeypatch):
 
     monkeypatch.setattr(abcgen.sample, "check_tune", first_call_fails)
     messages = []
-    tunes = generate(tiny_model, n=2, seed=1, retries=3, fix_bars=False, report=messages.append)
+    tunes = generate(tiny_model, n=2, seed=1, retries=3, fix_bars=False, log=messages.append)
     assert len(tunes) == 2 and len(calls) == 3
     assert messages == ["regenerated 1 tune(s) that failed the ABC check "
                         "(1 with a bar of the wrong length)"]

@@ -29,24 +29,24 @@ __all__ = ["create_app", "run", "Library", "default_library_path", "install_page
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
-def install_page_packages(say=print) -> bool:
+def install_page_packages(log=print) -> bool:
     """Install the page's JavaScript packages (package.json in abcgen/serve/static) with npm
     when they are missing; True when abcjs is there afterwards."""
     if ABCJS.exists():
         return True
     npm = shutil.which("npm")
     if npm is None:
-        say("abcjs is not installed and npm is not on the PATH: the page will show notation "
+        log("abcjs is not installed and npm is not on the PATH: the page will show notation "
             "engraved by the server and offer MIDI instead of playing the tune "
             "(install Node.js and npm, then run `npm ci` in abcgen/serve/static)")
         return False
-    say("installing the page's JavaScript (abcjs) with npm, once...")
+    log("installing the page's JavaScript (abcjs) with npm, once...")
     command = [npm, "ci" if (STATIC / "package-lock.json").exists() else "install", "--no-audit", "--no-fund",
                "--quiet"]
     try:
         subprocess.run(command, cwd=STATIC, check=True, timeout=300, capture_output=True)
     except (OSError, subprocess.SubprocessError) as error:
-        say(f"npm could not install abcjs ({type(error).__name__}); the page will work without it "
+        log(f"npm could not install abcjs ({type(error).__name__}); the page will work without it "
             "(server-side notation, MIDI download)")
     return ABCJS.exists()
 
@@ -79,7 +79,7 @@ def check_port(host: str, port: int) -> None:
 
 
 def run(host: str = "127.0.0.1", port: int = 8000, model_path=None, library_path=None, open_browser: bool = False,
-        say=None, workers: int = 4) -> None:
+        log=None, workers: int = 4) -> None:
     """Load the model and the library, then serve the page until Ctrl-C."""
     # Here, not at the top: the page's app and library load without torch and uvicorn.
     import torch
@@ -87,12 +87,12 @@ def run(host: str = "127.0.0.1", port: int = 8000, model_path=None, library_path
 
     from abcgen.sample import default_model_path, load_model
 
-    say = say or (lambda message: print(message, file=sys.stderr))
+    log = log or (lambda message: print(message, file=sys.stderr))
     check_port(host, port)
     if host not in LOOPBACK:
-        say(f"Warning: serving on {host}: anyone who can reach this machine on port {port} can use the "
+        log(f"Warning: serving on {host}: anyone who can reach this machine on port {port} can use the "
             "page, write tunes with its CPU and change its tune library. Use --host 127.0.0.1 to keep it local.")
-    install_page_packages(say)
+    install_page_packages(log)
     torch.set_num_threads(1)  # a sampling step is small; threads fight on a busy CPU (see sample.one_cpu_thread)
     model = load_model(model_path)
     library = Library(library_path)
@@ -101,7 +101,7 @@ def run(host: str = "127.0.0.1", port: int = 8000, model_path=None, library_path
     app = create_app(model=model, library=library, model_name=name, allowed_hosts=allowed, workers=workers)
     shown = f"[{host}]" if ":" in host else host
     address = f"http://{shown}:{port}/"
-    say(f"abcgen serve: {address} (model {name}, library {shown_path(library.path)}); Ctrl-C stops it")
+    log(f"abcgen serve: {address} (model {name}, library {shown_path(library.path)}); Ctrl-C stops it")
     if open_browser:
         threading.Timer(1.0, webbrowser.open, [address]).start()
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -225,7 +225,7 @@ def create_app(model=None, library=None, model_name: str = "", allowed_hosts=Non
         def work():
             options = {k: v for k, v in settings.items()}
             messages: list[str] = []
-            tunes = server.model.generate(progress=progress, report=messages.append, **options)
+            tunes = server.model.generate(progress=progress, log=messages.append, **options)
             return tunes, messages
 
         async def lines():
