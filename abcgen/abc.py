@@ -45,14 +45,17 @@ FINAL_BARS = {"|]", "||", ":|", "::"}
 SHORTHAND_DECORATIONS = set("~.HLMOPSTuv")
 # A chord symbol as abc2midi, abcm2ps and abcjs all read it: a root, a kind abc2midi knows,
 # a bass note. Text that starts with ^ _ < > @ is an annotation, printed, not played.
-CHORD_SYMBOL = re.compile(r"[A-G][#b]?(|m|7|m7|dim|6|aug|m6|aug7|maj7|M7|dim7|9|m9|sus4|sus|7sus4|"
-                          r"m7b5|\+|11|5)(/[A-Ga-g][#b]?)?")
+CHORD_SYMBOL = re.compile(
+    r"[A-G][#b]?(|m|7|m7|dim|6|aug|m6|aug7|maj7|M7|dim7|9|m9|sus4|sus|7sus4|"
+    r"m7b5|\+|11|5)(/[A-Ga-g][#b]?)?"
+)
 ANNOTATION_MARKS = set("^_<>@")
 NOTE_OFFSETS = dict(zip("CDEFGAB", (0, 2, 4, 5, 7, 9, 11)))
 ACCIDENTALS = {"^^": 2, "^": 1, "=": 0, "_": -1, "__": -2}
 
 # One token of a tune body. The order matters: longer and more specific forms first.
-TOKEN = re.compile(r"""
+TOKEN = re.compile(
+    r"""
   (?P<newline>\n)
 | (?P<space>[ \t`y]+)
 | (?P<comment>%[^\n]*)
@@ -75,7 +78,9 @@ TOKEN = re.compile(r"""
 | (?P<chord_close>\](?P<chord_length>\d*/*\d*))
 | (?P<tie>-)
 | (?P<broken>[<>]{1,3})
-""", re.VERBOSE)
+""",
+    re.VERBOSE,
+)
 
 
 @dataclass(frozen=True)
@@ -125,8 +130,11 @@ class Section:
     def whole(self) -> bool:
         """Whether it is a whole number of bars: counted with its first or its last ending,
         with or without the pickup before it (the corpus writes all four)."""
-        return any((self.length - pickup + ending).denominator == 1
-                   for pickup in {Fraction(0), self.pickup} for ending in {Fraction(0), self.last_ending})
+        return any(
+            (self.length - pickup + ending).denominator == 1
+            for pickup in {Fraction(0), self.pickup}
+            for ending in {Fraction(0), self.last_ending}
+        )
 
     @property
     def bar_count(self) -> int | None:
@@ -217,7 +225,7 @@ def _split_header(tune: str) -> tuple[dict[str, str], str, int]:
         name, value = match.group(1), match.group(2).split("%")[0].strip()
         fields.setdefault(name, value)
         if name == "K":
-            return fields, "\n".join(lines[number + 1:]), number + 1
+            return fields, "\n".join(lines[number + 1 :]), number + 1
     return fields, "", len(lines)
 
 
@@ -276,8 +284,19 @@ def default_unit(bar: Fraction | None) -> Fraction:
     return Fraction(1, 16) if bar is not None and bar < 3 else Fraction(1, 8)
 
 
-MODE_SHIFT = {"": 0, "maj": 0, "ion": 0, "mix": -1, "dor": -2, "m": -3, "min": -3, "aeo": -3,
-              "phr": -4, "loc": -5, "lyd": 1}
+MODE_SHIFT = {
+    "": 0,
+    "maj": 0,
+    "ion": 0,
+    "mix": -1,
+    "dor": -2,
+    "m": -3,
+    "min": -3,
+    "aeo": -3,
+    "phr": -4,
+    "loc": -5,
+    "lyd": 1,
+}
 FIFTHS = {"C": 0, "G": 1, "D": 2, "A": 3, "E": 4, "B": 5, "F": -1}
 SHARP_ORDER, FLAT_ORDER = "FCGDAEB", "BEADGCF"
 
@@ -299,8 +318,8 @@ def parse_key(value: str) -> tuple[int | None, dict[str, int]]:
         raise AbcParseError(f"K:{value} is not a key (such as D, Ador, Emin, Bb)")
     sign = {"#": 1, "b": -1, "": 0}[match[2]]
     fifths = FIFTHS[match[1]] + 7 * sign + MODE_SHIFT.get(mode, 0)
-    alter = {ch: 1 for ch in SHARP_ORDER[:max(fifths, 0)]}
-    alter.update({ch: -1 for ch in FLAT_ORDER[:max(-fifths, 0)]})
+    alter = {ch: 1 for ch in SHARP_ORDER[: max(fifths, 0)]}
+    alter.update({ch: -1 for ch in FLAT_ORDER[: max(-fifths, 0)]})
     if match[3].lower().startswith("exp"):
         alter = {}
     for word in words[1:]:
@@ -315,9 +334,19 @@ def parse_key(value: str) -> tuple[int | None, dict[str, int]]:
 def key_name(key_field: str) -> str:
     """A K: value spelled one way: 'G' -> 'G major', 'Ador' -> 'A dorian', 'Em' -> 'E minor'."""
     match = re.fullmatch(r"\s*([A-G][#b]?)\s*([A-Za-z]*)\s*", key_field.split("%")[0].split(" ")[0] or " ")
-    names = {"": "major", "maj": "major", "ion": "major", "m": "minor", "min": "minor",
-             "aeo": "minor", "mix": "mixolydian", "dor": "dorian", "phr": "phrygian",
-             "lyd": "lydian", "loc": "locrian"}
+    names = {
+        "": "major",
+        "maj": "major",
+        "ion": "major",
+        "m": "minor",
+        "min": "minor",
+        "aeo": "minor",
+        "mix": "mixolydian",
+        "dor": "dorian",
+        "phr": "phrygian",
+        "lyd": "lydian",
+        "loc": "locrian",
+    }
     if not match:
         return key_field.strip() or "none"
     mode = match[2].lower()
@@ -459,7 +488,7 @@ class _Reader:
     def on_symbol(self, match) -> None:
         text = match["symbol"][1:-1]
         if not CHORD_SYMBOL.fullmatch(text) and text[:1] not in ANNOTATION_MARKS:
-            self.fail(f"{match['symbol']} is not a chord symbol the ABC tools know (such as \"Am7\" or \"D/F#\")")
+            self.fail(f'{match["symbol"]} is not a chord symbol the ABC tools know (such as "Am7" or "D/F#")')
 
     def on_decoration(self, match) -> None:
         pass
@@ -470,7 +499,9 @@ class _Reader:
 
     def on_note(self, match) -> None:
         octave = (1 if match["letter"].islower() else 0) + match["octave"].count("'") - match["octave"].count(",")
-        if ("'" in match["octave"] and match["letter"].isupper()) or ("," in match["octave"] and match["letter"].islower()):
+        if ("'" in match["octave"] and match["letter"].isupper()) or (
+            "," in match["octave"] and match["letter"].islower()
+        ):
             self.fail(f"{match['letter']}{match['octave']}: write octaves as C, (below) and c' (above)")
         letter = match["letter"].upper()
         pitch = self.pitch(letter, octave, match["accidental"])
@@ -569,8 +600,7 @@ class _Reader:
     def on_grace(self, match) -> None:
         opening = match["grace"].startswith("{")
         if opening == self.grace:
-            self.fail("a grace note group inside another" if opening else "a } with no { before it",
-                      rule="bracket")
+            self.fail("a grace note group inside another" if opening else "a } with no { before it", rule="bracket")
         self.grace = opening
 
     def on_slur(self, match) -> None:
@@ -585,8 +615,12 @@ class _Reader:
         if self.tuplet_left:  # abc2midi "nested tuples", abcm2ps "Bad nested tuplet"
             self.fail("a tuplet inside a tuplet", rule="bracket")
         p = int(match["tuplet_p"])
-        compound = self.bar_length is not None and (self.bar_length * 2).denominator == 1 and \
-            (self.bar_length / Fraction(3, 2)).denominator == 1 and self.meter not in ("3/4", "3/2")
+        compound = (
+            self.bar_length is not None
+            and (self.bar_length * 2).denominator == 1
+            and (self.bar_length / Fraction(3, 2)).denominator == 1
+            and self.meter not in ("3/4", "3/2")
+        )
         q = int(match["tuplet_q"]) if match["tuplet_q"] else {2: 3, 3: 2, 4: 3, 6: 2, 8: 3}.get(p, 3 if compound else 2)
         r = int(match["tuplet_r"]) if match["tuplet_r"] else p
         self.tuplet_left, self.tuplet_ratio = r, Fraction(q, p)
@@ -595,7 +629,7 @@ class _Reader:
         if not self.notes or self.grace:
             self.fail(f"{match['broken']!r} with no note before it")
         dots = len(match["broken"])
-        longer, shorter = 2 - Fraction(1, 2 ** dots), Fraction(1, 2 ** dots)
+        longer, shorter = 2 - Fraction(1, 2**dots), Fraction(1, 2**dots)
         first, second = (longer, shorter) if match["broken"][0] == ">" else (shorter, longer)
         pitch, length = self.notes[-1]
         self.notes[-1] = (pitch, length * first)
@@ -708,8 +742,16 @@ class _Reader:
     def close_bar(self) -> None:
         if self.measure_rests:
             for _ in range(self.measure_rests):
-                self.bars.append(Bar(len(self.bars) + 1, ((None, self.bar_length or Fraction(4)),),
-                                     self.meter, self.bar_length, self.tonic, line=self.line))
+                self.bars.append(
+                    Bar(
+                        len(self.bars) + 1,
+                        ((None, self.bar_length or Fraction(4)),),
+                        self.meter,
+                        self.bar_length,
+                        self.tonic,
+                        line=self.line,
+                    )
+                )
                 self.place_bar()
             self.measure_rests = 0
             return
@@ -759,9 +801,25 @@ class _Reader:
         return Tune(self.header, bars, _join_pickups(sections))
 
 
-_SUBGROUPS = {"inline_name", "inline_value", "ending_numbers", "bar_end", "bar_core", "bar_start",
-              "bar_ending", "tuplet_p", "tuplet_q", "tuplet_r", "accidental", "letter", "octave",
-              "length", "rest_length", "measures", "chord_length"}
+_SUBGROUPS = {
+    "inline_name",
+    "inline_value",
+    "ending_numbers",
+    "bar_end",
+    "bar_core",
+    "bar_start",
+    "bar_ending",
+    "tuplet_p",
+    "tuplet_q",
+    "tuplet_r",
+    "accidental",
+    "letter",
+    "octave",
+    "length",
+    "rest_length",
+    "measures",
+    "chord_length",
+}
 
 
 def _kind(match) -> str:
@@ -775,6 +833,7 @@ def _tolerant(bar: Bar) -> Bar:
 def _section_length(section: Section, bars: list[Bar]) -> Fraction:
     """Bars in a section: the common part and its first ending, as fractions of full bars;
     also notes how much longer its last ending is than its first."""
+
     def length(indices):
         return sum((bars[i].duration / bars[i].expected for i in indices if bars[i].expected), Fraction(0))
 
@@ -835,8 +894,12 @@ def check_tune(text: str, complete: bool = True) -> CheckResult:
         section = _broken_section(tune.sections)
         if section is not None:
             first = tune.bars[(section.bars or section.endings[0])[0]].number
-            return CheckResult(False, f"bar {first}: the section starting here has {_bars(section.length)} "
-                               "bars, not a whole number", rule="section", **facts)
+            return CheckResult(
+                False,
+                f"bar {first}: the section starting here has {_bars(section.length)} bars, not a whole number",
+                rule="section",
+                **facts,
+            )
     return CheckResult(True, **facts)
 
 
@@ -870,8 +933,10 @@ def _bad_bar(tune: Tune) -> int | None:
 
 def _bar_problem(bar: Bar) -> str:
     denominator = int(bar.meter.split("/")[1]) if bar.meter else 8
-    return (f"bar {bar.number} has {format_length(bar.duration, denominator)}, "
-            f"meter {bar.meter} asks for {format_length(bar.expected, denominator)}")
+    return (
+        f"bar {bar.number} has {format_length(bar.duration, denominator)}, "
+        f"meter {bar.meter} asks for {format_length(bar.expected, denominator)}"
+    )
 
 
 def check_tunes(tunes: list[str]) -> list[CheckResult]:

@@ -85,8 +85,7 @@ def run_tool(command: list[str], folder: Path) -> tuple[list[str], list[str]]:
     """Run `command` in `folder`: (its output lines, stdout and stderr together; failure lines
     for a timeout, a crash or a tool that would not start)."""
     try:
-        done = subprocess.run(command, cwd=folder, capture_output=True, text=True,
-                              errors="replace", timeout=TIMEOUT)
+        done = subprocess.run(command, cwd=folder, capture_output=True, text=True, errors="replace", timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
         return [], [f"{command[0]} timed out after {TIMEOUT:g} s"]
     except OSError as error:
@@ -99,14 +98,17 @@ def run_tool(command: list[str], folder: Path) -> tuple[list[str], list[str]]:
 
 def check_abc2midi(folder: Path, tune: str) -> Messages:
     lines, failed = run_tool(["abc2midi", "tune.abc", "-o", "tune.mid"], folder)
-    return Messages([line for line in lines if line.startswith("Error")] + failed,
-                    [line for line in lines if line.startswith("Warning")])
+    return Messages(
+        [line for line in lines if line.startswith("Error")] + failed,
+        [line for line in lines if line.startswith("Warning")],
+    )
 
 
 def check_abcm2ps(folder: Path, tune: str) -> Messages:
     lines, failed = run_tool(["abcm2ps", "-q", "tune.abc", "-O", "tune.ps"], folder)
-    return Messages([line for line in lines if "error:" in line] + failed,
-                    [line for line in lines if "warning:" in line])
+    return Messages(
+        [line for line in lines if "error:" in line] + failed, [line for line in lines if "warning:" in line]
+    )
 
 
 # Silencing music21's stderr and warnings (both process-wide) is only safe one parse at a
@@ -118,8 +120,7 @@ def check_music21(folder: Path, tune: str) -> Messages:
     from music21 import converter
 
     printed = io.StringIO()
-    with (MUSIC21_LOCK, contextlib.redirect_stderr(printed),
-          warnings.catch_warnings(record=True) as caught):
+    with MUSIC21_LOCK, contextlib.redirect_stderr(printed), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             score = converter.parse(tune.strip() + "\n", format="abc")
@@ -147,12 +148,14 @@ def abcjs_warnings(tunes: list[str]) -> list[list[str]] | None:
     bench/abcjs/node_modules is missing (run `npm install` in bench/abcjs)."""
     if not abcjs_available():
         return None
-    text = "".join(tune.strip() + "\n\n" if tune.lstrip().startswith("X:")
-                   else f"X:{number}\n{tune.strip()}\n\n"
-                   for number, tune in enumerate(tunes, start=1))
+    text = "".join(
+        tune.strip() + "\n\n" if tune.lstrip().startswith("X:") else f"X:{number}\n{tune.strip()}\n\n"
+        for number, tune in enumerate(tunes, start=1)
+    )
     try:
-        done = subprocess.run(["node", str(ABCJS_SCRIPT)], input=text, capture_output=True,
-                              text=True, timeout=30 + len(tunes) * 0.1)
+        done = subprocess.run(
+            ["node", str(ABCJS_SCRIPT)], input=text, capture_output=True, text=True, timeout=30 + len(tunes) * 0.1
+        )
     except subprocess.TimeoutExpired:
         raise AbcgenError(f"abcjs took too long over {len(tunes)} tunes; try fewer") from None
     if done.returncode != 0:
@@ -160,16 +163,19 @@ def abcjs_warnings(tunes: list[str]) -> list[list[str]] | None:
         raise AbcgenError(f"abcjs failed: {last}; try `npm install` in {ABCJS}")
     report = json.loads(done.stdout)
     if len(report) != len(tunes):
-        raise AbcgenError(f"abcjs read {len(report)} tunes where {len(tunes)} were given; "
-                          "does a tune hold a second X: line?")
+        raise AbcgenError(
+            f"abcjs read {len(report)} tunes where {len(tunes)} were given; does a tune hold a second X: line?"
+        )
     return [entry["warnings"] for entry in report]
 
 
 # ---- many tunes --------------------------------------------------------------------------------
 
-LOCATION = re.compile(r"^(?:(?:Error|Warning) in line-char [\d-]+ : "  # abc2midi
-                      r"|.*?:\d+:\d+: (?:error|warning): "  # abcm2ps
-                      r"|Music Line:\d+:\d+: )")  # abcjs
+LOCATION = re.compile(
+    r"^(?:(?:Error|Warning) in line-char [\d-]+ : "  # abc2midi
+    r"|.*?:\d+:\d+: (?:error|warning): "  # abcm2ps
+    r"|Music Line:\d+:\d+: )"
+)  # abcjs
 
 
 def error_kind(line: str) -> str:
@@ -180,8 +186,7 @@ def error_kind(line: str) -> str:
     return re.sub(r"\d+", "N", message).strip()[:100]
 
 
-def check_tunes(tunes: list[str], workers: int = WORKERS,
-                tools: list[str] | None = None) -> list[dict[str, Messages]]:
+def check_tunes(tunes: list[str], workers: int = WORKERS, tools: list[str] | None = None) -> list[dict[str, Messages]]:
     """tool_messages for each tune, `workers` tunes at a time: processes, not threads,
     because music21 (most of the time) holds the interpreter while it parses."""
     if workers <= 1 or len(tunes) <= 1:
@@ -195,8 +200,7 @@ def count_kinds(reports: list[list[str]]) -> Counter:
     return Counter(kind for lines in reports for kind in {error_kind(line) for line in lines})
 
 
-def summarise(tunes: list[str], workers: int = WORKERS, abcjs: bool = True,
-              tools: list[str] | None = None) -> dict:
+def summarise(tunes: list[str], workers: int = WORKERS, abcjs: bool = True, tools: list[str] | None = None) -> dict:
     """Per tool (all available ones, or those of `tools`), and for "all" of them together:
     how many tunes are error-free and warning-free, and Counters of error and warning kinds
     (tunes showing each). With abcjs (when installed), its warnings too: "abcjs" has
@@ -204,18 +208,22 @@ def summarise(tunes: list[str], workers: int = WORKERS, abcjs: bool = True,
     checked = check_tunes(tunes, workers, tools)
     per_tool: dict[str, dict] = {}
     summary = {"tunes": len(tunes), "tools": per_tool}
-    for name in (checked[0] if checked else {}):
+    for name in checked[0] if checked else {}:
         errors = [report[name].errors for report in checked]
         found = [report[name].warnings for report in checked]
         per_tool[name] = {
             "error_free": sum(not lines for lines in errors),
             "warning_free": sum(not lines for lines in found),
-            "errors": count_kinds(errors), "warnings": count_kinds(found)}
+            "errors": count_kinds(errors),
+            "warnings": count_kinds(found),
+        }
     together = [[line for said in report.values() for line in said.errors] for report in checked]
-    per_tool["all"] = {"error_free": sum(not lines for lines in together),
-                               "errors": count_kinds(together)}
+    per_tool["all"] = {"error_free": sum(not lines for lines in together), "errors": count_kinds(together)}
     said = abcjs_warnings(tunes) if abcjs else None
     if said is not None:
-        per_tool["abcjs"] = {"warning_free": sum(not lines for lines in said),
-                                     "total": sum(map(len, said)), "warnings": count_kinds(said)}
+        per_tool["abcjs"] = {
+            "warning_free": sum(not lines for lines in said),
+            "total": sum(map(len, said)),
+            "warnings": count_kinds(said),
+        }
     return summary

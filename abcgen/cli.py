@@ -18,8 +18,7 @@ from typing import Any
 import click
 
 from abcgen.errors import AbcgenError
-from abcgen.options import (DEVICE_NAMES, EVALUATION_TUNES, PRECISIONS, SAMPLING_DEVICE, OptionError,
-                            SamplingOptions)
+from abcgen.options import DEVICE_NAMES, EVALUATION_TUNES, PRECISIONS, SAMPLING_DEVICE, OptionError, SamplingOptions
 
 
 class AbcgenGroup(click.Group):
@@ -135,9 +134,11 @@ def download_command(name, dest, base_url, force, quiet):
     if quiet:
         return
     if name in SHIPPED:
-        click.echo(f"{name}: nothing to download: music21 ships its {len(result.paths)} files in "
-                   f"{result.dest}; use the name itself (abcgen corpus {name}, abcgen train {name})",
-                   err=True)
+        click.echo(
+            f"{name}: nothing to download: music21 ships its {len(result.paths)} files in "
+            f"{result.dest}; use the name itself (abcgen corpus {name}, abcgen train {name})",
+            err=True,
+        )
         return
     total, fetched = len(result.paths), len(result.downloaded)
     if fetched:
@@ -160,10 +161,14 @@ def download_command(name, dest, base_url, force, quiet):
 @cli.command()
 @click.argument("path", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as one JSON object.")
-@click.option("--dump", type=click.Choice(["train", "val", "test"]),
-              help="Print that split's normalised tunes as ABC instead of statistics.")
-@click.option("--list", "list_names", is_flag=True,
-              help="List the corpora abcgen knows by name (tunes, source, licence) instead.")
+@click.option(
+    "--dump",
+    type=click.Choice(["train", "val", "test"]),
+    help="Print that split's normalised tunes as ABC instead of statistics.",
+)
+@click.option(
+    "--list", "list_names", is_flag=True, help="List the corpora abcgen knows by name (tunes, source, licence) instead."
+)
 def corpus(path, as_json, dump, list_names):
     """Read, normalise and split the tunes in PATH (a folder, an .abc file, - for stdin, or
     a corpus name from --list)."""
@@ -186,8 +191,9 @@ def corpus(path, as_json, dump, list_names):
         return
     splits = stats["splits"]
     click.echo(f"corpus      {stats['name']} ({stats['files']} files, fingerprint {stats['fingerprint']})")
-    click.echo(f"tunes       {stats['tunes']:,} (train {splits['train']:,}, val {splits['val']:,}, "
-               f"test {splits['test']:,})")
+    click.echo(
+        f"tunes       {stats['tunes']:,} (train {splits['train']:,}, val {splits['val']:,}, test {splits['test']:,})"
+    )
     click.echo(f"characters  {stats['characters']:,}")
     click.echo(f"vocabulary  {stats['vocabulary_size']} characters (training split)")
     click.echo("meters      " + ", ".join(f"{m} {n}" for m, n in stats["meters"].items()))
@@ -216,60 +222,153 @@ TRAIN_CONFIG, MODEL_CONFIG = "abcgen.train:TrainConfig.", "abcgen.model:ModelCon
 
 @cli.command()
 @click.argument("path")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False),
-              help="Folder for best.pt, last.pt and metrics.jsonl [default: runs/<corpus folder name>].")
-@click.option("--epochs", type=int, default=None,
-              help="Passes over the training split [default: 30, or unlimited with --max-time].")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    help="Folder for best.pt, last.pt and metrics.jsonl [default: runs/<corpus folder name>].",
+)
+@click.option(
+    "--epochs",
+    type=int,
+    default=None,
+    help="Passes over the training split [default: 30, or unlimited with --max-time].",
+)
 @click.option("--max-time", type=float, help="Stop after this many seconds of training.")
-@library_default("--batch-size", type=int, source=TRAIN_CONFIG + "batch_size",
-              help="Parallel streams per step.")
-@library_default("--seq-len", type=int, source=TRAIN_CONFIG + "seq_len",
-              help="Characters per stream per step (truncated back-propagation length).")
+@library_default("--batch-size", type=int, source=TRAIN_CONFIG + "batch_size", help="Parallel streams per step.")
+@library_default(
+    "--seq-len",
+    type=int,
+    source=TRAIN_CONFIG + "seq_len",
+    help="Characters per stream per step (truncated back-propagation length).",
+)
 @library_default("--lr", type=float, source=TRAIN_CONFIG + "lr", help="Peak learning rate (AdamW).")
-@library_default("--weight-decay", type=float, source=TRAIN_CONFIG + "weight_decay",
-              help="AdamW weight decay of the weight matrices.")
+@library_default(
+    "--weight-decay",
+    type=float,
+    source=TRAIN_CONFIG + "weight_decay",
+    help="AdamW weight decay of the weight matrices.",
+)
 @click.option("--patience", type=int, help="Stop after this many evaluations without a better validation loss.")
-@library_default("--arch", type=LibraryChoice("abcgen.model:ARCHITECTURES"), source=MODEL_CONFIG + "arch", help="Model architecture.")
-@library_default("--layers", type=int, source=MODEL_CONFIG + "layers",
-              help="Recurrent layers (transformer: decoder blocks).")
-@library_default("--hidden", type=int, source=MODEL_CONFIG + "hidden",
-              help="Units per layer (bilstm-window: per direction; transformer: width).")
-@library_default("--dropout", type=float, source=MODEL_CONFIG + "dropout", help="Dropout between layers and before the output.")
-@library_default("--heads", type=int, source=MODEL_CONFIG + "heads",
-              help="Attention heads (lstm-attention, transformer); must divide --hidden.")
-@library_default("--window", type=int, source=MODEL_CONFIG + "window",
-              help="lstm-attention: LSTM outputs attended over; bilstm-window: characters read per "
-                   "prediction (costs --window times the work).")
-@library_default("--kernel", type=int, source=MODEL_CONFIG + "kernel",
-              help="conv-lstm: width of the causal convolution in characters.")
-@library_default("--context", type=int, source=MODEL_CONFIG + "context",
-              help="transformer: characters each position attends over.")
-@click.option("--form/--no-form", default=True, show_default=True,
-              help="Tell the model, beside each character, how many bars of its tune are complete.")
-@library_default("--form-count", type=LibraryChoice("abcgen.form:COUNTS"), source=MODEL_CONFIG + "form_count",
-              help="With --form, count bars from the tune's start, or from the part's (and which part).")
-@library_default("--precision", type=click.Choice(PRECISIONS), source=TRAIN_CONFIG + "precision",
-              help="bf16 autocast where the hardware supports it (auto), or plain float32.")
-@library_default("--seed", type=int, source=TRAIN_CONFIG + "seed",
-                 help="Random seed: with --epochs rather than --max-time, same seed, same model.")
-@library_default("--device", type=DEVICES, source=TRAIN_CONFIG + "device",
-                 help="Where to train: auto is a CUDA GPU when there is one, else Apple's MPS, else the CPU.")
-@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Train in N processes on this machine with DistributedDataParallel (gloo on CPUs, "
-                   "NCCL with a GPU each); --batch-size streams in all, split between them. On several "
-                   "machines, start `torchrun ... -m abcgen train` instead.")
-@click.option("--init", "init", metavar="MODEL",
-              help="Fine-tune: start from this trained model (a .pt file, or `shipped` for the model "
-                   "in the package) instead of random weights; it decides the architecture, size and "
-                   "form inputs, and small-collection defaults apply (--lr 3e-3 --epochs 40 --patience 4 "
-                   "--batch-size 8 --weight-decay 0).")
+@library_default(
+    "--arch", type=LibraryChoice("abcgen.model:ARCHITECTURES"), source=MODEL_CONFIG + "arch", help="Model architecture."
+)
+@library_default(
+    "--layers", type=int, source=MODEL_CONFIG + "layers", help="Recurrent layers (transformer: decoder blocks)."
+)
+@library_default(
+    "--hidden",
+    type=int,
+    source=MODEL_CONFIG + "hidden",
+    help="Units per layer (bilstm-window: per direction; transformer: width).",
+)
+@library_default(
+    "--dropout", type=float, source=MODEL_CONFIG + "dropout", help="Dropout between layers and before the output."
+)
+@library_default(
+    "--heads",
+    type=int,
+    source=MODEL_CONFIG + "heads",
+    help="Attention heads (lstm-attention, transformer); must divide --hidden.",
+)
+@library_default(
+    "--window",
+    type=int,
+    source=MODEL_CONFIG + "window",
+    help="lstm-attention: LSTM outputs attended over; bilstm-window: characters read per "
+    "prediction (costs --window times the work).",
+)
+@library_default(
+    "--kernel",
+    type=int,
+    source=MODEL_CONFIG + "kernel",
+    help="conv-lstm: width of the causal convolution in characters.",
+)
+@library_default(
+    "--context", type=int, source=MODEL_CONFIG + "context", help="transformer: characters each position attends over."
+)
+@click.option(
+    "--form/--no-form",
+    default=True,
+    show_default=True,
+    help="Tell the model, beside each character, how many bars of its tune are complete.",
+)
+@library_default(
+    "--form-count",
+    type=LibraryChoice("abcgen.form:COUNTS"),
+    source=MODEL_CONFIG + "form_count",
+    help="With --form, count bars from the tune's start, or from the part's (and which part).",
+)
+@library_default(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    source=TRAIN_CONFIG + "precision",
+    help="bf16 autocast where the hardware supports it (auto), or plain float32.",
+)
+@library_default(
+    "--seed",
+    type=int,
+    source=TRAIN_CONFIG + "seed",
+    help="Random seed: with --epochs rather than --max-time, same seed, same model.",
+)
+@library_default(
+    "--device",
+    type=DEVICES,
+    source=TRAIN_CONFIG + "device",
+    help="Where to train: auto is a CUDA GPU when there is one, else Apple's MPS, else the CPU.",
+)
+@click.option(
+    "--nproc",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Train in N processes on this machine with DistributedDataParallel (gloo on CPUs, "
+    "NCCL with a GPU each); --batch-size streams in all, split between them. On several "
+    "machines, start `torchrun ... -m abcgen train` instead.",
+)
+@click.option(
+    "--init",
+    "init",
+    metavar="MODEL",
+    help="Fine-tune: start from this trained model (a .pt file, or `shipped` for the model "
+    "in the package) instead of random weights; it decides the architecture, size and "
+    "form inputs, and small-collection defaults apply (--lr 3e-3 --epochs 40 --patience 4 "
+    "--batch-size 8 --weight-decay 0).",
+)
 @click.option("--resume", is_flag=True, help="Continue the run saved in OUT/last.pt.")
 @click.option("--force", is_flag=True, help="Replace a model already in OUT.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or per-epoch lines.")
 @click.pass_context
-def train(ctx, path, out_dir, epochs, max_time, batch_size, seq_len, lr, weight_decay, patience, arch, layers,
-          hidden, dropout, heads, window, kernel, context, form, form_count, precision, seed, device, nproc, init, resume,
-          force, quiet):
+def train(
+    ctx,
+    path,
+    out_dir,
+    epochs,
+    max_time,
+    batch_size,
+    seq_len,
+    lr,
+    weight_decay,
+    patience,
+    arch,
+    layers,
+    hidden,
+    dropout,
+    heads,
+    window,
+    kernel,
+    context,
+    form,
+    form_count,
+    precision,
+    seed,
+    device,
+    nproc,
+    init,
+    resume,
+    force,
+    quiet,
+):
     """Train a character model on the ABC tunes in PATH (a folder, an .abc file, or a corpus
     name from `abcgen corpus --list`)."""
     from abcgen.download import known_corpora
@@ -279,25 +378,43 @@ def train(ctx, path, out_dir, epochs, max_time, batch_size, seq_len, lr, weight_
 
     named = not Path(path).exists() and path in {row["name"] for row in known_corpora()}
     if not Path(path).exists() and not named:
-        raise AbcgenError(f"{path} does not exist; run `abcgen download` to fetch the Nottingham corpus, "
-                          "or name a corpus from `abcgen corpus --list`")
+        raise AbcgenError(
+            f"{path} does not exist; run `abcgen download` to fetch the Nottingham corpus, "
+            "or name a corpus from `abcgen corpus --list`"
+        )
     stem = path if named else (Path(path).resolve().stem or "corpus")
     out_dir = Path(out_dir or Path("runs") / (f"{stem}-finetuned" if init else stem))
     given = lambda name: ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)  # noqa: E731
-    settings = dict(batch_size=batch_size, seq_len=seq_len, lr=lr, weight_decay=weight_decay,
-                    patience=patience, seed=seed, device=device, precision=precision)
+    settings = dict(
+        batch_size=batch_size,
+        seq_len=seq_len,
+        lr=lr,
+        weight_decay=weight_decay,
+        patience=patience,
+        seed=seed,
+        device=device,
+        precision=precision,
+    )
     if init or (resume and recorded_init(out_dir / "last.pt")):  # fine-tuning, or resuming one
-        settings.update({key: value for key, value in FINETUNE_DEFAULTS.items()
-                         if key != "epochs" and not given(key)})
+        settings.update({key: value for key, value in FINETUNE_DEFAULTS.items() if key != "epochs" and not given(key)})
         default_epochs = FINETUNE_DEFAULTS["epochs"]
     else:
         default_epochs = TrainConfig.epochs
     config = TrainConfig(
-        epochs=epochs if epochs is not None else (None if max_time else default_epochs), max_time=max_time,
-        **settings)
-    model_config = {"arch": arch, "layers": layers, "hidden": hidden, "dropout": dropout,
-                    "heads": heads, "window": window, "kernel": kernel, "context": context,
-                    "form": FORM_BLOCKS if form else 0, "form_count": form_count}
+        epochs=epochs if epochs is not None else (None if max_time else default_epochs), max_time=max_time, **settings
+    )
+    model_config = {
+        "arch": arch,
+        "layers": layers,
+        "hidden": hidden,
+        "dropout": dropout,
+        "heads": heads,
+        "window": window,
+        "kernel": kernel,
+        "context": context,
+        "form": FORM_BLOCKS if form else 0,
+        "form_count": form_count,
+    }
     if init:  # only what was asked for: the rest comes from the starting model
         model_config = {key: value for key, value in model_config.items() if given(key)}
     from abcgen.distributed import TrainingFailed, env_world, launch_training, should_report
@@ -306,17 +423,34 @@ def train(ctx, path, out_dir, epochs, max_time, batch_size, seq_len, lr, weight_
         run_training = partial(launch_training, nproc)
     world = env_world()  # under torchrun: this process's rank; rank 0 speaks for all
     try:
-        result = run_training(path, out_dir, model_config, config, resume=resume, force=force,
-                              progress=not quiet, init=init if not resume else None)
+        result = run_training(
+            path,
+            out_dir,
+            model_config,
+            config,
+            resume=resume,
+            force=force,
+            progress=not quiet,
+            init=init if not resume else None,
+        )
     except TrainingInterrupted as stop:
-        limits = "".join(f" {flag} {value:g}" for flag, value in
-                         (("--epochs", epochs), ("--max-time", max_time), ("--nproc", nproc if nproc > 1 else None))
-                         if value is not None)
+        limits = "".join(
+            f" {flag} {value:g}"
+            for flag, value in (
+                ("--epochs", epochs),
+                ("--max-time", max_time),
+                ("--nproc", nproc if nproc > 1 else None),
+            )
+            if value is not None
+        )
         launcher = "torchrun <the same options> -m abcgen" if world.distributed else "abcgen"
         if world.main:
-            click.echo(f"Stopped; progress saved in {stop.last_path}. Resume with:\n"
-                       f"  {launcher} train {shlex.quote(str(path))} --out {shlex.quote(str(out_dir))}"
-                       f"{limits} --resume", err=True)
+            click.echo(
+                f"Stopped; progress saved in {stop.last_path}. Resume with:\n"
+                f"  {launcher} train {shlex.quote(str(path))} --out {shlex.quote(str(out_dir))}"
+                f"{limits} --resume",
+                err=True,
+            )
         sys.exit(128 + stop.signum)
     except TrainingFailed as failed:
         if failed.reported:  # a training process has said why
@@ -328,13 +462,14 @@ def train(ctx, path, out_dir, epochs, max_time, batch_size, seq_len, lr, weight_
         raise
     if not world.main:
         return
-    figure = ("best training-set loss (no validation tunes)" if result.validation_is_training
-              else "best validation")
+    figure = "best training-set loss (no validation tunes)" if result.validation_is_training else "best validation"
     click.echo(
         f"Done ({result.stopped_because}): {figure} {result.best_val_loss / math.log(2):.3f} bpc, "
         f"{result.best_val_acc:.1%} accuracy, {result.elapsed_s:.0f} s of training. "
         f"Model: {result.best_path}. Sample from it with:\n"
-        f"  abcgen sample --model {shlex.quote(str(result.best_path))}", err=True)
+        f"  abcgen sample --model {shlex.quote(str(result.best_path))}",
+        err=True,
+    )
 
 
 @cli.command()
@@ -370,27 +505,55 @@ S = SamplingOptions  # its defaults are the command line's
 def sampling_options(command):
     """The options that sample and evaluate share, declared once (as simonw/llm does)."""
     options = [
-        click.option("--model", "model_path", type=click.Path(dir_okay=False),
-                     help="Model file [default: $ABCGEN_MODEL, else the shipped Nottingham model]."),
-        click.option("--temperature", "-t", type=float, default=S.temperature, show_default=True,
-                     help="Higher is more adventurous, lower more conventional; 0.01 to 10."),
+        click.option(
+            "--model",
+            "model_path",
+            type=click.Path(dir_okay=False),
+            help="Model file [default: $ABCGEN_MODEL, else the shipped Nottingham model].",
+        ),
+        click.option(
+            "--temperature",
+            "-t",
+            type=float,
+            default=S.temperature,
+            show_default=True,
+            help="Higher is more adventurous, lower more conventional; 0.01 to 10.",
+        ),
         click.option("--top-k", type=int, default=S.top_k, help="Sample only among the k likeliest characters."),
-        click.option("--seed", type=int, default=S.seed,
-                     help="Random seed: the same seed and options give the same tunes."),
-        click.option("--fix-bars/--no-fix-bars", default=S.fix_bars, show_default=True,
-                     help="Write again, as the tune is written, any bar whose length does not fit the meter, "
-                          "and any meter or key in the header that the model's training tunes never used; "
-                          "with evaluate, --no-fix-bars measures the model alone."),
-        click.option("--keep-rhythm/--plain-temperature", default=S.keep_rhythm, show_default=True,
-                     help="Apply the temperature among pitches only, so that note lengths, "
-                          "barlines and tune endings keep the model's own odds."),
-        click.option("--pitch-top-p", type=float, default=S.pitch_top_p, show_default=True,
-                     help="With --keep-rhythm, write a pitch only from the likeliest ones that hold this "
-                          "share of the pitch odds (nucleus sampling); 1 allows any."),
-        click.option("--structure", default=S.structure, show_default=True,
-                     help="The form to write each tune to: parts as letters, a doubled letter for a repeated "
-                          "part, bars after a letter when not 8 (AABB, AAB, A16B16, AABBCC); auto draws one "
-                          "from the training tunes' forms in the tune's meter; none leaves form to the model."),
+        click.option(
+            "--seed", type=int, default=S.seed, help="Random seed: the same seed and options give the same tunes."
+        ),
+        click.option(
+            "--fix-bars/--no-fix-bars",
+            default=S.fix_bars,
+            show_default=True,
+            help="Write again, as the tune is written, any bar whose length does not fit the meter, "
+            "and any meter or key in the header that the model's training tunes never used; "
+            "with evaluate, --no-fix-bars measures the model alone.",
+        ),
+        click.option(
+            "--keep-rhythm/--plain-temperature",
+            default=S.keep_rhythm,
+            show_default=True,
+            help="Apply the temperature among pitches only, so that note lengths, "
+            "barlines and tune endings keep the model's own odds.",
+        ),
+        click.option(
+            "--pitch-top-p",
+            type=float,
+            default=S.pitch_top_p,
+            show_default=True,
+            help="With --keep-rhythm, write a pitch only from the likeliest ones that hold this "
+            "share of the pitch odds (nucleus sampling); 1 allows any.",
+        ),
+        click.option(
+            "--structure",
+            default=S.structure,
+            show_default=True,
+            help="The form to write each tune to: parts as letters, a doubled letter for a repeated "
+            "part, bars after a letter when not 8 (AABB, AAB, A16B16, AABBCC); auto draws one "
+            "from the training tunes' forms in the tune's meter; none leaves form to the model.",
+        ),
         click.option("--device", type=DEVICES, default=SAMPLING_DEVICE, show_default=True, help="Where to sample."),
     ]
     for option in reversed(options):
@@ -409,35 +572,66 @@ def _split_formats(ctx, param, value):
 
 
 FORMATS_OPTION = library_default(
-    "--format", "-f", "formats", source="abcgen.export:DEFAULT_FORMATS", callback=_split_formats,
-    help="Comma-separated: midi, musicxml, svg, pdf (pdf needs LilyPond or MuseScore).")
+    "--format",
+    "-f",
+    "formats",
+    source="abcgen.export:DEFAULT_FORMATS",
+    callback=_split_formats,
+    help="Comma-separated: midi, musicxml, svg, pdf (pdf needs LilyPond or MuseScore).",
+)
 
 
 @cli.command()
 @sampling_options
 @click.option("-n", "--num", type=int, default=1, show_default=True, help="How many tunes.")
-@click.option("--max-chars", type=int, default=S.max_chars, show_default=True,
-              help="Longest tune; a longer one is cut after its last complete bar.")
+@click.option(
+    "--max-chars",
+    type=int,
+    default=S.max_chars,
+    show_default=True,
+    help="Longest tune; a longer one is cut after its last complete bar.",
+)
 @click.option("--meter", "-m", default=S.meter, help="Meter to write the tune in, e.g. 6/8 (the M: field).")
 @click.option("--key", "-k", default=S.key, help="Key, e.g. D, Ador, Emin (the K: field).")
 @click.option("--title", default=S.title, help="Title (the T: field).")
 @click.option("--length", default=S.length, help="Unit note length, e.g. 1/8 (the L: field).")
 @click.option("--prime", default=S.prime, help="ABC to start from (a header or first bars), or @FILE.")
-@click.option("--check/--no-check", default=S.check, show_default=True,
-              help="Regenerate tunes that fail the ABC check (parse, notes, bar lengths).")
-@click.option("--retries", type=int, default=S.retries, show_default=True,
-              help="How many times to regenerate failing tunes.")
-@click.option("--max-seconds", type=float, default=S.max_seconds,
-              help="Stop after this long, cutting the tunes where they stand [default: 30 + 2 a tune].")
-@click.option("-o", "--output", type=click.Path(dir_okay=False),
-              help="Write the tunes to this file instead of stdout.")
-@click.option("--export", "export_dir", type=click.Path(file_okay=False),
-              help="Also write MIDI, MusicXML and SVG for each tune into this folder.")
+@click.option(
+    "--check/--no-check",
+    default=S.check,
+    show_default=True,
+    help="Regenerate tunes that fail the ABC check (parse, notes, bar lengths).",
+)
+@click.option(
+    "--retries", type=int, default=S.retries, show_default=True, help="How many times to regenerate failing tunes."
+)
+@click.option(
+    "--max-seconds",
+    type=float,
+    default=S.max_seconds,
+    help="Stop after this long, cutting the tunes where they stand [default: 30 + 2 a tune].",
+)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the tunes to this file instead of stdout.")
+@click.option(
+    "--export",
+    "export_dir",
+    type=click.Path(file_okay=False),
+    help="Also write MIDI, MusicXML and SVG for each tune into this folder.",
+)
 @FORMATS_OPTION
 @click.option("--force", is_flag=True, help="Let --export overwrite files that exist already.")
 @click.option("--quiet", "-q", is_flag=True, help="No messages on stderr.")
-def sample(model_path: str | None, num: int, device: str, output: str | None, export_dir: str | None,
-           formats: list[str], force: bool, quiet: bool, **settings) -> None:
+def sample(
+    model_path: str | None,
+    num: int,
+    device: str,
+    output: str | None,
+    export_dir: str | None,
+    formats: list[str],
+    force: bool,
+    quiet: bool,
+    **settings,
+) -> None:
     """Write new tunes as ABC on stdout."""
     from abcgen.sample import load_model
 
@@ -468,13 +662,29 @@ def _say(quiet: bool):
 @click.argument("corpus_path", metavar="CORPUS", type=click.Path(exists=True))
 @sampling_options
 @click.option("-n", "--num", type=int, default=EVALUATION_TUNES, show_default=True, help="How many tunes to sample.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True),
-              help="Also write the report as JSON to this file (- prints it instead of the table).")
-@click.option("--plots", "plots_dir", type=click.Path(file_okay=False),
-              help="Write a PNG chart per feature into this folder (needs: pip install 'abcgen[plots]').")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Also write the report as JSON to this file (- prints it instead of the table).",
+)
+@click.option(
+    "--plots",
+    "plots_dir",
+    type=click.Path(file_okay=False),
+    help="Write a PNG chart per feature into this folder (needs: pip install 'abcgen[plots]').",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress or messages on stderr.")
-def evaluate(corpus_path: str, model_path: str | None, num: int, device: str, json_path: str | None,
-             plots_dir: str | None, quiet: bool, **settings) -> None:
+def evaluate(
+    corpus_path: str,
+    model_path: str | None,
+    num: int,
+    device: str,
+    json_path: str | None,
+    plots_dir: str | None,
+    quiet: bool,
+    **settings,
+) -> None:
     """Sample tunes without the check and compare them with CORPUS: validity, musical
     statistics against the training tunes, and how much they copy from them."""
     from abcgen.evaluate import evaluate_model, format_report, require_matplotlib, write_json, write_plots
@@ -482,8 +692,15 @@ def evaluate(corpus_path: str, model_path: str | None, num: int, device: str, js
     if plots_dir:
         require_matplotlib()  # before minutes of work, not after
     say = _say(quiet)
-    report = evaluate_model(corpus_path, model_path, num, SamplingOptions(**settings), device=device, log=say,
-                            progress=not quiet and sys.stderr.isatty())
+    report = evaluate_model(
+        corpus_path,
+        model_path,
+        num,
+        SamplingOptions(**settings),
+        device=device,
+        log=say,
+        progress=not quiet and sys.stderr.isatty(),
+    )
     if json_path == "-":
         click.echo(json.dumps(report, indent=2))
     else:
@@ -504,28 +721,70 @@ EXPERIMENT = "abcgen.experiment:run_experiment"
 
 @cli.command()
 @click.argument("corpus_path", metavar="CORPUS", type=click.Path(exists=True))
-@library_default("--archs", source=EXPERIMENT + "(archs)",
-                 help="Comma-separated architectures to compare, each with optional model options, "
-                      "e.g. lstm:layers=3 or bilstm-window:window=8:hidden=64.")
-@library_default("--budget", type=float, source=EXPERIMENT + "(budget)",
-                 help="Seconds of training for every architecture and seed.")
-@library_default("--seeds", type=int, source=EXPERIMENT + "(seeds)",
-                 help="Repeat every run with seeds 0..N-1 and report mean ± standard deviation.")
-@library_default("--out", "out_dir", type=click.Path(file_okay=False), source=EXPERIMENT + "(out_dir)",
-                 help="Folder for results.md, results.json and every run's model.")
-@click.option("--corpus-mix", help="Also train on CORPUS's training split mixed with this collection "
-                                   "(a corpus name such as oneills-1850, see `abcgen corpus --list`, or a "
-                                   "path to .abc files); both are judged on CORPUS's test split.")
-@click.option("-n", "--num", type=int, default=EVALUATION_TUNES, show_default=True,
-              help="Tunes sampled per run for validity, musical statistics and copying.")
-@click.option("--temperature", "-t", type=float, default=S.temperature, show_default=True,
-              help="Higher is more adventurous, lower more conventional; 0.01 to 10.")
-@library_default("--device", type=DEVICES, source=TRAIN_CONFIG + "device",
-                 help="Where to train each model (auto: a CUDA GPU when there is one); the models are "
-                      "sampled and scored on the CPU.")
+@library_default(
+    "--archs",
+    source=EXPERIMENT + "(archs)",
+    help="Comma-separated architectures to compare, each with optional model options, "
+    "e.g. lstm:layers=3 or bilstm-window:window=8:hidden=64.",
+)
+@library_default(
+    "--budget", type=float, source=EXPERIMENT + "(budget)", help="Seconds of training for every architecture and seed."
+)
+@library_default(
+    "--seeds",
+    type=int,
+    source=EXPERIMENT + "(seeds)",
+    help="Repeat every run with seeds 0..N-1 and report mean ± standard deviation.",
+)
+@library_default(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    source=EXPERIMENT + "(out_dir)",
+    help="Folder for results.md, results.json and every run's model.",
+)
+@click.option(
+    "--corpus-mix",
+    help="Also train on CORPUS's training split mixed with this collection "
+    "(a corpus name such as oneills-1850, see `abcgen corpus --list`, or a "
+    "path to .abc files); both are judged on CORPUS's test split.",
+)
+@click.option(
+    "-n",
+    "--num",
+    type=int,
+    default=EVALUATION_TUNES,
+    show_default=True,
+    help="Tunes sampled per run for validity, musical statistics and copying.",
+)
+@click.option(
+    "--temperature",
+    "-t",
+    type=float,
+    default=S.temperature,
+    show_default=True,
+    help="Higher is more adventurous, lower more conventional; 0.01 to 10.",
+)
+@library_default(
+    "--device",
+    type=DEVICES,
+    source=TRAIN_CONFIG + "device",
+    help="Where to train each model (auto: a CUDA GPU when there is one); the models are "
+    "sampled and scored on the CPU.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress messages on stderr.")
-def experiment(corpus_path: str, archs: str, budget: float, seeds: int, out_dir: str, corpus_mix: str | None,
-               num: int, temperature: float, device: str, quiet: bool) -> None:
+def experiment(
+    corpus_path: str,
+    archs: str,
+    budget: float,
+    seeds: int,
+    out_dir: str,
+    corpus_mix: str | None,
+    num: int,
+    temperature: float,
+    device: str,
+    quiet: bool,
+) -> None:
     """Train several architectures for the same time on the same splits and compare them
     in one table (printed, and written to OUT as Markdown and JSON)."""
     from abcgen.device import pick_device
@@ -535,9 +794,18 @@ def experiment(corpus_path: str, archs: str, budget: float, seeds: int, out_dir:
     say = _say(quiet)
     try:
         pick_device(device)  # an unavailable device is refused before any work
-        report = run_experiment(corpus_path, archs, budget=budget, seeds=seeds, out_dir=out_dir,
-                                train_options={"device": device},
-                                corpus_mix=corpus_mix, n=num, temperature=temperature, log=say)
+        report = run_experiment(
+            corpus_path,
+            archs,
+            budget=budget,
+            seeds=seeds,
+            out_dir=out_dir,
+            train_options={"device": device},
+            corpus_mix=corpus_mix,
+            n=num,
+            temperature=temperature,
+            log=say,
+        )
     except TrainingInterrupted as stop:
         sys.exit(128 + stop.signum)
     click.echo(markdown_table(report), nl=False)
@@ -549,13 +817,25 @@ def experiment(corpus_path: str, archs: str, budget: float, seeds: int, out_dir:
 
 @cli.command("export")
 @click.argument("input_file", metavar="INPUT", type=click.File("rb"))  # decoded as the corpus reader decodes files
-@click.option("--out-dir", "-o", type=click.Path(file_okay=False), default=".", show_default=True,
-              help="Folder for the files; created when missing.")
+@click.option(
+    "--out-dir",
+    "-o",
+    type=click.Path(file_okay=False),
+    default=".",
+    show_default=True,
+    help="Folder for the files; created when missing.",
+)
 @FORMATS_OPTION
 @click.option("--force", is_flag=True, help="Overwrite files that exist already.")
 @click.option("--chords", is_flag=True, help="Play the chord symbols in the MIDI, as a second track.")
-@click.option("--jobs", "-j", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Worker processes; 0: one per CPU core when there are many tunes.")
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Worker processes; 0: one per CPU core when there are many tunes.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress, summary or warnings on stderr.")
 def export_command(input_file, out_dir, formats, force, chords, jobs, quiet):
     """Write MIDI, MusicXML and engraved SVG for every tune in INPUT (an .abc file, - for stdin).
@@ -566,8 +846,9 @@ def export_command(input_file, out_dir, formats, force, chords, jobs, quiet):
     """
     from abcgen.export import export_tunes
 
-    report = export_tunes(input_file.read(), out_dir, formats, force=force, chords=chords,
-                          jobs=jobs or None, progress=not quiet)
+    report = export_tunes(
+        input_file.read(), out_dir, formats, force=force, chords=chords, jobs=jobs or None, progress=not quiet
+    )
     _show_export(report, out_dir, quiet, paths_to_stdout=True)
 
 
@@ -594,15 +875,32 @@ def _show_export(report, out_dir, quiet, paths_to_stdout):
 
 
 @cli.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on; anything but 127.0.0.1/localhost makes the page reachable from other machines.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; anything but 127.0.0.1/localhost makes the page reachable from other machines.",
+)
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="Port to listen on.")
-@click.option("--model", "model_path", type=click.Path(dir_okay=False),
-              help="Checkpoint to write with.  [default: $ABCGEN_MODEL or the shipped model]")
-@click.option("--library", "library_path", type=click.Path(dir_okay=False),
-              help="SQLite file of kept tunes.  [default: $ABCGEN_LIBRARY or ~/.local/share/abcgen/library.sqlite3]")
-@click.option("--open/--no-open", "open_browser", default=False, show_default=True,
-              help="Open the page in the default web browser.")
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(dir_okay=False),
+    help="Checkpoint to write with.  [default: $ABCGEN_MODEL or the shipped model]",
+)
+@click.option(
+    "--library",
+    "library_path",
+    type=click.Path(dir_okay=False),
+    help="SQLite file of kept tunes.  [default: $ABCGEN_LIBRARY or ~/.local/share/abcgen/library.sqlite3]",
+)
+@click.option(
+    "--open/--no-open",
+    "open_browser",
+    default=False,
+    show_default=True,
+    help="Open the page in the default web browser.",
+)
 def serve_command(host, port, model_path, library_path, open_browser):
     """A local web page to write, hear, read, edit, vary, download and keep tunes.
 
@@ -610,8 +908,14 @@ def serve_command(host, port, model_path, library_path, open_browser):
     """
     from abcgen.serve import run
 
-    run(host=host, port=port, model_path=model_path, library_path=library_path, open_browser=open_browser,
-        log=lambda message: click.echo(message, err=True))
+    run(
+        host=host,
+        port=port,
+        model_path=model_path,
+        library_path=library_path,
+        open_browser=open_browser,
+        log=lambda message: click.echo(message, err=True),
+    )
 
 
 # ---- library ----
@@ -623,8 +927,12 @@ def library_group():
 
 
 @library_group.command("export")
-@click.option("--library", "library_path", type=click.Path(dir_okay=False),
-              help="SQLite file of kept tunes.  [default: $ABCGEN_LIBRARY or ~/.local/share/abcgen/library.sqlite3]")
+@click.option(
+    "--library",
+    "library_path",
+    type=click.Path(dir_okay=False),
+    help="SQLite file of kept tunes.  [default: $ABCGEN_LIBRARY or ~/.local/share/abcgen/library.sqlite3]",
+)
 def library_export(library_path):
     """Print every kept tune as one ABC tunebook (X:1, X:2, ...) on stdout."""
     from abcgen.serve.library import Library, default_library_path

@@ -106,12 +106,11 @@ def decode_text(data: bytes, name: str) -> str:
         try:
             return data.decode("utf-16")
         except UnicodeDecodeError as error:
-            raise AbcgenError(f"{name} starts as UTF-16 but is not: {error.reason}; "
-                              "save it as UTF-8") from error
+            raise AbcgenError(f"{name} starts as UTF-16 but is not: {error.reason}; save it as UTF-8") from error
     if b"\0" in data:
         raise AbcgenError(f"{name} is a binary file, not ABC text")
     if data.startswith(codecs.BOM_UTF8):
-        data = data[len(codecs.BOM_UTF8):]
+        data = data[len(codecs.BOM_UTF8) :]
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -128,8 +127,10 @@ def abc_files(path: Path) -> list[Path]:
     if path.is_file() or path.is_fifo():
         return [path]
     if not path.is_dir():
-        raise AbcgenError(f"{path} is neither a folder nor a file; point at a folder of .abc "
-                          "files or one .abc file (- reads standard input)")
+        raise AbcgenError(
+            f"{path} is neither a folder nor a file; point at a folder of .abc "
+            "files or one .abc file (- reads standard input)"
+        )
     files = sorted(p for p in path.rglob("*") if p.suffix.lower() == ".abc" and p.is_file())
     if not files:
         what = "is empty" if not any(path.iterdir()) else "has no .abc files"
@@ -159,7 +160,7 @@ def parse_length(text: str) -> Fraction:
         digits = rest.lstrip("/")
         if digits and int(digits) == 0:
             raise ValueError(f"a note length with a zero denominator ({text!r})")
-        value /= int(digits) if digits else 2 ** slashes
+        value /= int(digits) if digits else 2**slashes
     return value
 
 
@@ -239,9 +240,7 @@ NOTE_CHORD = re.compile(r"\[[A-Ga-g^_=,'/0-9 ]+\]")  # a chord of notes, perhaps
 
 def normalise_music_line(line: str) -> str:
     line = line.split("%", 1)[0].rstrip()
-    line = CHORD_SYMBOL.sub(
-        lambda m: f'"{normalise_chord(m[1])}"' if normalise_chord(m[1]) else "", line
-    )
+    line = CHORD_SYMBOL.sub(lambda m: f'"{normalise_chord(m[1])}"' if normalise_chord(m[1]) else "", line)
     line = line.replace("[+", "[").replace("+]", "]")
     line = NOTE_CHORD.sub(lambda m: m[0].replace(" ", ""), line)  # abcm2ps: "Not a note"
     return re.sub(r" {2,}", " ", line).strip()
@@ -325,7 +324,7 @@ def first_voice_only(lines: list[str]) -> list[str]:
         pieces, start = [], 0
         for match in INLINE_VOICE.finditer(line):
             if current is None or current == kept:
-                pieces.append(line[start:match.start()])
+                pieces.append(line[start : match.start()])
             kept = kept if kept is not None else match[1]
             current, start = match[1], match.end()
         if current is None or current == kept:
@@ -363,7 +362,7 @@ def repair_bar_lines(body: str) -> str:
             section_start = match.end()
     for position in reversed(inserts):
         start = len(body[position:]) - len(body[position:].lstrip())
-        body = body[: position + start] + "|:" + body[position + start:]
+        body = body[: position + start] + "|:" + body[position + start :]
     if not body.rstrip().endswith(("|]", "||", ":|", "::")):
         body = body.rstrip() + ("]" if body.rstrip().endswith("|") else "|]")
     return body
@@ -491,8 +490,9 @@ def _parse_readable_tunes(raws: list[str], name: str, files: int) -> Corpus:
 def _no_readable_tunes(error: AbcgenError, name: str, unreadable: Counter) -> AbcgenError:
     if not unreadable:
         return error
-    return AbcgenError(f"{name}: no readable tunes ({sum(unreadable.values())} unreadable, "
-                       f"e.g. {next(iter(unreadable))})")
+    return AbcgenError(
+        f"{name}: no readable tunes ({sum(unreadable.values())} unreadable, e.g. {next(iter(unreadable))})"
+    )
 
 
 def _tune_label(raw: str) -> str:

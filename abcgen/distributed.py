@@ -84,10 +84,12 @@ class World:
             return streams
         batch = streams.shape[0]
         if batch % self.size:
-            raise AbcgenError(f"--batch-size {batch} does not split evenly over {self.size} training "
-                              f"processes; use a multiple of {self.size}")
+            raise AbcgenError(
+                f"--batch-size {batch} does not split evenly over {self.size} training "
+                f"processes; use a multiple of {self.size}"
+            )
         share = batch // self.size
-        return streams[self.rank * share:(self.rank + 1) * share]
+        return streams[self.rank * share : (self.rank + 1) * share]
 
     def rows(self, batch: int) -> torch.Tensor:
         share = batch // self.size
@@ -172,9 +174,12 @@ def world() -> World:
 def env_world() -> World:
     """This process's rank and world size as torchrun (or --nproc) set them in the environment."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
-    return World(rank=int(os.environ.get("RANK", "0")), size=size,
-                 local_rank=int(os.environ.get("LOCAL_RANK", "0")),
-                 local_size=int(os.environ.get("LOCAL_WORLD_SIZE", str(size))))
+    return World(
+        rank=int(os.environ.get("RANK", "0")),
+        size=size,
+        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+        local_size=int(os.environ.get("LOCAL_WORLD_SIZE", str(size))),
+    )
 
 
 def join(device_name: str) -> World:
@@ -190,14 +195,18 @@ def join(device_name: str) -> World:
     if device.type == "cuda":
         count = torch.cuda.device_count()
         if found.local_rank >= count:
-            raise LocalError(f"training process {found.rank} is number {found.local_rank + 1} on its "
-                             f"machine, which has {count} GPU(s): start at most {count} per machine "
-                             "(torchrun --nproc-per-node, or --nproc)")
+            raise LocalError(
+                f"training process {found.rank} is number {found.local_rank + 1} on its "
+                f"machine, which has {count} GPU(s): start at most {count} per machine "
+                "(torchrun --nproc-per-node, or --nproc)"
+            )
         device = torch.device("cuda", found.local_rank)
         torch.cuda.set_device(device)
     elif device.type != "cpu":
-        raise AbcgenError(f"training on several processes runs on CPUs (gloo) or CUDA GPUs (NCCL), "
-                          f"not {device.type}; use --device cpu or cuda")
+        raise AbcgenError(
+            f"training on several processes runs on CPUs (gloo) or CUDA GPUs (NCCL), "
+            f"not {device.type}; use --device cpu or cuda"
+        )
     found.device = device
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
@@ -207,9 +216,10 @@ def join(device_name: str) -> World:
             dist.init_process_group(backend, timeout=TIMEOUT, **bound)
         except (RuntimeError, ValueError, ConnectionError) as error:
             reason = (str(error).strip().splitlines() or ["no reason given"])[0][:160]
-            raise LocalError(f"training process {found.rank} could not join the others ({reason}); "
-                             "check torchrun's --rdzv-endpoint (or --master-addr and --master-port)"
-                             ) from None
+            raise LocalError(
+                f"training process {found.rank} could not join the others ({reason}); "
+                "check torchrun's --rdzv-endpoint (or --master-addr and --master-port)"
+            ) from None
         found.owned = True
         atexit.register(leave)
     _WORLD = found
@@ -242,12 +252,12 @@ def launch(nproc: int, entry, args: tuple) -> dict:
     from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    caught = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP,
-                                                     signal.SIGQUIT)}
+    caught = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
     loggers = [logging.getLogger(name) for name in ("torch.distributed.elastic", "torch.multiprocessing")]
     saved_logging = [(logger.handlers[:], logger.propagate) for logger in loggers]
-    saved_env = {name: os.environ.get(name) for name in
-                 ("OMP_NUM_THREADS", "TORCHELASTIC_SIGNALS_TO_HANDLE", "PYTHONWARNINGS")}
+    saved_env = {
+        name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "TORCHELASTIC_SIGNALS_TO_HANDLE", "PYTHONWARNINGS")
+    }
     if saved_env["OMP_NUM_THREADS"] is None:  # each worker its share of the cores
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
     # The launcher's own log lines (worker started, worker failed, terminating the others)
@@ -257,15 +267,23 @@ def launch(nproc: int, entry, args: tuple) -> dict:
             logger.handlers, logger.propagate = [logging.NullHandler()], False
         # A killed worker cannot free its semaphores; multiprocessing's resource tracker
         # frees them and would add a warning about it.
-        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [
-            saved_env["PYTHONWARNINGS"], "ignore:resource_tracker:UserWarning"]))
+        os.environ["PYTHONWARNINGS"] = ",".join(
+            filter(None, [saved_env["PYTHONWARNINGS"], "ignore:resource_tracker:UserWarning"])
+        )
     try:
         with tempfile.TemporaryDirectory(prefix="abcgen-launch-") as logs:
-            config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc,
-                                  run_id=uuid.uuid4().hex, rdzv_backend="c10d",
-                                  rdzv_endpoint="localhost:0", max_restarts=0,
-                                  monitor_interval=0.1, start_method="spawn",
-                                  logs_specs=DefaultLogsSpecs(log_dir=logs))
+            config = LaunchConfig(
+                min_nodes=1,
+                max_nodes=1,
+                nproc_per_node=nproc,
+                run_id=uuid.uuid4().hex,
+                rdzv_backend="c10d",
+                rdzv_endpoint="localhost:0",
+                max_restarts=0,
+                monitor_interval=0.1,
+                start_method="spawn",
+                logs_specs=DefaultLogsSpecs(log_dir=logs),
+            )
             return elastic_launch(config, entry)(*args)
     finally:
         for logger, (handlers, propagate) in zip(loggers, saved_logging):
@@ -281,24 +299,38 @@ def launch(nproc: int, entry, args: tuple) -> dict:
 
 def describe_failure(failures: dict, nproc: int, last=None) -> TrainingFailed:
     """The one line for workers that failed: which one, and how, when no worker said it."""
-    saved = (f"; resume from the last epoch saved in {last} with --resume"
-             if last is not None and os.path.exists(last) else "")
-    died = {rank: failure for rank, failure in failures.items()
-            if failure.exitcode not in (1, PEER_LOST_EXIT)}
+    saved = (
+        f"; resume from the last epoch saved in {last} with --resume"
+        if last is not None and os.path.exists(last)
+        else ""
+    )
+    died = {rank: failure for rank, failure in failures.items() if failure.exitcode not in (1, PEER_LOST_EXIT)}
     if died:
         rank = min(died)
         failure = died[rank]
-        how = (f"was killed by {failure.signal_name()}" if failure.exitcode < 0
-               else f"exited with status {failure.exitcode}")
+        how = (
+            f"was killed by {failure.signal_name()}"
+            if failure.exitcode < 0
+            else f"exited with status {failure.exitcode}"
+        )
         return TrainingFailed(f"training process {rank} of {nproc} {how}; the other(s) stopped too{saved}")
     if any(failure.exitcode == 1 for failure in failures.values()):
         return TrainingFailed("a training process failed (its message is above)", reported=True)
     return TrainingFailed(f"the {nproc} training processes lost contact with each other and stopped{saved}")
 
 
-def launch_training(nproc: int, corpus, out_dir, model_config: dict | None = None, config=None,
-                    resume: bool = False, force: bool = False, progress: bool = True, init=None,
-                    worker=None):
+def launch_training(
+    nproc: int,
+    corpus,
+    out_dir,
+    model_config: dict | None = None,
+    config=None,
+    resume: bool = False,
+    force: bool = False,
+    progress: bool = True,
+    init=None,
+    worker=None,
+):
     """abcgen.train.train in nproc processes on this machine (DDP; gloo on CPUs, NCCL on
     GPUs): returns rank 0's TrainResult. Raises TrainingInterrupted after Ctrl-C or SIGTERM
     (last.pt written once), TrainingFailed when a process failed or died. worker: what each
@@ -312,18 +344,25 @@ def launch_training(nproc: int, corpus, out_dir, model_config: dict | None = Non
     if nproc < 1:
         raise AbcgenError("--nproc must be at least 1")
     if env_world().distributed:
-        raise AbcgenError("--nproc starts its own training processes: leave it out under torchrun, "
-                          "whose --nproc-per-node sets how many")
+        raise AbcgenError(
+            "--nproc starts its own training processes: leave it out under torchrun, "
+            "whose --nproc-per-node sets how many"
+        )
     if config.batch_size % nproc:
-        raise AbcgenError(f"--batch-size {config.batch_size} does not split evenly over {nproc} "
-                          f"training processes; use a multiple of {nproc}")
+        raise AbcgenError(
+            f"--batch-size {config.batch_size} does not split evenly over {nproc} "
+            f"training processes; use a multiple of {nproc}"
+        )
     if pick_device(config.device).type == "cuda" and nproc > torch.cuda.device_count():
-        raise AbcgenError(f"--nproc {nproc} asks for a GPU per process, and this machine has "
-                          f"{torch.cuda.device_count()}; use --nproc {torch.cuda.device_count()} at most")
+        raise AbcgenError(
+            f"--nproc {nproc} asks for a GPU per process, and this machine has "
+            f"{torch.cuda.device_count()}; use --nproc {torch.cuda.device_count()} at most"
+        )
     out_dir = Path(out_dir)
     try:
-        results = launch(nproc, worker or _train_worker,
-                         (corpus, out_dir, model_config, config, resume, force, progress, init))
+        results = launch(
+            nproc, worker or _train_worker, (corpus, out_dir, model_config, config, resume, force, progress, init)
+        )
     except ChildFailedError as error:
         raise describe_failure(error.failures, nproc, out_dir / "last.pt") from None
     except SignalException as stop:
@@ -340,8 +379,10 @@ def _train_worker(corpus, out_dir, model_config, config, resume, force, progress
 
     try:
         options = {"init": init} if init is not None else {}
-        return ("done", train(corpus, out_dir, model_config, config, resume=resume, force=force,
-                              progress=progress, **options))
+        return (
+            "done",
+            train(corpus, out_dir, model_config, config, resume=resume, force=force, progress=progress, **options),
+        )
     except TrainingInterrupted as stop:
         return ("interrupted", stop.signum, stop.last_path)
     except PeerLost:

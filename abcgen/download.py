@@ -50,10 +50,7 @@ NOTTINGHAM_COMMIT = "0992bb6cd864f6d4b90d6663e08c0ef53ffaa08f"
 
 NOTTINGHAM = RemoteCorpus(
     name="nottingham",
-    base_url=(
-        "https://raw.githubusercontent.com/jukedeck/nottingham-dataset/"
-        f"{NOTTINGHAM_COMMIT}/ABC_cleaned/"
-    ),
+    base_url=(f"https://raw.githubusercontent.com/jukedeck/nottingham-dataset/{NOTTINGHAM_COMMIT}/ABC_cleaned/"),
     files=(
         RemoteFile("ashover.abc", 19647, "6586eea8dca53866b42721050d11fc1408bdb2cf31a902b41c5c13504139b164"),
         RemoteFile("hpps.abc", 25222, "6d035c6972ac0c204ba79d8128e2d71978ece2214a29ffceeb3e053e27f17db5"),
@@ -96,7 +93,8 @@ class ShippedCollection:
         if not files:
             raise AbcgenError(
                 f"{self.name}: music21's corpus has no {self.folder}/ folder here ({folder}); "
-                "install music21 with its corpus (pip install music21)")
+                "install music21 with its corpus (pip install music21)"
+            )
         return files
 
 
@@ -106,24 +104,36 @@ SHIPPED = {
     collection.name: collection
     for collection in (
         ShippedCollection(
-            "oneills-1850", "oneills1850", 2009,
+            "oneills-1850",
+            "oneills1850",
+            2009,
             "O'Neill's Music of Ireland (Chicago, 1903: 1850 melodies), transcribed by volunteers",
-            f"1903 book, public domain; transcriptions {_MUSIC21_NOTE}"),
+            f"1903 book, public domain; transcriptions {_MUSIC21_NOTE}",
+        ),
         ShippedCollection(
-            "ryans-mammoth", "ryansMammoth", 1059,
+            "ryans-mammoth",
+            "ryansMammoth",
+            1059,
             "Ryan's Mammoth Collection (Boston, 1883), one file per tune, transcribed by Ray Davies and others",
-            f"1883 book, public domain; transcriptions {_MUSIC21_NOTE}"),
+            f"1883 book, public domain; transcriptions {_MUSIC21_NOTE}",
+        ),
         ShippedCollection(
-            "airds-airs", "airdsAirs", 1180,
+            "airds-airs",
+            "airdsAirs",
+            1180,
             "James Aird, A Selection of Scotch, English, Irish and Foreign Airs "
             "(Glasgow, 1778-1803, six volumes), transcribed by Jack Campin",
-            f"18th-century books, public domain; transcriptions {_MUSIC21_NOTE}"),
+            f"18th-century books, public domain; transcriptions {_MUSIC21_NOTE}",
+        ),
         ShippedCollection(
-            "essen", "essenFolksong", 8462,
+            "essen",
+            "essenFolksong",
+            8462,
             "Essen Folk Song Collection (EsAC, H. Schaffrath; mostly German, some Chinese, Dutch, "
             "Lorraine, Luxembourg songs), ABC by Seymour Shlien",
             "non-commercial use only (music21/corpus/essenFolksong/license.txt)",
-            left_out=("test0.abc", "test1.abc", "testd.abc", "teste.abc")),  # music21's test samples
+            left_out=("test0.abc", "test1.abc", "testd.abc", "teste.abc"),
+        ),  # music21's test samples
     )
 }
 
@@ -139,12 +149,20 @@ def music21_corpus_folder() -> Path:
 def known_corpora() -> list[dict]:
     """Every corpus abcgen knows by name: name, tunes, where it comes from, licence, and
     how to get it (`download`, or `music21` for the collections shipped in its package)."""
-    rows = [{"name": NOTTINGHAM.name, "tunes": 1034, "kind": "download",
-             "source": "Nottingham Music Database (abc.sourceforge.net/NMD), cleaned ABC from "
-                       f"github.com/jukedeck/nottingham-dataset at {NOTTINGHAM_COMMIT[:7]}",
-             "licence": "GPL-3.0 (the jukedeck/nottingham-dataset repository)"}]
-    rows += [{"name": c.name, "tunes": c.tunes, "kind": "music21", "source": c.source,
-              "licence": c.licence} for c in SHIPPED.values()]
+    rows = [
+        {
+            "name": NOTTINGHAM.name,
+            "tunes": 1034,
+            "kind": "download",
+            "source": "Nottingham Music Database (abc.sourceforge.net/NMD), cleaned ABC from "
+            f"github.com/jukedeck/nottingham-dataset at {NOTTINGHAM_COMMIT[:7]}",
+            "licence": "GPL-3.0 (the jukedeck/nottingham-dataset repository)",
+        }
+    ]
+    rows += [
+        {"name": c.name, "tunes": c.tunes, "kind": "music21", "source": c.source, "licence": c.licence}
+        for c in SHIPPED.values()
+    ]
     return rows
 
 
@@ -157,8 +175,10 @@ def corpus_files(name: str) -> tuple[str, list[Path]] | None:
     if name in REGISTRY:
         folder = Path("corpora") / name
         if not folder.is_dir():
-            raise AbcgenError(f"{name} is not downloaded yet (no folder {folder}); "
-                              f"run `abcgen download {name}`, or give the path of its files")
+            raise AbcgenError(
+                f"{name} is not downloaded yet (no folder {folder}); "
+                f"run `abcgen download {name}`, or give the path of its files"
+            )
         return name, sorted(folder.glob("*.abc"))
     return None
 
@@ -388,7 +408,9 @@ def _explain(error: requests.RequestException, url: str, policy: _Policy) -> _Fa
         return _Failure(f"connection refused by {host}", hint, transient=True)
     if isinstance(error, requests.ConnectionError):
         return _Failure(f"connection failed ({_innermost(error)})", transient=True)
-    if isinstance(error, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema)):
+    if isinstance(
+        error, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema)
+    ):
         return _Failure("not a valid http(s) address", "give --base-url as http://HOST/PATH/")
     return _Failure(f"{type(error).__name__}: {_innermost(error)}")
 

@@ -179,8 +179,11 @@ class TuneSetProfile:
     @classmethod
     def from_json(cls, data: dict) -> "TuneSetProfile":
         return cls(
-            tunes=data["tunes"], readable=data["readable"], valid=data["valid"],
-            has_notes=data["has_notes"], failures=Counter(data["failures"]),
+            tunes=data["tunes"],
+            readable=data["readable"],
+            valid=data["valid"],
+            has_notes=data["has_notes"],
+            failures=Counter(data["failures"]),
             features={name: Counter(data["features"].get(name, {})) for name in FEATURES},
             sequences=[tuple((bar, link) for bar, link in seq) for seq in data["sequences"]],
         )
@@ -228,8 +231,9 @@ def bar_sequence(tune: Tune) -> tuple[BarToken, ...]:
     previous: int | None = None
     for bar in tune.bars:
         first = bar.pitches[0] if bar.pitches else None
-        notes = " ".join(f"{'r' if p is None or first is None else p - first}:{_duration_label(d)}"
-                         for p, d in bar.notes)
+        notes = " ".join(
+            f"{'r' if p is None or first is None else p - first}:{_duration_label(d)}" for p, d in bar.notes
+        )
         link = first - previous if first is not None and previous is not None else None
         tokens.append((notes, link))
         previous = first if first is not None else previous
@@ -265,8 +269,11 @@ class TrainingIndex:
     @staticmethod
     def _run_length(ours, start, theirs, position) -> int:
         length = 1
-        while (start + length < len(ours) and position + length < len(theirs)
-               and ours[start + length] == theirs[position + length]):
+        while (
+            start + length < len(ours)
+            and position + length < len(theirs)
+            and ours[start + length] == theirs[position + length]
+        ):
             length += 1
         return length
 
@@ -277,8 +284,9 @@ class TrainingIndex:
 def distinct_ngram_share(sequences: list[tuple[BarToken, ...]], n: int) -> float | None:
     """Distinct bar n-grams / all bar n-grams across a set of tunes (1 = no repetition)."""
     grams = [
-        tuple(bar for bar, _ in seq[i:i + n]) + tuple(link for _, link in seq[i + 1:i + n])
-        for seq in sequences for i in range(len(seq) - n + 1)
+        tuple(bar for bar, _ in seq[i : i + n]) + tuple(link for _, link in seq[i + 1 : i + n])
+        for seq in sequences
+        for i in range(len(seq) - n + 1)
     ]
     return len(set(grams)) / len(grams) if grams else None
 
@@ -310,10 +318,14 @@ class CorpusProfile:
     val: TuneSetProfile
 
     @classmethod
-    def from_tunes(cls, train: list[str], val: list[str], fingerprint: str = "",
-                   progress: bool = False) -> "CorpusProfile":
-        return cls(fingerprint, profile_tunes(train, progress, "reading training tunes"),
-                   profile_tunes(val, progress, "reading validation tunes"))
+    def from_tunes(
+        cls, train: list[str], val: list[str], fingerprint: str = "", progress: bool = False
+    ) -> "CorpusProfile":
+        return cls(
+            fingerprint,
+            profile_tunes(train, progress, "reading training tunes"),
+            profile_tunes(val, progress, "reading validation tunes"),
+        )
 
 
 def cache_dir() -> Path:
@@ -330,8 +342,9 @@ def corpus_profile(corpus, cache: Path | None = None, progress: bool = False) ->
     path = (cache or cache_dir()) / f"corpus-{corpus.fingerprint}-v{CACHE_VERSION}.json"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return CorpusProfile(data["fingerprint"], TuneSetProfile.from_json(data["train"]),
-                             TuneSetProfile.from_json(data["val"]))
+        return CorpusProfile(
+            data["fingerprint"], TuneSetProfile.from_json(data["train"]), TuneSetProfile.from_json(data["val"])
+        )
     except (OSError, ValueError, KeyError, TypeError):
         pass
     profile = CorpusProfile.from_tunes(corpus.train, corpus.val, corpus.fingerprint, progress)
@@ -340,8 +353,12 @@ def corpus_profile(corpus, cache: Path | None = None, progress: bool = False) ->
 
 
 def _write_cache(path: Path, profile: CorpusProfile) -> None:
-    data = {"version": CACHE_VERSION, "fingerprint": profile.fingerprint,
-            "train": profile.train.to_json(), "val": profile.val.to_json()}
+    data = {
+        "version": CACHE_VERSION,
+        "fingerprint": profile.fingerprint,
+        "train": profile.train.to_json(),
+        "val": profile.val.to_json(),
+    }
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path, json.dumps(data, separators=(",", ":")))
@@ -371,18 +388,20 @@ def statistics_rows(generated: TuneSetProfile, corpus: CorpusProfile) -> list[di
     for name, title in FEATURES.items():
         train, gen, val = (p.features[name] for p in (corpus.train, generated, corpus.val))
         labels = ordered_labels(name, set(train) | set(gen) | set(val))
-        rows.append({
-            "feature": name,
-            "title": title,
-            "overlap": overlap_area(gen, train),
-            "kl": kl_divergence(train, gen),
-            "val_overlap": overlap_area(val, train),
-            "val_kl": kl_divergence(train, val),
-            "labels": labels,
-            "generated": _shares(gen, labels) if gen else {},
-            "training": _shares(train, labels) if train else {},
-            "validation": _shares(val, labels) if val else {},
-        })
+        rows.append(
+            {
+                "feature": name,
+                "title": title,
+                "overlap": overlap_area(gen, train),
+                "kl": kl_divergence(train, gen),
+                "val_overlap": overlap_area(val, train),
+                "val_kl": kl_divergence(train, val),
+                "labels": labels,
+                "generated": _shares(gen, labels) if gen else {},
+                "training": _shares(train, labels) if train else {},
+                "validation": _shares(val, labels) if val else {},
+            }
+        )
     return rows
 
 
@@ -433,9 +452,18 @@ def evaluate_tunes(generated: list[str], train: list[str], val: list[str]) -> di
     return compare(generated, CorpusProfile.from_tunes(train, val))
 
 
-def evaluate_model(corpus_path, model_path=None, n: int = EVALUATION_TUNES, options: SamplingOptions | None = None, *,
-                   device: str = "cpu", cache: Path | None = None, log: Callable[[str], None] | None = None,
-                   progress: bool = False, **settings) -> dict:
+def evaluate_model(
+    corpus_path,
+    model_path=None,
+    n: int = EVALUATION_TUNES,
+    options: SamplingOptions | None = None,
+    *,
+    device: str = "cpu",
+    cache: Path | None = None,
+    log: Callable[[str], None] | None = None,
+    progress: bool = False,
+    **settings,
+) -> dict:
     """Sample n tunes (no check, no retries) and compare them with the corpus at corpus_path.
 
     options (or settings, as TuneModel.generate takes them) say how to sample: with fix_bars
@@ -463,12 +491,24 @@ def evaluate_model(corpus_path, model_path=None, n: int = EVALUATION_TUNES, opti
     log("scoring the test split...")
     prediction, prediction_note = score_test_split(model, corpus.test)
     report = {
-        "corpus": {"name": corpus.name, "fingerprint": corpus.fingerprint, "train": len(corpus.train),
-                   "val": len(corpus.val), "test": len(corpus.test)},
-        "sampling": {"model": str(model_path or "shipped model"), "n": n, "temperature": options.temperature,
-                     "top_k": options.top_k, "seed": options.seed, "fix_bars": options.fix_bars,
-                     "keep_rhythm": options.keep_rhythm, "pitch_top_p": options.pitch_top_p,
-                     "structure": options.structure},
+        "corpus": {
+            "name": corpus.name,
+            "fingerprint": corpus.fingerprint,
+            "train": len(corpus.train),
+            "val": len(corpus.val),
+            "test": len(corpus.test),
+        },
+        "sampling": {
+            "model": str(model_path or "shipped model"),
+            "n": n,
+            "temperature": options.temperature,
+            "top_k": options.top_k,
+            "seed": options.seed,
+            "fix_bars": options.fix_bars,
+            "keep_rhythm": options.keep_rhythm,
+            "pitch_top_p": options.pitch_top_p,
+            "structure": options.structure,
+        },
         "prediction": prediction,
         "prediction_note": prediction_note,
         **compare(generated, profile),
@@ -489,11 +529,15 @@ def score_test_split(model, tunes: list[str]) -> tuple[dict | None, str | None]:
     try:
         prediction = model.score(tunes)
     except AbcgenError:
-        return None, (f"all {len(tunes)} test tunes hold characters the model never saw "
-                      "(a model trained on another corpus?)")
+        return None, (
+            f"all {len(tunes)} test tunes hold characters the model never saw (a model trained on another corpus?)"
+        )
     left_out = len(tunes) - prediction["tunes_scored"]
-    note = (f"{left_out} of {len(tunes)} test tunes left out: they hold characters the model never saw"
-            if left_out else None)
+    note = (
+        f"{left_out} of {len(tunes)} test tunes left out: they hold characters the model never saw"
+        if left_out
+        else None
+    )
     return prediction, note
 
 
@@ -513,16 +557,23 @@ def format_report(report: dict) -> str:
     lines = []
     corpus, sampling = report.get("corpus"), report.get("sampling")
     if corpus and sampling:
-        bars = "".join(f" ({flag})" for key, flag in (("fix_bars", "--no-fix-bars"),
-                       ("keep_rhythm", "--plain-temperature")) if not sampling.get(key, True))
-        lines.append(f"{sampling['n']} tunes from {sampling['model']} at temperature "
-                     f"{sampling['temperature']}{bars}, against {corpus['name']} "
-                     f"({corpus['train']} training, {corpus['val']} validation, {corpus['test']} test tunes)")
+        bars = "".join(
+            f" ({flag})"
+            for key, flag in (("fix_bars", "--no-fix-bars"), ("keep_rhythm", "--plain-temperature"))
+            if not sampling.get(key, True)
+        )
+        lines.append(
+            f"{sampling['n']} tunes from {sampling['model']} at temperature "
+            f"{sampling['temperature']}{bars}, against {corpus['name']} "
+            f"({corpus['train']} training, {corpus['val']} validation, {corpus['test']} test tunes)"
+        )
         lines.append("")
     prediction, note = report.get("prediction"), report.get("prediction_note")
     if prediction:
-        lines.append(f"Prediction (test split)   {prediction['bpc']:.3f} bits/char, "
-                     f"{prediction['loss']:.3f} nats/char, accuracy {prediction['accuracy']:.1%}")
+        lines.append(
+            f"Prediction (test split)   {prediction['bpc']:.3f} bits/char, "
+            f"{prediction['loss']:.3f} nats/char, accuracy {prediction['accuracy']:.1%}"
+        )
     elif "prediction" in report:
         lines.append("Prediction (test split)   n/a")
     if note:
@@ -540,8 +591,12 @@ def format_report(report: dict) -> str:
 def _form_lines(form: dict) -> list[str]:
     generated, validation = form["generated"], form["validation"]
     lines = [f"Form                      {'generated':>10} {'validation':>11}"]
-    for key, label in (("repeats_paired", "repeats paired"), ("sections_4_8_16", "sections of 4/8/16 bars"),
-                       ("ends_on_tonic", "ends on the tonic"), ("all_three", "all three")):
+    for key, label in (
+        ("repeats_paired", "repeats paired"),
+        ("sections_4_8_16", "sections of 4/8/16 bars"),
+        ("ends_on_tonic", "ends on the tonic"),
+        ("all_three", "all three"),
+    ):
         lines.append(f"  {label:<24}{_percent(generated[key]):>10} {_percent(validation[key]):>11}")
     common = list(generated["section_lengths"].items())[:8]
     lines.append("  section lengths (bars)  " + ", ".join(f"{bars}: {count}" for bars, count in common))
@@ -557,39 +612,45 @@ def _tool_lines(tools: dict) -> list[str]:
 
 
 def _validity_lines(valid: dict) -> list[str]:
-    lines = [f"Validity                  {_percent(valid['valid'])} valid of {valid['tunes']} "
-             f"(parse {_percent(valid['parses'])}, have notes {_percent(valid['has_notes'])})"]
+    lines = [
+        f"Validity                  {_percent(valid['valid'])} valid of {valid['tunes']} "
+        f"(parse {_percent(valid['parses'])}, have notes {_percent(valid['has_notes'])})"
+    ]
     lines += [f"  {count:4d} x {kind}" for kind, count in valid["failures"].items()]
     return lines
 
 
 def _statistics_lines(rows: list[dict]) -> list[str]:
-    lines = ["Musical statistics        overlap  val level  gap      KL (nats)  val level",
-             "(generated vs training)"]
+    lines = ["Musical statistics        overlap  val level  gap      KL (nats)  val level", "(generated vs training)"]
     for row in rows:
-        gap = (None if row["overlap"] is None or row["val_overlap"] is None
-               else row["overlap"] - row["val_overlap"])
-        lines.append(f"  {row['title']:24s}{_number(row['overlap']):>7s}  {_number(row['val_overlap']):>9s}  "
-                     f"{'n/a' if gap is None else f'{gap:+.3f}':>6s}   {_number(row['kl']):>9s}  "
-                     f"{_number(row['val_kl']):>9s}")
+        gap = None if row["overlap"] is None or row["val_overlap"] is None else row["overlap"] - row["val_overlap"]
+        lines.append(
+            f"  {row['title']:24s}{_number(row['overlap']):>7s}  {_number(row['val_overlap']):>9s}  "
+            f"{'n/a' if gap is None else f'{gap:+.3f}':>6s}   {_number(row['kl']):>9s}  "
+            f"{_number(row['val_kl']):>9s}"
+        )
     return lines
 
 
 def _originality_lines(original: dict) -> list[str]:
     gen, val = original["generated"], original["validation"]
     share = f"share_copying_{COPY_BARS}_bars"
-    lines = ["Originality (vs training)         generated  validation",
-             f"  tunes                           {gen['tunes']:>9d}  {val['tunes']:>10d}",
-             f"  longest copied run, median      {_number(gen['median_copied_run'], 1):>9s}  "
-             f"{_number(val['median_copied_run'], 1):>10s}  bars",
-             f"  longest copied run, max         {_number(gen['max_copied_run'], 0):>9s}  "
-             f"{_number(val['max_copied_run'], 0):>10s}  bars",
-             f"  copy {COPY_BARS}+ bars of a training tune {_percent(gen[share]):>9s}  {_percent(val[share]):>10s}",
-             f"  identical to a training tune    {_percent(gen['share_identical']):>9s}  "
-             f"{_percent(val['share_identical']):>10s}"]
+    lines = [
+        "Originality (vs training)         generated  validation",
+        f"  tunes                           {gen['tunes']:>9d}  {val['tunes']:>10d}",
+        f"  longest copied run, median      {_number(gen['median_copied_run'], 1):>9s}  "
+        f"{_number(val['median_copied_run'], 1):>10s}  bars",
+        f"  longest copied run, max         {_number(gen['max_copied_run'], 0):>9s}  "
+        f"{_number(val['max_copied_run'], 0):>10s}  bars",
+        f"  copy {COPY_BARS}+ bars of a training tune {_percent(gen[share]):>9s}  {_percent(val[share]):>10s}",
+        f"  identical to a training tune    {_percent(gen['share_identical']):>9s}  "
+        f"{_percent(val['share_identical']):>10s}",
+    ]
     for n in gen["distinct_ngrams"]:
-        lines.append(f"  distinct bar {n}-grams            {_percent(gen['distinct_ngrams'][n]):>9s}  "
-                     f"{_percent(val['distinct_ngrams'][n]):>10s}")
+        lines.append(
+            f"  distinct bar {n}-grams            {_percent(gen['distinct_ngrams'][n]):>9s}  "
+            f"{_percent(val['distinct_ngrams'][n]):>10s}"
+        )
     return lines
 
 
@@ -635,19 +696,30 @@ def _plot_feature(plt, row: dict, directory: Path) -> Path:
     figure, axes = plt.subplots(figsize=(max(4.0, 0.28 * len(labels) + 1.5), 2.8))
     positions = range(len(labels))
     width = 0.4
-    axes.bar([x - width / 2 for x in positions], [row["training"].get(x, 0) for x in labels],
-             width, label="training", color="#9aa7b8")
-    axes.bar([x + width / 2 for x in positions], [row["generated"].get(x, 0) for x in labels],
-             width, label="generated", color="#d2691e")
+    axes.bar(
+        [x - width / 2 for x in positions],
+        [row["training"].get(x, 0) for x in labels],
+        width,
+        label="training",
+        color="#9aa7b8",
+    )
+    axes.bar(
+        [x + width / 2 for x in positions],
+        [row["generated"].get(x, 0) for x in labels],
+        width,
+        label="generated",
+        color="#d2691e",
+    )
     if row["validation"]:
         axes.plot(positions, [row["validation"].get(x, 0) for x in labels], "k.", label="validation")
     axes.set_xticks(list(positions))
     crowded = len(labels) > 14 or max(map(len, labels)) > 4
-    axes.set_xticklabels(labels, rotation=60 if crowded else 0, ha="right" if crowded else "center",
-                         fontsize=7)
+    axes.set_xticklabels(labels, rotation=60 if crowded else 0, ha="right" if crowded else "center", fontsize=7)
     axes.set_ylabel("share")
-    axes.set_title(f"{row['title']}: overlap {_number(row['overlap'], 2)} "
-                   f"(validation {_number(row['val_overlap'], 2)})", fontsize=9)
+    axes.set_title(
+        f"{row['title']}: overlap {_number(row['overlap'], 2)} (validation {_number(row['val_overlap'], 2)})",
+        fontsize=9,
+    )
     axes.legend(fontsize=7, frameon=False)
     return _save(plt, figure, directory / f"{row['feature']}.png")
 
@@ -659,8 +731,14 @@ def _plot_copied_runs(plt, original: dict, directory: Path) -> Path:
         if runs:
             counts = Counter(runs)
             top = max(counts)
-            axes.plot(range(top + 1), [counts.get(k, 0) / len(runs) for k in range(top + 1)],
-                      "o-", color=color, label=name, markersize=3)
+            axes.plot(
+                range(top + 1),
+                [counts.get(k, 0) / len(runs) for k in range(top + 1)],
+                "o-",
+                color=color,
+                label=name,
+                markersize=3,
+            )
     axes.axvline(COPY_BARS - 0.5, color="grey", linestyle=":", linewidth=1)
     axes.xaxis.get_major_locator().set_params(integer=True)
     axes.set_title(f"bars copied from a training tune ({COPY_BARS}+ counts as copying)", fontsize=9)

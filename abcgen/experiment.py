@@ -30,8 +30,15 @@ from pathlib import Path
 from abcgen.checkpoint import load_checkpoint
 from abcgen.corpus import Corpus, load_corpus
 from abcgen.errors import AbcgenError
-from abcgen.evaluate import (COPY_BARS, TrainingIndex, corpus_profile, originality, profile_tunes,
-                             statistics_rows, validity)
+from abcgen.evaluate import (
+    COPY_BARS,
+    TrainingIndex,
+    corpus_profile,
+    originality,
+    profile_tunes,
+    statistics_rows,
+    validity,
+)
 from abcgen.files import write_text_atomic
 from abcgen.model import ARCHITECTURES, ModelConfig, check_config
 from abcgen.options import EVALUATION_TUNES, OptionError, SamplingOptions, check_count, check_temperature
@@ -82,8 +89,10 @@ def parse_archs(text: str) -> list[ArchSpec]:
         for pair in pairs:
             key, sep, value = pair.partition("=")
             if not sep or key in ("arch", "vocab_size") or not hasattr(defaults, key):
-                raise AbcgenError(f"--archs: {pair!r} in {item!r} is not a model option such as "
-                                  "hidden=64, layers=3, dropout=0.2, heads=4, window=8, kernel=5, context=128")
+                raise AbcgenError(
+                    f"--archs: {pair!r} in {item!r} is not a model option such as "
+                    "hidden=64, layers=3, dropout=0.2, heads=4, window=8, kernel=5, context=128"
+                )
             try:
                 options[key] = type(getattr(defaults, key))(value)
             except ValueError:
@@ -113,8 +122,7 @@ def mixed_corpus(base: Corpus, extra: Corpus) -> Corpus:
     base's validation and test tunes, which would leak them)."""
     held_out = set(base.val) | set(base.test)
     added = [tune for tune in extra.tunes if tune not in held_out]
-    return replace(base, name=f"{base.name}+{extra.name}", train=base.train + added,
-                   files=base.files + extra.files)
+    return replace(base, name=f"{base.name}+{extra.name}", train=base.train + added, files=base.files + extra.files)
 
 
 # ---------------------------------------------------------------- judging
@@ -129,16 +137,22 @@ class Judge:
         self.mixed_index = None
         if extra is not None:
             extra_profile = corpus_profile(extra, cache)
-            sequences = (self.profile.train.sequences + extra_profile.train.sequences
-                         + extra_profile.val.sequences + profile_tunes(extra.test).sequences)
+            sequences = (
+                self.profile.train.sequences
+                + extra_profile.train.sequences
+                + extra_profile.val.sequences
+                + profile_tunes(extra.test).sequences
+            )
             self.mixed_index = TrainingIndex(sequences)
 
     def levels(self) -> dict:
         """What the validation tunes reach on the same measures: a perfect model's level."""
         copied = originality(self.profile.val.sequences, self.index)
-        return {"stat_overlap": mean_overlap([row["val_overlap"] for row in self.rows(self.profile.val)]),
-                "copying": copied[f"share_copying_{COPY_BARS}_bars"],
-                "identical": copied["share_identical"]}
+        return {
+            "stat_overlap": mean_overlap([row["val_overlap"] for row in self.rows(self.profile.val)]),
+            "copying": copied[f"share_copying_{COPY_BARS}_bars"],
+            "identical": copied["share_identical"],
+        }
 
     def rows(self, profile):
         return statistics_rows(profile, self.profile)
@@ -146,10 +160,12 @@ class Judge:
     def measures(self, generated: list[str], mixed: bool) -> dict:
         profile = profile_tunes(generated)
         copied = originality(profile.sequences, self.mixed_index if mixed else self.index)
-        return {"validity": validity(profile)["valid"],
-                "stat_overlap": mean_overlap([row["overlap"] for row in self.rows(profile)]),
-                "copying": copied[f"share_copying_{COPY_BARS}_bars"],
-                "identical": copied["share_identical"]}
+        return {
+            "validity": validity(profile)["valid"],
+            "stat_overlap": mean_overlap([row["overlap"] for row in self.rows(profile)]),
+            "copying": copied[f"share_copying_{COPY_BARS}_bars"],
+            "identical": copied["share_identical"],
+        }
 
 
 def mean_overlap(values) -> float | None:
@@ -164,17 +180,25 @@ def read_metrics(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def train_and_judge(corpus: Corpus, judge: Judge, mixed: bool, spec: ArchSpec, seed: int,
-                    budget: float, out: Path, n: int, temperature: float,
-                    train_options: dict) -> dict:
+def train_and_judge(
+    corpus: Corpus,
+    judge: Judge,
+    mixed: bool,
+    spec: ArchSpec,
+    seed: int,
+    budget: float,
+    out: Path,
+    n: int,
+    temperature: float,
+    train_options: dict,
+) -> dict:
     config = TrainConfig(**{**train_options, "max_time": budget, "epochs": None, "seed": seed})
     result = train(corpus, out, spec.options, config, force=True, progress=False)
     model = TuneModel(load_checkpoint(result.best_path))
     history = read_metrics(out / "metrics.jsonl")
     test = model.score(corpus.test) if corpus.test else None
     # The model's own validity: the sampler's bar fixing would hide the differences.
-    generated = model.generate(n=n, temperature=temperature, seed=seed, check=False, fix_bars=False,
-                               keep_rhythm=False)
+    generated = model.generate(n=n, temperature=temperature, seed=seed, check=False, fix_bars=False, keep_rhythm=False)
     return {
         "corpus": corpus.name,
         "arch": spec.label,
@@ -197,10 +221,19 @@ def train_and_judge(corpus: Corpus, judge: Judge, mixed: bool, spec: ArchSpec, s
 # ---------------------------------------------------------------- the experiment
 
 
-def run_experiment(corpus_path, archs: str = DEFAULT_ARCHS, budget: float = 300, seeds: int = 1,
-                   out_dir="runs/experiment", corpus_mix: str | None = None, n: int = EVALUATION_TUNES,
-                   temperature: float = SamplingOptions.temperature, train_options: dict | None = None,
-                   cache: Path | None = None, log=None) -> dict:
+def run_experiment(
+    corpus_path,
+    archs: str = DEFAULT_ARCHS,
+    budget: float = 300,
+    seeds: int = 1,
+    out_dir="runs/experiment",
+    corpus_mix: str | None = None,
+    n: int = EVALUATION_TUNES,
+    temperature: float = SamplingOptions.temperature,
+    train_options: dict | None = None,
+    cache: Path | None = None,
+    log=None,
+) -> dict:
     """Train and judge every architecture (x seed, x corpus variant); returns the report
     that results.json holds, and writes results.md beside it after every run.
 
@@ -208,8 +241,7 @@ def run_experiment(corpus_path, archs: str = DEFAULT_ARCHS, budget: float = 300,
     """
     say = log or (lambda message: print(message, file=sys.stderr))
     specs = parse_archs(archs)
-    problems = [(not budget > 0, "budget", "must be greater than 0"),
-                (seeds < 1, "seeds", "must be at least 1")]
+    problems = [(not budget > 0, "budget", "must be greater than 0"), (seeds < 1, "seeds", "must be at least 1")]
     for bad, option, problem in problems:
         if bad:
             raise OptionError(option, problem)
@@ -230,25 +262,38 @@ def run_experiment(corpus_path, archs: str = DEFAULT_ARCHS, budget: float = 300,
     say(f"reading the statistics of {base.name}" + (f" and {extra.name}" if extra else "") + "...")
     judge = Judge(original, cache, extra)
     report = {
-        "settings": {"corpus": str(corpus_path), "archs": [s.label for s in specs], "budget_s": budget,
-                     "seeds": seeds, "corpus_mix": corpus_mix, "n": n, "temperature": temperature,
-                     "train_options": train_options or {}},
-        "corpora": {corpus.name: {"train": len(corpus.train), "val": len(corpus.val),
-                                  "test": len(corpus.test), "fingerprint": corpus.fingerprint}
-                    for corpus, _ in variants},
+        "settings": {
+            "corpus": str(corpus_path),
+            "archs": [s.label for s in specs],
+            "budget_s": budget,
+            "seeds": seeds,
+            "corpus_mix": corpus_mix,
+            "n": n,
+            "temperature": temperature,
+            "train_options": train_options or {},
+        },
+        "corpora": {
+            corpus.name: {
+                "train": len(corpus.train),
+                "val": len(corpus.val),
+                "test": len(corpus.test),
+                "fingerprint": corpus.fingerprint,
+            }
+            for corpus, _ in variants
+        },
         "levels": judge.levels(),
         "runs": [],
         "summary": [],
     }
-    jobs = [(corpus, mixed, spec, seed) for corpus, mixed in variants for spec in specs
-            for seed in range(seeds)]
+    jobs = [(corpus, mixed, spec, seed) for corpus, mixed in variants for spec in specs for seed in range(seeds)]
     for number, (corpus, mixed, spec, seed) in enumerate(jobs, 1):
-        say(f"[{number}/{len(jobs)}] {spec.label} on {corpus.name}, seed {seed}: "
-            f"training for {budget:g} s, then sampling {n} tunes...")
+        say(
+            f"[{number}/{len(jobs)}] {spec.label} on {corpus.name}, seed {seed}: "
+            f"training for {budget:g} s, then sampling {n} tunes..."
+        )
         out = out_dir / corpus.name / spec.folder / f"seed-{seed}"
         try:
-            run = train_and_judge(corpus, judge, mixed, spec, seed, budget, out, n, temperature,
-                                  train_options or {})
+            run = train_and_judge(corpus, judge, mixed, spec, seed, budget, out, n, temperature, train_options or {})
         except TrainingInterrupted:
             say(f"interrupted; the table of the {number - 1} finished run(s) is in {out_dir}")
             raise
@@ -305,38 +350,41 @@ def markdown_table(report: dict) -> str:
     titles = ["corpus", "architecture"] + [title for _, title, _ in COLUMNS]
     lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * 2 + "---:|" * len(COLUMNS)]
     for row in report["summary"]:
-        cells = [row["corpus"], f"`{row['arch']}`"] + [format_cell(row, key, kind)
-                                                        for key, _, kind in COLUMNS]
+        cells = [row["corpus"], f"`{row['arch']}`"] + [format_cell(row, key, kind) for key, _, kind in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def markdown_report(report: dict) -> str:
     settings, levels = report["settings"], report["levels"]
-    corpora = "; ".join(f"{name}: {c['train']} training, {c['val']} validation, {c['test']} test tunes"
-                        for name, c in report["corpora"].items())
+    corpora = "; ".join(
+        f"{name}: {c['train']} training, {c['val']} validation, {c['test']} test tunes"
+        for name, c in report["corpora"].items()
+    )
     seeds = settings["seeds"]
-    return "\n".join([
-        "# abcgen experiment",
-        "",
-        f"{settings['budget_s']:g} s of training per run on {corpora}. "
-        f"{settings['n']} tunes sampled per run at temperature {settings['temperature']:g}, "
-        f"without the ABC check. " + (f"Mean ± standard deviation over {seeds} seeds." if seeds > 1
-                                       else "One seed."),
-        "",
-        markdown_table(report),
-        "- val/test bpc and acc: bits per character and next-character accuracy on the validation "
-        "(best checkpoint) and test tunes of the first corpus, the same tunes for every model.",
-        "- valid: share of sampled tunes that pass the ABC check (parse, notes, bar lengths).",
-        "- stat overlap: mean overlap area of the musical-statistics histograms (pitch class, range, "
-        "durations, intervals, notes per bar, length, meter, key), sampled tunes against the training "
-        f"tunes of the first corpus; 1 is identical. Validation tunes reach {format_value(levels['stat_overlap'], '.3f')}.",
-        "- copies 4+ bars / identical: share of sampled tunes that share 4 or more consecutive bars "
-        "(transposition-invariant) with a tune the model was trained on / that equal one. "
-        f"Validation tunes: {format_value(levels['copying'], '%')} / {format_value(levels['identical'], '%')}.",
-        "- chars/s: training throughput from metrics.jsonl; epochs: how far the budget got.",
-        "",
-    ])
+    return "\n".join(
+        [
+            "# abcgen experiment",
+            "",
+            f"{settings['budget_s']:g} s of training per run on {corpora}. "
+            f"{settings['n']} tunes sampled per run at temperature {settings['temperature']:g}, "
+            f"without the ABC check. "
+            + (f"Mean ± standard deviation over {seeds} seeds." if seeds > 1 else "One seed."),
+            "",
+            markdown_table(report),
+            "- val/test bpc and acc: bits per character and next-character accuracy on the validation "
+            "(best checkpoint) and test tunes of the first corpus, the same tunes for every model.",
+            "- valid: share of sampled tunes that pass the ABC check (parse, notes, bar lengths).",
+            "- stat overlap: mean overlap area of the musical-statistics histograms (pitch class, range, "
+            "durations, intervals, notes per bar, length, meter, key), sampled tunes against the training "
+            f"tunes of the first corpus; 1 is identical. Validation tunes reach {format_value(levels['stat_overlap'], '.3f')}.",
+            "- copies 4+ bars / identical: share of sampled tunes that share 4 or more consecutive bars "
+            "(transposition-invariant) with a tune the model was trained on / that equal one. "
+            f"Validation tunes: {format_value(levels['copying'], '%')} / {format_value(levels['identical'], '%')}.",
+            "- chars/s: training throughput from metrics.jsonl; epochs: how far the budget got.",
+            "",
+        ]
+    )
 
 
 def write_report(report: dict, out_dir: Path):

@@ -196,8 +196,7 @@ def _prepare(abc: str) -> tuple[str, list[str], list[str]]:
     state = _BodyState()
     abc = _first_voice(abc, state)
     header, body = _split_after_key(_inline_fields_to_lines(abc))
-    header = "\n".join(_prepare_field(line, state) if _is_field(line) else line
-                       for line in header.split("\n"))
+    header = "\n".join(_prepare_field(line, state) if _is_field(line) else line for line in header.split("\n"))
     if not re.search(r"(?m)^[LM]:", header):  # ABC 2.1's default; music21 has none
         header = re.sub(r"(?m)^K:", "L:1/8\nK:", header, count=1)
         state.unit = Fraction(1, 8)
@@ -214,21 +213,21 @@ def _first_voice(abc: str, state) -> str:
     has V: fields: music21 loses the notes of voices named in the header, and sounds the
     strains of [V:] blocks at once."""
     lines = abc.split("\n")
-    voices = [match[1] for line in lines
-              for match in [VOICE_FIELD.match(line), *INLINE_VOICE.finditer(line)] if match]
+    voices = [match[1] for line in lines for match in [VOICE_FIELD.match(line), *INLINE_VOICE.finditer(line)] if match]
     if not voices:
         return abc
     others = len(dict.fromkeys(voices)) - 1
     if others:
         left_out = "the other voice" if others == 1 else f"the {others} other voices"
-        state.warnings.append(f"exported its first voice (V:{voices[0]}) only, without {left_out}: "
-                              "music21 cannot read several voices")
+        state.warnings.append(
+            f"exported its first voice (V:{voices[0]}) only, without {left_out}: music21 cannot read several voices"
+        )
     return "\n".join(first_voice_only(lines))
 
 
 def _split_after_key(abc: str) -> tuple[str, str]:
     match = re.search(r"(?m)^K:.*(\n|$)", abc)
-    return (abc[: match.end()], abc[match.end():]) if match else (abc, "")
+    return (abc[: match.end()], abc[match.end() :]) if match else (abc, "")
 
 
 _INLINE_FIELD = re.compile(r"\[([A-Za-z]):([^\]\n]*)\]")
@@ -263,7 +262,8 @@ class _BodyState:
 
 
 # One piece of a tune body that prepare_abc may rewrite; the order matters.
-_BODY_TOKEN = re.compile(r"""
+_BODY_TOKEN = re.compile(
+    r"""
   (?P<field>^[A-Za-z]:[^\n]*)
 | (?P<comment>%[^\n]*)
 | (?P<quoted>"[^"\n]*")
@@ -274,7 +274,9 @@ _BODY_TOKEN = re.compile(r"""
 | (?P<octaves>[A-Ga-g][,']+)
 | Z(?P<bars>[0-9]*)
 | x(?P<spacer>[0-9]*/*[0-9]*)
-""", re.VERBOSE | re.MULTILINE)
+""",
+    re.VERBOSE | re.MULTILINE,
+)
 
 
 def _prepare_token(match, state: _BodyState) -> str:
@@ -326,14 +328,18 @@ def _meter_field(value: str, state: _BodyState) -> str:
     except AbcParseError:
         raise AbcgenError(f"M:{value} is not a meter (such as 6/8, 3/4, C)") from None
     if ratio is not None and max(map(int, ratio.split("/"))) > MAX_METER:
-        raise AbcgenError(f"M:{value} is beyond the meters abcgen exports (numbers up to {MAX_METER}): "
-                          "music21 takes minutes to set up so long a bar")
+        raise AbcgenError(
+            f"M:{value} is beyond the meters abcgen exports (numbers up to {MAX_METER}): "
+            "music21 takes minutes to set up so long a bar"
+        )
     state.bar = quarters / 4 if quarters is not None else None
     return ratio if ratio is not None and "+" in value else value
 
 
-_TEMPO = re.compile(r'\s*(?P<text>"[^"]*")?\s*(?:(?P<beats>(?:\d+/\d+\s*)+)=\s*(?P<bpm>\d+)'
-                    r'|(?:C\s*=\s*)?(?P<bare>\d+))?\s*(?P<after>"[^"]*")?\s*')
+_TEMPO = re.compile(
+    r'\s*(?P<text>"[^"]*")?\s*(?:(?P<beats>(?:\d+/\d+\s*)+)=\s*(?P<bpm>\d+)'
+    r'|(?:C\s*=\s*)?(?P<bare>\d+))?\s*(?P<after>"[^"]*")?\s*'
+)
 
 
 def _tempo_field(value: str, state: _BodyState) -> str:
@@ -378,8 +384,10 @@ def _playable(note: str) -> str:
     octave = (4 if note[0].isupper() else 5) + note.count("'") - note.count(",")
     number = 12 * (octave + 1) + "C D EF G A B".index(note[0].upper())
     if not LOWEST_NOTE <= number <= 127:
-        raise AbcgenError(f"the note {note} (octave {octave}) is beyond the range of MIDI "
-                          "that abcgen exports (C0 to G9); write it an octave nearer")
+        raise AbcgenError(
+            f"the note {note} (octave {octave}) is beyond the range of MIDI "
+            "that abcgen exports (C0 to G9); write it an octave nearer"
+        )
     return note
 
 
@@ -433,11 +441,15 @@ def count_bars(abc: str) -> int:
 def _refuse_too_long(abc: str) -> None:
     """AbcgenError when the tune is beyond MAX_TUNE_BARS or MAX_TUNE_CHARACTERS."""
     if len(abc) > MAX_TUNE_CHARACTERS:
-        raise AbcgenError(f"it is too long to export ({len(abc):,} characters; the limit is "
-                          f"{MAX_TUNE_CHARACTERS:,}): split it into tunes of its parts")
+        raise AbcgenError(
+            f"it is too long to export ({len(abc):,} characters; the limit is "
+            f"{MAX_TUNE_CHARACTERS:,}): split it into tunes of its parts"
+        )
     if (bars := count_bars(abc)) > MAX_TUNE_BARS:
-        raise AbcgenError(f"it is too long to export ({bars:,} bars; the limit is "
-                          f"{MAX_TUNE_BARS:,}): split it into tunes of its parts")
+        raise AbcgenError(
+            f"it is too long to export ({bars:,} bars; the limit is "
+            f"{MAX_TUNE_BARS:,}): split it into tunes of its parts"
+        )
 
 
 def parse_tune(tune: TuneText, warnings: list[str] | None = None):
@@ -598,15 +610,22 @@ def _make_beams(part, **_) -> None:
             elif measure.paddingRight == 0.0 and notes.highestTime < bar:
                 offset = bar - notes.highestTime
             sequence = sequences.setdefault(id(in_force), repr(in_force.beamSequence))
-            rhythm = (sequence, offset, getattr(notes, "paddingRight", None),
-                      tuple((element.offset, element.duration.quarterLength, element.duration.type,
-                             element.isRest) for element in notes))
+            rhythm = (
+                sequence,
+                offset,
+                getattr(notes, "paddingRight", None),
+                tuple(
+                    (element.offset, element.duration.quarterLength, element.duration.type, element.isRest)
+                    for element in notes
+                ),
+            )
             if rhythm not in _BEAMS:
                 if len(_BEAMS) > 10_000:
                     _BEAMS.clear()
-                _BEAMS[rhythm] = [tuple((each.type, each.direction) for each in beams.beamsList)
-                                  if beams is not None else () for beams in
-                                  in_force.getBeams(notes, measureStartOffset=offset)]
+                _BEAMS[rhythm] = [
+                    tuple((each.type, each.direction) for each in beams.beamsList) if beams is not None else ()
+                    for beams in in_force.getBeams(notes, measureStartOffset=offset)
+                ]
             for element, beams in zip(notes, _BEAMS[rhythm]):
                 element.beams = beam.Beams()
                 for kind, direction in beams:
@@ -643,8 +662,7 @@ def _set_stems(group, group_clef) -> None:
     except notes whose stems are set already, when all of those agree."""
     if group_clef is None:
         return
-    directions = {element.stemDirection for element in group
-                  if element.stemDirection in ("up", "down", "unspecified")}
+    directions = {element.stemDirection for element in group if element.stemDirection in ("up", "down", "unspecified")}
     consistent = "unspecified" not in directions and len(directions) < 2
     pitches = [pitch for element in group for pitch in element.pitches]
     if not pitches:
@@ -713,8 +731,7 @@ def _drop_doubled_barlines(measures) -> None:
 
     for previous, measure in zip(measures, measures[1:]):
         left, right = measure.leftBarline, previous.rightBarline
-        if left is not None and right is not None and not isinstance(left, bar.Repeat) \
-                and left.type == right.type:
+        if left is not None and right is not None and not isinstance(left, bar.Repeat) and left.type == right.type:
             measure.leftBarline = None
 
 
@@ -816,8 +833,10 @@ def _sound(element, start: Fraction, length: Fraction, sounds: list) -> None:
     tie = element.tie.type if element.tie is not None else None
     for pitch in element.pitches:
         if not 0 <= pitch.ps <= 127:  # music21's pitch.midi would move it by octaves in silence
-            raise AbcgenError(f"the note {pitch.nameWithOctave.replace('-', 'b')} is beyond the range "
-                              "of MIDI (C-1 to G9); write it an octave nearer")
+            raise AbcgenError(
+                f"the note {pitch.nameWithOctave.replace('-', 'b')} is beyond the range "
+                "of MIDI (C-1 to G9); write it an octave nearer"
+            )
         sounds.append(_Sound(start, start + length, pitch.midi, tie=tie))
 
 
@@ -857,8 +876,7 @@ def _accompany(measure, start: Fraction, current, accompaniment: list):
     for begin, end in zip(starts, starts[1:] + [Fraction(measure.duration.quarterLength)]):
         pitches = _voicing(changes[begin].figure) if changes[begin].pitches else ()
         if end > begin:
-            accompaniment.extend(_Sound(start + begin, start + end, pitch, CHORD_VELOCITY)
-                                 for pitch in pitches)
+            accompaniment.extend(_Sound(start + begin, start + end, pitch, CHORD_VELOCITY) for pitch in pitches)
     return current
 
 
@@ -924,15 +942,23 @@ def _note_track(name: str, channel: int, program: int, sounds: list):
     """A track of notes: its name, its instrument, then note on and off, offs first."""
     import mido
 
-    events = [(0, -2, mido.MetaMessage, "track_name", {"name": name}),
-              (0, -1, mido.Message, "program_change", {"channel": channel, "program": program})]
+    events = [
+        (0, -2, mido.MetaMessage, "track_name", {"name": name}),
+        (0, -1, mido.Message, "program_change", {"channel": channel, "program": program}),
+    ]
     for sound in sounds:
         start, end = _ticks(sound.start), _ticks(sound.end)
         if end > start:
-            events.append((start, 1, mido.Message, "note_on",
-                           {"channel": channel, "note": sound.pitch, "velocity": sound.velocity}))
-            events.append((end, 0, mido.Message, "note_off",
-                           {"channel": channel, "note": sound.pitch, "velocity": 0}))
+            events.append(
+                (
+                    start,
+                    1,
+                    mido.Message,
+                    "note_on",
+                    {"channel": channel, "note": sound.pitch, "velocity": sound.velocity},
+                )
+            )
+            events.append((end, 0, mido.Message, "note_off", {"channel": channel, "note": sound.pitch, "velocity": 0}))
     return _track(events)
 
 
@@ -1019,8 +1045,7 @@ def _endings(part, measures) -> tuple[dict[int, set[int]], dict[int, int]]:
     for bracket in part.spannerBundle.getByClass(spanner.RepeatBracket):
         numbers = set(bracket.numberRange) or {1}
         # music21's ABC reader gives a bracket its first and last bar only
-        spanned = [position[id(measure)] for measure in bracket.getSpannedElements()
-                   if id(measure) in position]
+        spanned = [position[id(measure)] for measure in bracket.getSpannedElements() if id(measure) in position]
         for index in range(min(spanned, default=0), max(spanned, default=-1) + 1):
             passes_of.setdefault(index, set()).update(numbers)
     last_pass: dict[int, int] = {}
@@ -1196,15 +1221,16 @@ def _lilypond_pdf(program: str, source: Path) -> bytes:
     symbols, and puts every line of music on a page of its own.
     """
     lilypond_input = source.with_suffix(".ly")
-    _run([shutil.which("musicxml2ly") or "musicxml2ly", "--loglevel=ERROR", "-o", str(lilypond_input), str(source)],
-         "musicxml2ly")
+    _run(
+        [shutil.which("musicxml2ly") or "musicxml2ly", "--loglevel=ERROR", "-o", str(lilypond_input), str(source)],
+        "musicxml2ly",
+    )
     # musicxml2ly writes major and minor chords as g:5 and a:m5, which LilyPond 2.20 and
     # later print as power chords, G5 and A5.
     text = lilypond_input.read_text(encoding="utf-8")
     text = re.sub(r"(?<=[a-g])((?:is|es)*\d*\.*)(?::5|(:m)5)(?![0-9])", r"\1\2", text)
     lilypond_input.write_text(text, encoding="utf-8")
-    _run([program, "--loglevel=ERROR", "-o", str(source.with_suffix("")), str(lilypond_input)],
-         "LilyPond")
+    _run([program, "--loglevel=ERROR", "-o", str(source.with_suffix("")), str(lilypond_input)], "LilyPond")
     return _read_output(source.with_suffix(".pdf"), "LilyPond")
 
 
@@ -1228,8 +1254,9 @@ def _last_line(text: str) -> str:
 # ---- converting and writing --------------------------------------------------------------------
 
 
-def convert_tune(tune: TuneText, formats=DEFAULT_FORMATS, chords: bool = False,
-                 warnings: list[str] | None = None) -> dict[str, list[bytes]]:
+def convert_tune(
+    tune: TuneText, formats=DEFAULT_FORMATS, chords: bool = False, warnings: list[str] | None = None
+) -> dict[str, list[bytes]]:
     """The bytes of each requested format for one tune (for SVG, one item per page)."""
     score = parse_tune(tune, warnings)
     midi = to_midi(score, chords=chords) if "midi" in formats else b""
@@ -1253,8 +1280,7 @@ def check_formats(formats) -> tuple[str, ...]:
     formats = tuple(dict.fromkeys(name.strip().lower() for name in formats))
     unknown = [name for name in formats if name not in FORMATS]
     if unknown or not formats:
-        raise AbcgenError(f"unknown format {', '.join(unknown) or '(none given)'}: "
-                          f"choose from {', '.join(FORMATS)}")
+        raise AbcgenError(f"unknown format {', '.join(unknown) or '(none given)'}: choose from {', '.join(FORMATS)}")
     if "pdf" in formats and pdf_engine() is None:
         raise AbcgenError(PDF_HELP)
     return formats
@@ -1268,8 +1294,15 @@ def output_paths(out_dir: Path, stem: str, name: str, count: int = 1) -> list[Pa
     return [out_dir / f"{stem}-{page}.{extension}" for page in range(1, count + 1)]
 
 
-def export_tunes(abc_text: str | bytes, out_dir=".", formats=DEFAULT_FORMATS, force: bool = False,
-                 chords: bool = False, jobs: int | None = 1, progress: bool = False) -> ExportReport:
+def export_tunes(
+    abc_text: str | bytes,
+    out_dir=".",
+    formats=DEFAULT_FORMATS,
+    force: bool = False,
+    chords: bool = False,
+    jobs: int | None = 1,
+    progress: bool = False,
+) -> ExportReport:
     """Export every tune in abc_text into out_dir: one file per tune and format.
 
     abc_text may be bytes, as read from a file: they are decoded as abcgen.corpus reads
@@ -1329,8 +1362,7 @@ def _convert_all(tunes, formats, chords, jobs: int):
         yield from (_convert_safely(tune, formats, chords) for tune in tunes)
         return
     # spawn, not fork: the caller may hold threads (torch does) that fork would not copy.
-    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_ignore_interrupts)
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_interrupts)
     finished = False
     try:
         with _exit_on_sigterm():
@@ -1409,8 +1441,7 @@ def _refuse_existing(out_dir: Path, stems: list[str], formats) -> None:
                 existing += sorted(out_dir.glob(f"{stem}-[0-9]*.svg"))  # stems are [a-z0-9-]
     if existing:
         files = "1 output file exists" if len(existing) == 1 else f"{len(existing)} output files exist"
-        raise AbcgenError(f"{files} already, e.g. {existing[0]}: "
-                          "use --force to overwrite, or another --out-dir")
+        raise AbcgenError(f"{files} already, e.g. {existing[0]}: use --force to overwrite, or another --out-dir")
 
 
 def _progress(items, total: int, enabled: bool):

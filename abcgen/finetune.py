@@ -29,12 +29,10 @@ SHIPPED_PATH = Path(__file__).parent / "pretrained" / "nottingham.pt"
 # 20 and 50 O'Neill's tunes from the shipped model by bench/finetune.py (bench/RESULTS.md,
 # "Fine-tuning and named corpora"). Early stopping on the collection's own validation
 # tunes ends most runs well before `epochs`.
-FINETUNE_DEFAULTS = dict(lr=3e-3, epochs=40, patience=4, batch_size=8, weight_decay=0.0,
-                         warmup_steps=10)
+FINETUNE_DEFAULTS = dict(lr=3e-3, epochs=40, patience=4, batch_size=8, weight_decay=0.0, warmup_steps=10)
 
 # The model options that the starting model decides (an option that differs is refused).
-MODEL_OPTIONS = ("arch", "layers", "hidden", "heads", "window", "kernel", "context", "form",
-                 "form_count")
+MODEL_OPTIONS = ("arch", "layers", "hidden", "heads", "window", "kernel", "context", "form", "form_count")
 
 # A new character starts this far (in nats) below the log-sum of the old characters' odds
 # wherever the reference text was read: a probability under e^-12 (6e-6) of the rest, so
@@ -57,7 +55,8 @@ def check_model_options(start: ModelConfig, given: dict, path: Path):
             raise AbcgenError(
                 f"{flag} {given[key]} contradicts the starting model {path} ({key} "
                 f"{getattr(start, key)}): the architecture, size and form inputs come from "
-                f"--init; leave {flag} out, or train from scratch without --init")
+                f"--init; leave {flag} out, or train from scratch without --init"
+            )
 
 
 def start_from(init: str | Path, train_text: str, model_config: dict | None = None, log=None):
@@ -87,8 +86,10 @@ def start_from(init: str | Path, train_text: str, model_config: dict | None = No
         origin["init"] = start.meta["init"]  # a fine-tuned model fine-tuned again
     if log:
         shown = " ".join(repr(ch) for ch in added) or "none"
-        log(f"starting from {origin['path']} ({start.meta.get('corpus') or 'unknown corpus'}, "
-            f"{len(start.vocab)} characters); characters added to its vocabulary: {shown}")
+        log(
+            f"starting from {origin['path']} ({start.meta.get('corpus') or 'unknown corpus'}, "
+            f"{len(start.vocab)} characters); characters added to its vocabulary: {shown}"
+        )
     return model, vocab, origin
 
 
@@ -103,8 +104,9 @@ def recorded_init(path: Path) -> dict | None:
     return payload.get("meta", {}).get("init") if isinstance(payload, dict) else None
 
 
-def grow_vocab(model: CharModel, old: Vocab, new: Vocab, reference: str | None = None,
-               margin: float = NEW_CHAR_MARGIN) -> CharModel:
+def grow_vocab(
+    model: CharModel, old: Vocab, new: Vocab, reference: str | None = None, margin: float = NEW_CHAR_MARGIN
+) -> CharModel:
     """A copy of model that reads and writes new's characters (a superset of old's).
 
     Every weight tied to a character moves to the character's new id. A new character's
@@ -137,8 +139,9 @@ def grow_vocab(model: CharModel, old: Vocab, new: Vocab, reference: str | None =
             state[key] = value
             continue
         if len(changed) != 1 or (value.shape[changed[0]], shape[changed[0]]) not in maps:
-            raise AbcgenError(f"cannot grow the vocabulary of this model: {key} is shaped "
-                              f"{tuple(value.shape)}, not by characters")
+            raise AbcgenError(
+                f"cannot grow the vocabulary of this model: {key} is shaped {tuple(value.shape)}, not by characters"
+            )
         dim = changed[0]
         grown_value = torch.zeros(shape, dtype=value.dtype)
         state[key] = grown_value.index_copy(dim, maps[value.shape[dim], shape[dim]], value)
@@ -164,7 +167,7 @@ def _new_char_logit(model: CharModel, vocab: Vocab, reference: str | None, margi
     inputs = inputs.to(device).unsqueeze(0)
     lowest, state = float("inf"), None
     for start in range(0, inputs.shape[1], 512):
-        logits, state = model(inputs[:, start:start + 512], state)
+        logits, state = model(inputs[:, start : start + 512], state)
         lowest = min(lowest, torch.logsumexp(logits.float(), dim=-1).min().item())
     model.train(was_training)
     return lowest - margin

@@ -116,6 +116,6 @@ class FormTracker:
     def feed(self, text: str) -> int:
         """The form class once the last character of text is read (the text before it
         is the one fed so far, perhaps cut back since)."""
-        del self.places[len(text):]
+        del self.places[len(text) :]
         self.places.append(self.places[-1].after(text[-1]))
         return self.places[-1].form_class(self.blocks, self.count)

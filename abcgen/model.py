@@ -235,8 +235,9 @@ def banded_attention(q, k, v, span: int, slopes=None):
     distances inside the window, never on where in a long stream the window sits.
     """
     queries, keys = q.shape[2], k.shape[2]
-    distance = (torch.arange(keys - queries, keys, device=q.device).unsqueeze(1)
-                - torch.arange(keys, device=q.device).unsqueeze(0))
+    distance = torch.arange(keys - queries, keys, device=q.device).unsqueeze(1) - torch.arange(
+        keys, device=q.device
+    ).unsqueeze(0)
     allowed = (distance >= 0) & (distance < span)
     if slopes is None:
         mask = allowed
@@ -272,8 +273,13 @@ class LSTMAttention(CharModel):
         super().__init__(config)
         width = config.hidden
         self.register_buffer("one_hot_table", input_table(config), persistent=False)
-        self.rnn = nn.LSTM(input_width(config), width, num_layers=config.layers, batch_first=True,
-                           dropout=config.dropout if config.layers > 1 else 0.0)
+        self.rnn = nn.LSTM(
+            input_width(config),
+            width,
+            num_layers=config.layers,
+            batch_first=True,
+            dropout=config.dropout if config.layers > 1 else 0.0,
+        )
         self.query = nn.Linear(width, width)
         self.key_value = nn.Linear(width, 2 * width)
         self.join = nn.Linear(width, width)
@@ -286,8 +292,12 @@ class LSTMAttention(CharModel):
         seen = out if memory is None else torch.cat([memory.to(out.dtype), out], dim=1)
         heads = self.config.heads
         keys, values = self.key_value(seen).chunk(2, dim=-1)
-        context = banded_attention(split_heads(self.query(out), heads), split_heads(keys, heads),
-                                   split_heads(values, heads), self.config.window)
+        context = banded_attention(
+            split_heads(self.query(out), heads),
+            split_heads(keys, heads),
+            split_heads(values, heads),
+            self.config.window,
+        )
         joined = out + self.join(merge_heads(context))
         return self.head(self.drop(joined)), (rnn_state, last(seen, self.config.window - 1))
 
@@ -317,9 +327,14 @@ class BiLSTMWindow(CharModel):
         super().__init__(config)
         self.pad_id = input_count(config)
         self.register_buffer("one_hot_table", input_table(config, padded=True), persistent=False)
-        self.rnn = nn.LSTM(input_width(config), config.hidden, num_layers=config.layers,
-                           batch_first=True, bidirectional=True,
-                           dropout=config.dropout if config.layers > 1 else 0.0)
+        self.rnn = nn.LSTM(
+            input_width(config),
+            config.hidden,
+            num_layers=config.layers,
+            batch_first=True,
+            bidirectional=True,
+            dropout=config.dropout if config.layers > 1 else 0.0,
+        )
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(2 * config.hidden, config.vocab_size)
 
@@ -357,8 +372,13 @@ class ConvLSTM(CharModel):
         self.pad_id = input_count(config)
         self.register_buffer("one_hot_table", input_table(config, padded=True), persistent=False)
         self.conv = nn.Conv1d(input_width(config), config.hidden, config.kernel)
-        self.rnn = nn.LSTM(config.hidden, config.hidden, num_layers=config.layers, batch_first=True,
-                           dropout=config.dropout if config.layers > 1 else 0.0)
+        self.rnn = nn.LSTM(
+            config.hidden,
+            config.hidden,
+            num_layers=config.layers,
+            batch_first=True,
+            dropout=config.dropout if config.layers > 1 else 0.0,
+        )
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden, config.vocab_size)
 
@@ -475,8 +495,11 @@ def check_config(config: ModelConfig):
         (config.kernel < 1, "kernel", "must be at least 1"),
         (config.context < 1, "context", "must be at least 1"),
         (config.form < 0, "form", "cannot be negative"),
-        (config.arch in USES_HEADS and config.heads >= 1 and config.hidden % config.heads != 0,
-         "hidden", f"({config.hidden}) must be a multiple of {{heads}} ({config.heads})"),
+        (
+            config.arch in USES_HEADS and config.heads >= 1 and config.hidden % config.heads != 0,
+            "hidden",
+            f"({config.hidden}) must be a multiple of {{heads}} ({config.heads})",
+        ),
     ]
     for bad, option, problem in problems:
         if bad:

@@ -20,8 +20,10 @@ MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 10.0
 MIN_MAX_CHARS = 100  # room for a header and a bar
 UNIT_LENGTH_VALUE = re.compile(r"1/(1|2|4|8|16|32|64)")  # an L: value
 # A K: value: a tonic and a mode (then perhaps explicit accidentals or a clef), or none/HP.
-ABC_KEY = re.compile(r"(?i:none|hp)$|[A-G][#b]?(?i:m|min|minor|maj|major|ion|ionian|dor|dorian|phr|"
-                     r"phrygian|lyd|lydian|mix|mixolydian|aeo|aeolian|loc|locrian)?(\s.*)?$")
+ABC_KEY = re.compile(
+    r"(?i:none|hp)$|[A-G][#b]?(?i:m|min|minor|maj|major|ion|ionian|dor|dorian|phr|"
+    r"phrygian|lyd|lydian|mix|mixolydian|aeo|aeolian|loc|locrian)?(\s.*)?$"
+)
 
 
 class OptionError(AbcgenError):
@@ -130,6 +132,7 @@ def check_header_values(**values: str | None) -> None:
             raise OptionError("meter", f"{meter!r} is not an ABC meter (such as 6/8, 3/4, C)") from None
     if key is not None and not ABC_KEY.match(key.strip()):
         raise OptionError("key", f"{key!r} is not an ABC key (such as D, Ador, Emin, Bb)")
+
 
 SAMPLING_DEVICE = "cpu"  # where sample and evaluate run: a step is a few small matrix products
 EVALUATION_TUNES = 200  # tunes that evaluate and experiment sample per model

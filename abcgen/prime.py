@@ -10,10 +10,17 @@ from fractions import Fraction
 from pathlib import Path
 
 from abcgen.abc import check_tune
-from abcgen.corpus import (HEADER_ORDER, first_voice_only, format_length_suffix, normalise_music_line, parse_length,
-                           read_text, to_unit_length, tune_lines)
+from abcgen.corpus import (
+    HEADER_ORDER,
+    first_voice_only,
+    format_length_suffix,
+    normalise_music_line,
+    parse_length,
+    read_text,
+    to_unit_length,
+    tune_lines,
+)
 from abcgen.errors import AbcgenError
-
 
 # A note, rest or chord and its length, on each side of a broken rhythm (A>B, c<d, [FA]>>G),
 # the right one perhaps after decorations or a chord symbol; chord symbols and decorations
@@ -23,12 +30,31 @@ _BROKEN_RHYTHM = re.compile(
     r'"[^"]*"|![^!]*!'
     rf"|(?P<left>{_BROKEN_NOTE})(?P<left_length>\d*/*\d*)\s*(?P<marks>>+|<+)\s*"
     r'(?P<decorations>(?:"[^"]*"|![^!]*!|[~.])*)'
-    rf"(?P<right>{_BROKEN_NOTE})(?P<right_length>\d*/*\d*)")
+    rf"(?P<right>{_BROKEN_NOTE})(?P<right_length>\d*/*\d*)"
+)
 # Title characters that ABC tunebooks often hold and a model trained on plain ASCII lacks.
-_TITLE_ASCII = {"\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'",
-                "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u2033": '"', "\u2013": "-",
-                "\u2014": "-", "\u2026": "...", "\u00e6": "ae", "\u00c6": "AE", "\u0153": "oe",
-                "\u0152": "OE", "\u00df": "ss", "\u00f8": "o", "\u00d8": "O", "\u00a0": " "}
+_TITLE_ASCII = {
+    "\u2018": "'",
+    "\u2019": "'",
+    "\u201a": "'",
+    "\u201b": "'",
+    "\u2032": "'",
+    "\u201c": '"',
+    "\u201d": '"',
+    "\u201e": '"',
+    "\u2033": '"',
+    "\u2013": "-",
+    "\u2014": "-",
+    "\u2026": "...",
+    "\u00e6": "ae",
+    "\u00c6": "AE",
+    "\u0153": "oe",
+    "\u0152": "OE",
+    "\u00df": "ss",
+    "\u00f8": "o",
+    "\u00d8": "O",
+    "\u00a0": " ",
+}
 
 
 def read_prime(prime: str | None) -> str | None:
@@ -63,7 +89,7 @@ def normalise_prime(text: str) -> str:
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     starts = [i for i, line in enumerate(lines) if line.startswith("X:")]
     if starts:
-        lines = lines[starts[0]: starts[1] if len(starts) > 1 else None]
+        lines = lines[starts[0] : starts[1] if len(starts) > 1 else None]
     has_key = any(line.strip().startswith("K:") for line in first_voice_only(lines))
     header: dict[str, list[str]] = {}
     body: list[str] = []
@@ -102,6 +128,7 @@ def _ascii_title(title: str) -> str:
 def _spell_broken_rhythm(line: str) -> str:
     """A music line with each broken rhythm written as lengths: A>B -> A3/2B/2,
     A<B -> A/2B3/2, A>>B -> A7/4B/4 (an unreadable length is left as it is)."""
+
     def spell(match):
         if not match["marks"]:
             return match[0]
@@ -112,8 +139,13 @@ def _spell_broken_rhythm(line: str) -> str:
         short = Fraction(1, 2 ** len(match["marks"]))
         long = 2 - short
         left, right = (left * long, right * short) if match["marks"][0] == ">" else (left * short, right * long)
-        return (match["left"] + format_length_suffix(left) + match["decorations"]
-                + match["right"] + format_length_suffix(right))
+        return (
+            match["left"]
+            + format_length_suffix(left)
+            + match["decorations"]
+            + match["right"]
+            + format_length_suffix(right)
+        )
 
     return _BROKEN_RHYTHM.sub(spell, line)
 

@@ -201,8 +201,15 @@ class TuneModel:
     def classes(self) -> torch.Tensor:
         return character_classes(self.vocab.chars)
 
-    def generate(self, n: int = 1, options: SamplingOptions | None = None, *, log: Callable[[str], None] | None = None,
-                 progress: Callable[[list[str]], None] | None = None, **settings) -> list[str]:
+    def generate(
+        self,
+        n: int = 1,
+        options: SamplingOptions | None = None,
+        *,
+        log: Callable[[str], None] | None = None,
+        progress: Callable[[list[str]], None] | None = None,
+        **settings,
+    ) -> list[str]:
         """Write n tunes as ABC text, as options say (see SamplingOptions), or as settings say:
         `generate(n=4, temperature=0.9)` is `generate(4, SamplingOptions(temperature=0.9))`,
         and settings given beside options change those.
@@ -217,8 +224,9 @@ class TuneModel:
         meter, key, title, length = options.meter, options.key, options.title, options.length
         prime = read_prime(options.prime)
         if prime and prime.lstrip().startswith("X:") and any((meter, key, title, length)):
-            raise OptionError("prime", "starts with its own header (X:...); put the meter, key, "
-                              "title or length in it instead")
+            raise OptionError(
+                "prime", "starts with its own header (X:...); put the meter, key, title or length in it instead"
+            )
         # The model has only seen L:1/8 (the corpus is normalised to it): it writes in 1/8,
         # and the finished tune is rewritten in the unit length asked for.
         plan = header_plan(title, meter, length and "1/8", key, prime)
@@ -228,9 +236,18 @@ class TuneModel:
         self.warn_unseen(meter, key, log)
         generator = torch.Generator().manual_seed(options.seed if options.seed is not None else torch.seed())
         structure = options.structure if options.fix_bars and options.structure != "none" else None
-        run = SamplingRun(options.temperature, options.top_k, options.pitch_top_p, options.max_chars,
-                          options.fix_bars, options.keep_rhythm, generator, structure, progress,
-                          time.monotonic() + seconds)
+        run = SamplingRun(
+            options.temperature,
+            options.top_k,
+            options.pitch_top_p,
+            options.max_chars,
+            options.fix_bars,
+            options.keep_rhythm,
+            generator,
+            structure,
+            progress,
+            time.monotonic() + seconds,
+        )
         check_prime_structure(prime, run.structure)
         if run.structure and prime_closes_parts(prime):
             run.structure = None
@@ -239,8 +256,9 @@ class TuneModel:
         if options.check:
             tunes = self.regenerate_failures(tunes, plan, run, options.retries, log)
         if run.out_of_time():
-            self.warnings.append(f"stopped at the time limit of {seconds:g} s (--max-seconds); "
-                                 "the tunes are cut where they stood")
+            self.warnings.append(
+                f"stopped at the time limit of {seconds:g} s (--max-seconds); the tunes are cut where they stood"
+            )
             if log:
                 log(f"Warning: {self.warnings[-1]}")
         return [in_unit_length(finish_tune(text, cut, i), length) for i, (text, cut) in enumerate(tunes, 1)]
@@ -269,8 +287,10 @@ class TuneModel:
             regenerated = sum(failures.values()) - (len(pending) if pending else 0)
             log(f"regenerated {regenerated} tune(s) that failed the ABC check ({kinds})")
             if pending:
-                log(f"{len(pending)} tune(s) still fail the ABC check after {retries} "
-                       "retries; they are kept (use --retries to try harder)")
+                log(
+                    f"{len(pending)} tune(s) still fail the ABC check after {retries} "
+                    "retries; they are kept (use --retries to try harder)"
+                )
         return tunes
 
     @torch.no_grad()
@@ -283,7 +303,9 @@ class TuneModel:
         model, vocab = self.model, self.vocab
         device = next(model.parameters()).device
         model.eval()
-        streams = [Stream(plan=list(plan), form=FormTracker(model.config.form, model.config.form_count)) for _ in range(n)]
+        streams = [
+            Stream(plan=list(plan), form=FormTracker(model.config.form, model.config.form_count)) for _ in range(n)
+        ]
         for stream in streams:
             stream.next_segment()
         active = list(range(n))
@@ -307,8 +329,9 @@ class TuneModel:
             if options.keep_rhythm:  # in tune bodies; header values keep the plain temperature
                 body = torch.tensor([streams[i].mode == "body" for i in active], device=device)
                 if body.any():
-                    probs[body] = next_char_probs(logits[body], options.temperature, options.top_k,
-                                                  self.classes, options.pitch_top_p)
+                    probs[body] = next_char_probs(
+                        logits[body], options.temperature, options.top_k, self.classes, options.pitch_top_p
+                    )
             sampled = torch.multinomial(probs.cpu(), 1, generator=options.generator)
             sampled = sampled.squeeze(1).tolist()
             chars, rewinds = [], {}
@@ -317,9 +340,12 @@ class TuneModel:
                 mode, before = stream.mode, len(stream.text)  # forced text is never rewritten
                 chars.append(stream.feed(vocab.chars[s], options.max_chars))
                 if options.fix_bars and mode in ("body", "line"):
+
                     def snapshot(row=row, before=before):
-                        return Snapshot(before, model.select_state(state, torch.tensor([row], device=device)),
-                                        logits[row])
+                        return Snapshot(
+                            before, model.select_state(state, torch.tensor([row], device=device)), logits[row]
+                        )
+
                     if mode == "body":
                         target = watch_bars(stream, chars[-1], snapshot)
                         chars[-1] = stream.text[-1] if stream.text and target is None else chars[-1]
@@ -336,8 +362,10 @@ class TuneModel:
                 state = model.select_state(state, torch.tensor(keep, device=device))
                 active = [active[row] for row in keep]
                 chars = [chars[row] for row in keep]
-            ids = torch.tensor([[vocab.index.get(c, fallback) + len(vocab) * streams[i].form_class]
-                                for c, i in zip(chars, active)], device=device)
+            ids = torch.tensor(
+                [[vocab.index.get(c, fallback) + len(vocab) * streams[i].form_class] for c, i in zip(chars, active)],
+                device=device,
+            )
             logits, state = model(ids, state)
             logits = logits[:, -1]
             if rewinds:
@@ -354,8 +382,7 @@ class TuneModel:
         meter = (re.search(r"^M:(.*)$", head, re.M) or [None, "none"])[1].strip()
         if meter.lower() in ("none", ""):
             return None
-        structure = choose_structure(options.structure, meter, self.checkpoint.meta.get("forms", {}),
-                                     options.generator)
+        structure = choose_structure(options.structure, meter, self.checkpoint.meta.get("forms", {}), options.generator)
         rules = BodyRules(structure, head)
         rules.start(len(head))
         rules.replay(stream.text)
@@ -388,11 +415,11 @@ class TuneModel:
         usable = known_tunes(tunes, self.vocab)
         if not usable:
             raise AbcgenError("none of these tunes can be scored: all have unknown characters")
-        inputs, ids = encode_text("".join(t + TUNE_END for t in usable), self.vocab, self.model.config.form,
-                                   self.model.config.form_count)
+        inputs, ids = encode_text(
+            "".join(t + TUNE_END for t in usable), self.vocab, self.model.config.form, self.model.config.form_count
+        )
         result = score_text(self.model, ids, inputs)
-        return {"loss": result["loss"], "bpc": result["bpc"], "accuracy": result["acc"],
-                "tunes_scored": len(usable)}
+        return {"loss": result["loss"], "bpc": result["bpc"], "accuracy": result["acc"], "tunes_scored": len(usable)}
 
 
 def replace_rows(model, state, replacements: dict, batch: int):
@@ -419,5 +446,3 @@ def one_cpu_thread():
         yield
     finally:
         torch.set_num_threads(previous)
-
-

@@ -23,8 +23,9 @@ def known_tunes(tunes: list[str], vocab: Vocab) -> list[str]:
     return [tune for tune in tunes if not vocab.unknown(tune)]
 
 
-def make_streams(ids: torch.Tensor, batch: int, inputs: torch.Tensor | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def make_streams(
+    ids: torch.Tensor, batch: int, inputs: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs and targets as (batch, n) tensors of `batch` contiguous streams of a text's
     character ids (the inputs: the model's input ids of the text, if not the same)."""
     n = (len(ids) - 1) // batch
@@ -44,8 +45,14 @@ def windows(n: int, seq_len: int) -> list[tuple[int, int]]:
 
 
 @torch.no_grad()
-def score_text(model: CharModel, text_ids: torch.Tensor, input_ids: torch.Tensor | None = None,
-               batch: int = 16, seq_len: int = 256, bf16: bool = False) -> dict:
+def score_text(
+    model: CharModel,
+    text_ids: torch.Tensor,
+    input_ids: torch.Tensor | None = None,
+    batch: int = 16,
+    seq_len: int = 256,
+    bf16: bool = False,
+) -> dict:
     """Mean loss (nats per character) and next-character accuracy over a text (its
     character ids, and its model input ids if they differ: see form.encode_text)."""
     model.eval()

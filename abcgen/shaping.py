@@ -57,11 +57,9 @@ def class_tempered(logits, temperature, classes, pitch_top_p=1.0):
     """
     batch, count = logits.shape[0], int(classes.max()) + 1
     index = classes.expand(batch, -1)
-    class_odds = torch.zeros(batch, count, device=logits.device).index_add_(
-        1, classes, torch.softmax(logits, dim=-1))
+    class_odds = torch.zeros(batch, count, device=logits.device).index_add_(1, classes, torch.softmax(logits, dim=-1))
     scaled = logits / temperature
-    class_max = torch.full((batch, count), float("-inf"), device=logits.device).scatter_reduce(
-        1, index, scaled, "amax")
+    class_max = torch.full((batch, count), float("-inf"), device=logits.device).scatter_reduce(1, index, scaled, "amax")
     weights = torch.exp(scaled - class_max.gather(1, index))
     class_sums = torch.zeros(batch, count, device=logits.device).index_add_(1, classes, weights)
     # a class whose every character is masked (-inf) gives 0/0: it keeps no share

@@ -72,8 +72,10 @@ class Structure:
     parts: tuple[Part, ...]
 
     def __str__(self) -> str:
-        return "".join((letter + (str(part.bars) if part.bars != PART_BARS else "")) * (2 if part.repeated else 1)
-                       for letter, part in zip("ABCDEFGH", self.parts))
+        return "".join(
+            (letter + (str(part.bars) if part.bars != PART_BARS else "")) * (2 if part.repeated else 1)
+            for letter, part in zip("ABCDEFGH", self.parts)
+        )
 
     @classmethod
     def parse(cls, text: str) -> "Structure":
@@ -81,8 +83,10 @@ class Structure:
         spec = text.replace(" ", "")
         found = PART.findall(spec)
         if not spec or "".join(letter + number for letter, number in found) != spec:
-            raise AbcgenError(f"structure {text!r} is not a form such as AABB or A16B16 "
-                              "(letters for parts, a doubled letter for a repeat, bars after a letter)")
+            raise AbcgenError(
+                f"structure {text!r} is not a form such as AABB or A16B16 "
+                "(letters for parts, a doubled letter for a repeat, bars after a letter)"
+            )
         parts: list[tuple[str, int, int]] = []  # letter, bars, times written
         for letter, number in found:
             bars = int(number) if number else PART_BARS
@@ -293,11 +297,11 @@ class BodyRules:
             self.part_starts.pop()
         self.finished = False
         self.lexer = Lexer()
-        for ch in text[self.part_starts[0]:]:
+        for ch in text[self.part_starts[0] :]:
             self.lexer.feed(ch)
 
     def part_text(self, text: str) -> str:
-        return self.head + text[self.part_starts[-1]:]
+        return self.head + text[self.part_starts[-1] :]
 
     def bar_end(self, text: str, may_rewrite: bool = True, bar_start: int | None = None) -> tuple[str, object]:
         """A bar has just ended with the last character of text (its first bar line
@@ -309,7 +313,11 @@ class BodyRules:
         repeats still pair."""
         action, detail = self._bar_end(text, bar_start)
         if action == "rewrite" and not may_rewrite:
-            action, detail = ("close", self.closing(self.part == len(self.structure.parts) - 1)) if detail == "long" else ("ok", None)
+            action, detail = (
+                ("close", self.closing(self.part == len(self.structure.parts) - 1))
+                if detail == "long"
+                else ("ok", None)
+            )
         # slurs still open end on the part's last note: `(dcB A2):|`
         if action == "close":
             detail = ")" * max(self.lexer.slurs, 0) + detail
@@ -360,7 +368,11 @@ class BodyRules:
             return None
         for cut in range(len(text) - 2, bar_start, -1):
             bar = text[bar_start:cut]
-            if text[cut] not in STARTS_TOKEN or bar.rstrip().endswith("-") or len(SLUR_OPEN.findall(bar)) > bar.count(")"):
+            if (
+                text[cut] not in STARTS_TOKEN
+                or bar.rstrip().endswith("-")
+                or len(SLUR_OPEN.findall(bar)) > bar.count(")")
+            ):
                 continue
             result = check_tune(self.head + bar + "|", complete=False)
             if result.tune is None or not result.tune.bars:

@@ -22,8 +22,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from abcgen.checkpoint import load_checkpoint, save_checkpoint
 from abcgen.abc import header_fields
+from abcgen.checkpoint import load_checkpoint, save_checkpoint
 from abcgen.corpus import Corpus, join_tunes, load_corpus
 from abcgen.device import cpu_tensors, pick_device, use_bf16
 from abcgen.distributed import PeerLost, join as join_world, world as current_world
@@ -35,6 +35,7 @@ from abcgen.options import OptionError
 from abcgen.scoring import known_tunes, make_streams, score_text, windows
 from abcgen.structure import corpus_forms
 from abcgen.vocab import Vocab
+
 
 @dataclass
 class TrainConfig:
@@ -143,9 +144,17 @@ def validate(model_config: ModelConfig, config: TrainConfig):
             raise OptionError(option, problem)
 
 
-def train(corpus: Corpus | str | Path, out_dir: str | Path, model_config: dict | None = None,
-          config: TrainConfig | None = None, resume: bool = False, force: bool = False,
-          progress: bool = True, log=None, init: str | Path | None = None) -> TrainResult:
+def train(
+    corpus: Corpus | str | Path,
+    out_dir: str | Path,
+    model_config: dict | None = None,
+    config: TrainConfig | None = None,
+    resume: bool = False,
+    force: bool = False,
+    progress: bool = True,
+    log=None,
+    init: str | Path | None = None,
+) -> TrainResult:
     """Train a model on a corpus and write best.pt, last.pt and metrics.jsonl to out_dir.
 
     init: start from this trained model (a path, or "shipped") instead of random weights;
@@ -162,17 +171,23 @@ def train(corpus: Corpus | str | Path, out_dir: str | Path, model_config: dict |
     notes: list[str] = []  # said once the run has started: a refused option says one line only
     fine_tuning = init is not None if not resume else recorded_init(out_dir / "last.pt") is not None
     corpus, validation_is_training = with_validation_tunes(
-        corpus, notes.append, at_least=MIN_VALIDATION if fine_tuning else 1)
+        corpus, notes.append, at_least=MIN_VALIDATION if fine_tuning else 1
+    )
 
-    run = Run.resume(out_dir, corpus, config) if resume else Run.start(
-        out_dir, corpus, model_config or {}, config, init=init, log=notes.append)
+    run = (
+        Run.resume(out_dir, corpus, config)
+        if resume
+        else Run.start(out_dir, corpus, model_config or {}, config, init=init, log=notes.append)
+    )
     for note in notes:
         log(note)
     try:
         result = run.loop(progress, log)
     except PeerLost as lost:
-        raise PeerLost(f"{lost}; every training process stopped: resume from the last epoch saved in "
-                       f"{out_dir / 'last.pt'} with --resume") from None
+        raise PeerLost(
+            f"{lost}; every training process stopped: resume from the last epoch saved in "
+            f"{out_dir / 'last.pt'} with --resume"
+        ) from None
     result.validation_is_training = validation_is_training
     return result
 
@@ -192,28 +207,35 @@ def with_validation_tunes(corpus: Corpus, log, at_least: int = 1) -> tuple[Corpu
     same one. at_least: fewer validation tunes than this also count as none (then enough
     are held out to make it up, HELD_OUT or more)."""
     if not corpus.train:
-        where = ", ".join(f"{len(corpus.split(name))} in {name}" for name in ("val", "test")
-                          if corpus.split(name))
-        raise AbcgenError(f"{corpus.name}: no training tunes: the split by tune puts all "
-                          f"{len(corpus.tunes)} of them elsewhere ({where}); train on a corpus "
-                          "with more tunes (about 90% go to training)")
+        where = ", ".join(f"{len(corpus.split(name))} in {name}" for name in ("val", "test") if corpus.split(name))
+        raise AbcgenError(
+            f"{corpus.name}: no training tunes: the split by tune puts all "
+            f"{len(corpus.tunes)} of them elsewhere ({where}); train on a corpus "
+            "with more tunes (about 90% go to training)"
+        )
     known_val = len(known_tunes(corpus.val, Vocab.from_text(corpus.text("train"))))
     if known_val >= at_least:
         return corpus, False
-    why = (f"the split leaves {known_val} validation tune(s), fewer than {at_least}" if known_val
-           else f"its {len(corpus.val)} validation tune(s) hold characters no training tune has"
-           if corpus.val else "the split leaves no validation tunes")
+    why = (
+        f"the split leaves {known_val} validation tune(s), fewer than {at_least}"
+        if known_val
+        else f"its {len(corpus.val)} validation tune(s) hold characters no training tune has"
+        if corpus.val
+        else "the split leaves no validation tunes"
+    )
     train, held = list(corpus.train), list[str]()
     for index in reversed(range(len(train)) if len(train) >= HOLD_OUT_FROM else ()):
         if len(held) >= max(HELD_OUT - known_val, at_least - known_val):
             break
-        rest = train[:index] + train[index + 1:]
+        rest = train[:index] + train[index + 1 :]
         if not Vocab.from_text(join_tunes(rest)).unknown(train[index]):
             held.append(train[index])
             train = rest
     if not held:
-        log(f"{corpus.name}: {why} and too few training tunes ({len(corpus.train)}) to spare "
-            "any: the validation figures are the loss on training tunes, not on unseen music")
+        log(
+            f"{corpus.name}: {why} and too few training tunes ({len(corpus.train)}) to spare "
+            "any: the validation figures are the loss on training tunes, not on unseen music"
+        )
         return corpus, True
     titles = ", ".join(header_fields(t).get("T") or "untitled" for t in held)
     log(f"{corpus.name}: {why}; holding out {len(held)} training tune(s) for validation ({titles})")
@@ -223,8 +245,10 @@ def with_validation_tunes(corpus: Corpus, log, at_least: int = 1) -> tuple[Corpu
 def make_optimizer(model, config: TrainConfig):
     """AdamW, decaying only the weight matrices (not biases or norms); plain Adam at decay 0."""
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
     return torch.optim.AdamW(groups, lr=config.lr)
 
 
@@ -242,8 +266,9 @@ class Run:
         count = model.config.form_count
         train_inputs, train_ids = encode_text(corpus.text("train"), vocab, form, count)
         self.world = current_world()  # one process, or this rank of several (abcgen.distributed)
-        self.inputs, self.targets = (self.world.share(t).to(device) for t in make_streams(
-            train_ids, config.batch_size, train_inputs))  # this rank's streams, moved once
+        self.inputs, self.targets = (
+            self.world.share(t).to(device) for t in make_streams(train_ids, config.batch_size, train_inputs)
+        )  # this rank's streams, moved once
         self.net = self.world.wrap(model)  # what trains: the model itself, or DDP over it
         if self.world.rank:  # every rank its own dropout masks; rank 0 draws as one process would
             torch.manual_seed(config.seed + 1_000_003 * self.world.rank)
@@ -288,23 +313,28 @@ class Run:
             )
         processes, here = saved.get("world_size", 1), current_world().size
         if processes != here:
-            same = ("one process: leave out --nproc and torchrun" if processes == 1 else
-                    f"--nproc {processes}, or torchrun with {processes} processes in all")
-            raise AbcgenError(f"{out_dir / 'last.pt'} was saved by {processes} training process(es) and "
-                              f"this run has {here}: resume with {same} (each process's streams and "
-                              "random state are saved for that number)")
+            same = (
+                "one process: leave out --nproc and torchrun"
+                if processes == 1
+                else f"--nproc {processes}, or torchrun with {processes} processes in all"
+            )
+            raise AbcgenError(
+                f"{out_dir / 'last.pt'} was saved by {processes} training process(es) and "
+                f"this run has {here}: resume with {same} (each process's streams and "
+                "random state are saved for that number)"
+            )
         kept = TrainConfig(**saved["config"])
         # Options that may change on resume: how long to go on, and on what device.
         kept.epochs, kept.max_time, kept.patience = config.epochs, config.max_time, config.patience
         kept.device = config.device
         device = current_world().device or pick_device(kept.device)
-        run = cls(out_dir, corpus, last.model.to(device), last.vocab, kept, device,
-                  use_bf16(kept.precision, device))
+        run = cls(out_dir, corpus, last.model.to(device), last.vocab, kept, device, use_bf16(kept.precision, device))
         try:
             run.optimizer.load_state_dict(saved["optimizer"])
         except ValueError as error:  # saved by an abcgen with another optimizer layout
-            raise AbcgenError(f"{out_dir / 'last.pt'} cannot be resumed by this abcgen "
-                              f"({error}); start again with --force") from None
+            raise AbcgenError(
+                f"{out_dir / 'last.pt'} cannot be resumed by this abcgen ({error}); start again with --force"
+            ) from None
         run.epoch, run.window, run.step = saved["epoch"], saved["window"], saved["step"]
         run.elapsed = saved["elapsed"]
         run.best_val_loss, run.best_val_acc = saved["best_val_loss"], saved["best_val_acc"]
@@ -344,22 +374,28 @@ class Run:
     def save_last(self, metrics=None):
         # Every rank's recurrent and random states, gathered on rank 0, which alone writes.
         states = self.world.gather(tree_map(lambda t: t.cpu(), self.state))
-        rngs = self.world.gather((torch.get_rng_state(), torch.cuda.get_rng_state(self.device)
-                                  if self.device.type == "cuda" else None))
+        rngs = self.world.gather(
+            (torch.get_rng_state(), torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None)
+        )
         if not self.world.main:
             return
         training = {
             "config": asdict(self.config),
             "optimizer": cpu_tensors(self.optimizer.state_dict()),  # loads on any device
-            "epoch": self.epoch, "window": self.window, "step": self.step,
+            "epoch": self.epoch,
+            "window": self.window,
+            "step": self.step,
             "elapsed": self.elapsed,
-            "best_val_loss": self.best_val_loss, "best_val_acc": self.best_val_acc,
+            "best_val_loss": self.best_val_loss,
+            "best_val_acc": self.best_val_acc,
             "bad_evals": self.bad_evals,
-            "loss_sum": self.loss_sum, "loss_count": self.loss_count,
+            "loss_sum": self.loss_sum,
+            "loss_count": self.loss_count,
             "state": states[0] if len(states) == 1 or states[0] is None else self.model.merge_states(states),
             "rng": rngs[0][0],
             "world_size": self.world.size,
-            "rng_ranks": [cpu for cpu, _ in rngs], "cuda_rng_ranks": [cuda for _, cuda in rngs],
+            "rng_ranks": [cpu for cpu, _ in rngs],
+            "cuda_rng_ranks": [cuda for _, cuda in rngs],
             "corpus_fingerprint": self.corpus.fingerprint,
         }
         save_checkpoint(self.out_dir / "last.pt", self.model, self.vocab, self.meta(metrics), training)
@@ -382,7 +418,8 @@ class Run:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             logits, state = self.net(self.inputs[:, start:end], self.state)
         loss = nn.functional.cross_entropy(
-            logits.float().reshape(-1, logits.shape[-1]), self.targets[:, start:end].reshape(-1))
+            logits.float().reshape(-1, logits.shape[-1]), self.targets[:, start:end].reshape(-1)
+        )
         value = self.world.mean(loss.detach())  # over every rank's streams: the same on all
         if not math.isfinite(value):
             raise AbcgenError(
@@ -400,8 +437,7 @@ class Run:
 
     def evaluate_and_save(self, chars_per_s: float) -> dict:
         # Validation once, on rank 0; every rank takes its figures.
-        result = self.world.from_main(lambda: score_text(self.model, self.val_ids, self.val_inputs,
-                                                       bf16=self.bf16))
+        result = self.world.from_main(lambda: score_text(self.model, self.val_ids, self.val_inputs, bf16=self.bf16))
         metrics = {
             "epoch": self.epoch + self.window / len(self.windows),
             "step": self.step,
@@ -437,9 +473,15 @@ class Run:
     def loop(self, progress: bool, log) -> TrainResult:
         chars_per_step = self.inputs.shape[0] * self.world.size * self.config.seq_len
         total = self.config.epochs * len(self.windows) if self.config.epochs else None
-        bar = tqdm(total=total, initial=self.step if total else 0, unit="step",
-                   disable=not progress or not sys.stderr.isatty(), file=sys.stderr,
-                   dynamic_ncols=True, leave=False)
+        bar = tqdm(
+            total=total,
+            initial=self.step if total else 0,
+            unit="step",
+            disable=not progress or not sys.stderr.isatty(),
+            file=sys.stderr,
+            dynamic_ncols=True,
+            leave=False,
+        )
         metrics = None
         with StopFlag() as stop, bar:
             while not (reason := self.finished()):
@@ -451,9 +493,12 @@ class Run:
                     self.elapsed += time.perf_counter() - started
                     started = time.perf_counter()
                     bar.update(1)
-                    bar.set_postfix(epoch=self.epoch + 1, loss=f"{loss:.3f}",
-                                    chars_s=f"{self.loss_count * chars_per_step / max(self.elapsed, 1e-9):.0f}",
-                                    refresh=False)
+                    bar.set_postfix(
+                        epoch=self.epoch + 1,
+                        loss=f"{loss:.3f}",
+                        chars_s=f"{self.loss_count * chars_per_step / max(self.elapsed, 1e-9):.0f}",
+                        refresh=False,
+                    )
                     # Every rank stops at the same step: when any caught a signal.
                     signum, self.elapsed = self.world.agree(stop.signum, self.elapsed)
                     if signum is not None:
@@ -468,11 +513,21 @@ class Run:
                 if progress:
                     bar.write(format_metrics(metrics), file=sys.stderr)
                 self.save_last(metrics)
-        return TrainResult(self.out_dir, self.out_dir / "best.pt", self.out_dir / "last.pt",
-                           self.best_val_loss, self.best_val_acc, self.epoch, self.elapsed, reason)
+        return TrainResult(
+            self.out_dir,
+            self.out_dir / "best.pt",
+            self.out_dir / "last.pt",
+            self.best_val_loss,
+            self.best_val_acc,
+            self.epoch,
+            self.elapsed,
+            reason,
+        )
 
 
 def format_metrics(m: dict) -> str:
-    return (f"epoch {m['epoch']:.2f}  step {m['step']}  train {m['train_loss']:.3f}  "
-            f"val {m['val_loss']:.3f} ({m['val_bpc']:.3f} bpc, {m['val_acc']:.1%} acc)  "
-            f"{m['chars_per_s']:,} chars/s  {m['elapsed_s']:.0f}s")
+    return (
+        f"epoch {m['epoch']:.2f}  step {m['step']}  train {m['train_loss']:.3f}  "
+        f"val {m['val_loss']:.3f} ({m['val_bpc']:.3f} bpc, {m['val_acc']:.1%} acc)  "
+        f"{m['chars_per_s']:,} chars/s  {m['elapsed_s']:.0f}s"
+    )

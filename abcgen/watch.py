@@ -172,12 +172,13 @@ def watch_structure(stream: Stream, watch: BarWatch, ch: str, snapshot) -> Snaps
         return None
     ends_bar = ch == "|" and rules.lexer.ends_bar() and not stream.closing
     if ends_bar and watch.starts:
-        action, _ = rules.bar_end(stream.text, may_rewrite=watch.rewinds < MAX_BAR_REWINDS,
-                                  bar_start=watch.starts[-1].length)
+        action, _ = rules.bar_end(
+            stream.text, may_rewrite=watch.rewinds < MAX_BAR_REWINDS, bar_start=watch.starts[-1].length
+        )
         if action == "shorten":  # write the bar again as far as the cut, then the closing
             cut, closing = _
             target = watch.starts[-1]
-            stream.forced, stream.closing = stream.text[target.length:cut].rstrip() + closing, True
+            stream.forced, stream.closing = stream.text[target.length : cut].rstrip() + closing, True
             stream.text, stream.done = stream.text[: target.length], False
             rules.replay(stream.text)
             return watch.rewind(target, line_start=stream.text.endswith("\n"))
@@ -222,7 +223,7 @@ def watch_header_value(stream: Stream, snapshot, meta: dict) -> Snapshot | None:
     if stream.mode == "line" or stream.done:
         return None
     start, stream.line_start = stream.line_start, None
-    line = stream.text[start.length:].strip()
+    line = stream.text[start.length :].strip()
     field_name = stream.text[: start.length].rstrip(":").rsplit("\n", 1)[-1]
     if header_value_ok(field_name, line, meta) or stream.line_tries >= LINE_TRIES:
         stream.line_tries = 0

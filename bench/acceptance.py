@@ -15,8 +15,8 @@ import json
 import sys
 from pathlib import Path
 
-from abcgen.abctools import summarise
 from abcgen.abc import split_tunes
+from abcgen.abctools import summarise
 
 TOOLS = ("abc2midi", "abcm2ps", "music21", "abcjs")
 
@@ -30,13 +30,11 @@ def print_summary(path: Path, summary: dict, top: int) -> None:
     print(f"{path}: {total} tunes")
     for name, result in tools.items():
         if "error_free" in result:
-            warned = (f", warning-free {share(result['warning_free'], total)}"
-                      if "warning_free" in result else "")
+            warned = f", warning-free {share(result['warning_free'], total)}" if "warning_free" in result else ""
             print(f"  {name:9s} error-free {share(result['error_free'], total)}{warned}")
     if "abcjs" in tools:
         abcjs = tools["abcjs"]
-        print(f"  abcjs     warning-free {share(abcjs['warning_free'], total)}, "
-              f"{abcjs['total']} warnings")
+        print(f"  abcjs     warning-free {share(abcjs['warning_free'], total)}, {abcjs['total']} warnings")
     for name, result in tools.items():
         kinds = result["warnings" if name == "abcjs" else "errors"].most_common(top)
         if kinds and name != "all":
@@ -47,9 +45,13 @@ def print_summary(path: Path, summary: dict, top: int) -> None:
 
 def as_json(summary: dict, top: int) -> dict:
     """The summary with each Counter cut to its `top` kinds, most common first."""
-    tools = {name: {key: dict(value.most_common(top)) if hasattr(value, "most_common") else value
-                    for key, value in result.items()}
-             for name, result in summary["tools"].items()}
+    tools = {
+        name: {
+            key: dict(value.most_common(top)) if hasattr(value, "most_common") else value
+            for key, value in result.items()
+        }
+        for name, result in summary["tools"].items()
+    }
     return {"tunes": summary["tunes"], "tools": tools}
 
 
@@ -58,8 +60,9 @@ def main():
     parser.add_argument("files", nargs="+", type=Path, help=".abc files of tunes")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.add_argument("--top", type=int, default=10, help="how many kinds of error to list")
-    parser.add_argument("--tools", default=",".join(TOOLS),
-                        help=f"which tools to run, comma-separated (default {','.join(TOOLS)})")
+    parser.add_argument(
+        "--tools", default=",".join(TOOLS), help=f"which tools to run, comma-separated (default {','.join(TOOLS)})"
+    )
     args = parser.parse_args()
     tools = args.tools.split(",")
     if unknown := set(tools) - set(TOOLS):
@@ -72,8 +75,7 @@ def main():
     for path in args.files:
         tunes = split_tunes(path.read_text(encoding="utf-8", errors="replace"))
         print(f"checking {len(tunes)} tunes of {path}...", file=sys.stderr)
-        summary = summarise(tunes, abcjs="abcjs" in tools,
-                            tools=[name for name in tools if name != "abcjs"])
+        summary = summarise(tunes, abcjs="abcjs" in tools, tools=[name for name in tools if name != "abcjs"])
         if args.json:
             results[str(path)] = as_json(summary, args.top)
         else:

@@ -21,9 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import NOTTINGHAM
-
 from abcgen.export import export_tunes, parse_tune, read_tunes, to_midi, to_musicxml, to_svg
+from bench.common import NOTTINGHAM
 
 STAGES = ("parse", "midi", "musicxml", "svg")
 
@@ -46,8 +45,9 @@ def time_stages(tunes) -> dict[str, float]:
         written = time.perf_counter()
         to_svg(musicxml)
         engraved = time.perf_counter()
-        for stage, (begin, end) in zip(STAGES, [(start, parsed), (parsed, played),
-                                                (played, written), (written, engraved)]):
+        for stage, (begin, end) in zip(
+            STAGES, [(start, parsed), (parsed, played), (played, written), (written, engraved)]
+        ):
             seconds[stage] += end - begin
     return seconds
 
@@ -79,8 +79,7 @@ def main():
     if profiler:
         profiler.disable()
     total = sum(seconds.values())
-    print(f"{len(tunes)} tunes, one process, stage by stage: {total:.1f} s "
-          f"({1000 * total / len(tunes):.0f} ms a tune)")
+    print(f"{len(tunes)} tunes, one process, stage by stage: {total:.1f} s ({1000 * total / len(tunes):.0f} ms a tune)")
     for stage in STAGES:
         print(f"  {stage:9s} {seconds[stage]:6.1f} s  {100 * seconds[stage] / total:3.0f}%")
     for jobs in (int(value) for value in args.jobs.split(",")):

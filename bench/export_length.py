@@ -18,8 +18,16 @@ import sys
 import time
 from pathlib import Path
 
-STRAIN = ['"G"GABc dBGB', '"C"cBcd e2dc', '"G"BGBd gdBG', '"D"A2F2 D4',
-          '"G"g2fg edef', '"C"gfed cBAG', '"D"FGAB cAFA', '"G"G2B2 G4']
+STRAIN = [
+    '"G"GABc dBGB',
+    '"C"cBcd e2dc',
+    '"G"BGBd gdBG',
+    '"D"A2F2 D4',
+    '"G"g2fg edef',
+    '"C"gfed cBAG',
+    '"D"FGAB cAFA',
+    '"G"G2B2 G4',
+]
 
 
 def long_tune(bars: int) -> str:
@@ -56,8 +64,12 @@ def main() -> None:
     parser.add_argument("--bars", default="100,1000,5000", help="tune lengths in bars")
     parser.add_argument("--formats", default="midi,musicxml", help="stages after parse: midi,musicxml,svg")
     parser.add_argument("--profile", type=int, help="profile one export of this many bars")
-    parser.add_argument("--checkout", type=Path, default=Path(__file__).resolve().parents[1],
-                        help="the abcgen checkout to time (default: this one)")
+    parser.add_argument(
+        "--checkout",
+        type=Path,
+        default=Path(__file__).resolve().parents[1],
+        help="the abcgen checkout to time (default: this one)",
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(args.checkout.resolve()))
     formats = args.formats.split(",")
@@ -66,14 +78,21 @@ def main() -> None:
         profiler.runcall(time_stages, args.profile, formats)
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
         return
-    print(f"{'bars':>6} " + " ".join(f"{stage:>9}" for stage in ["parse", *formats])
-          + f" {'total':>8} {'s/1000 bars':>12} {'peak MB':>8}")
+    print(
+        f"{'bars':>6} "
+        + " ".join(f"{stage:>9}" for stage in ["parse", *formats])
+        + f" {'total':>8} {'s/1000 bars':>12} {'peak MB':>8}"
+    )
     for bars in (int(value) for value in args.bars.split(",")):
         seconds = time_stages(bars, formats)
         total = sum(seconds.values())
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
-        print(f"{bars:>6} " + " ".join(f"{seconds[stage]:>9.2f}" for stage in seconds)
-              + f" {total:>8.2f} {1000 * total / bars:>12.2f} {peak:>8.0f}", flush=True)
+        print(
+            f"{bars:>6} "
+            + " ".join(f"{seconds[stage]:>9.2f}" for stage in seconds)
+            + f" {total:>8.2f} {1000 * total / bars:>12.2f} {peak:>8.0f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

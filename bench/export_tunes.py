@@ -39,8 +39,14 @@ def session_style(tune: str, number: int, hornpipe: bool) -> str:
     key = re.match(r"([A-G][#b]?)\s*([A-Za-z]*)(.*)", body[2:].split("\n")[0].strip())
     mode = MODES.get(key[2].lower(), key[2].lower()[:3])
     rhythm = "hornpipe" if hornpipe else RHYTHMS.get(fields.get("M", ""), "reel")
-    lines = [f"X: {number}", f"T: {fields.get('T', 'Untitled')}", f"R: {rhythm}",
-             f"M: {fields.get('M', '4/4')}", f"L: {fields.get('L', '1/8')}", f"K: {key[1]}{mode}{key[3]}"]
+    lines = [
+        f"X: {number}",
+        f"T: {fields.get('T', 'Untitled')}",
+        f"R: {rhythm}",
+        f"M: {fields.get('M', '4/4')}",
+        f"L: {fields.get('L', '1/8')}",
+        f"K: {key[1]}{mode}{key[3]}",
+    ]
     lines += [line for line in body.split("\n")[1:] if line.strip() and not re.match(r"%|[SYP]:", line)]
     return "\n".join(lines) + "\n"
 
@@ -50,28 +56,31 @@ def tunebook(corpus: Path, count: int) -> str:
     tunes = []
     for file in sorted(corpus.glob("*.abc")) if corpus.is_dir() else [corpus]:
         text = file.read_text(encoding="utf-8", errors="replace")
-        tunes += [(tune, file.stem == "hpps") for tune in re.split(r"(?m)^(?=X:)", text)
-                  if re.search(r"(?m)^K:", tune)]
+        tunes += [(tune, file.stem == "hpps") for tune in re.split(r"(?m)^(?=X:)", text) if re.search(r"(?m)^K:", tune)]
     chosen = [tunes[index * len(tunes) // count] for index in range(min(count, len(tunes)))]
-    return "\n".join(session_style(tune, number, hornpipe)
-                     for number, (tune, hornpipe) in enumerate(chosen, 1))
+    return "\n".join(session_style(tune, number, hornpipe) for number, (tune, hornpipe) in enumerate(chosen, 1))
 
 
 def time_cli(checkout: Path, book: Path, jobs: int) -> tuple[float, int, int]:
     """(seconds, files written, exit status) of one `abcgen export` in a fresh process."""
     with tempfile.TemporaryDirectory(prefix="abcgen-bench-") as out:
         start = time.perf_counter()
-        result = subprocess.run([sys.executable, "-m", "abcgen", "export", str(book), "-o", out, "-q",
-                                 "-j", str(jobs)], cwd=checkout, capture_output=True, text=True,
-                                env=dict(os.environ, PYTHONPATH=str(checkout)))
+        result = subprocess.run(
+            [sys.executable, "-m", "abcgen", "export", str(book), "-o", out, "-q", "-j", str(jobs)],
+            cwd=checkout,
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, PYTHONPATH=str(checkout)),
+        )
         seconds = time.perf_counter() - start
         return seconds, len(os.listdir(out)), result.returncode
 
 
 def python_seconds(checkout: Path, code: str) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], cwd=checkout, check=True,
-                   env=dict(os.environ, PYTHONPATH=str(checkout)))
+    subprocess.run(
+        [sys.executable, "-c", code], cwd=checkout, check=True, env=dict(os.environ, PYTHONPATH=str(checkout))
+    )
     return time.perf_counter() - start
 
 
@@ -103,19 +112,34 @@ def breakdown(checkout: Path, book: Path) -> str:
     music21 = python_seconds(checkout, "import music21") - python_seconds(checkout, "pass")
     script = book.with_name("ready.py")
     script.write_text(WORKER_READY)
-    ready = subprocess.run([sys.executable, str(script)], cwd=checkout, capture_output=True, text=True,
-                           check=True, env=dict(os.environ, PYTHONPATH=str(checkout))).stdout.strip()
-    stages = subprocess.run([sys.executable, "-c", STAGES, str(book)], cwd=checkout, capture_output=True,
-                            text=True, check=True, env=dict(os.environ, PYTHONPATH=str(checkout))).stdout.strip()
-    return (f"python + CLI import {cli:.2f} s; music21 import {music21:.2f} s; "
-            f"a spawned worker ready {float(ready):.2f} s; stages in one process (s): {stages}")
+    ready = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        check=True,
+        env=dict(os.environ, PYTHONPATH=str(checkout)),
+    ).stdout.strip()
+    stages = subprocess.run(
+        [sys.executable, "-c", STAGES, str(book)],
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        check=True,
+        env=dict(os.environ, PYTHONPATH=str(checkout)),
+    ).stdout.strip()
+    return (
+        f"python + CLI import {cli:.2f} s; music21 import {music21:.2f} s; "
+        f"a spawned worker ready {float(ready):.2f} s; stages in one process (s): {stages}"
+    )
 
 
 def run(args, checkouts: list[Path], book: Path) -> None:
     if args.save:
         args.save.write_text(book.read_text(encoding="utf-8"), encoding="utf-8")
-    print(f"{args.n} tunes from {args.corpus}; {os.cpu_count()} CPUs, load average "
-          f"{os.getloadavg()[0]:.1f} at the start")
+    print(
+        f"{args.n} tunes from {args.corpus}; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start"
+    )
     runs = {(checkout, jobs): [] for checkout in checkouts for jobs in map(int, args.jobs.split(","))}
     for _ in range(args.repeat):
         for (checkout, jobs), seconds in runs.items():
@@ -137,8 +161,9 @@ def main() -> None:
     parser.add_argument("corpus", nargs="?", type=Path, default=NOTTINGHAM)
     parser.add_argument("-n", type=int, default=100, help="tunes in the tunebook")
     parser.add_argument("--jobs", default="0,1", help="values of export's --jobs to time, e.g. 0,1,2")
-    parser.add_argument("--checkout", type=Path, action="append",
-                        help="abcgen checkout to time (repeat to compare; default: this one)")
+    parser.add_argument(
+        "--checkout", type=Path, action="append", help="abcgen checkout to time (repeat to compare; default: this one)"
+    )
     parser.add_argument("--repeat", type=int, default=2, help="runs of each command")
     parser.add_argument("--no-breakdown", action="store_true", help="time the command only")
     parser.add_argument("--save", type=Path, help="also write the tunebook to this file")
@@ -150,6 +175,7 @@ def main() -> None:
         book = Path(folder) / "tunebook.abc"
         book.write_text(tunebook(args.corpus, args.n), encoding="utf-8")
         run(args, checkouts, book)
+
 
 if __name__ == "__main__":
     main()

@@ -18,13 +18,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import corpus_path  # noqa: E402
-from bench.train_speed import BATCH, SEQ, Reference, make_stepper  # noqa: E402
-
 from abcgen.corpus import load_corpus  # noqa: E402
 from abcgen.scoring import known_tunes, make_streams, score_text  # noqa: E402
 from abcgen.train import TrainConfig, train  # noqa: E402
 from abcgen.vocab import Vocab  # noqa: E402
+from bench.common import corpus_path  # noqa: E402
+from bench.train_speed import BATCH, SEQ, Reference, make_stepper  # noqa: E402
 
 
 def train_reference(corpus, vocab, val_ids, seconds):
@@ -56,8 +55,9 @@ def main():
     val_ids = torch.tensor(vocab.encode("".join(t + "\n\n" for t in known_tunes(corpus.val, vocab))))
 
     with tempfile.TemporaryDirectory() as out:
-        result = train(corpus, out, None, TrainConfig(max_time=args.seconds, epochs=None),
-                       progress=False, log=lambda m: None)
+        result = train(
+            corpus, out, None, TrainConfig(max_time=args.seconds, epochs=None), progress=False, log=lambda m: None
+        )
         ours = result.best_val_loss
     theirs, steps = train_reference(corpus, vocab, val_ids, args.seconds)
     ln2 = torch.log(torch.tensor(2.0)).item()

@@ -42,8 +42,10 @@ def main():
     model_args = ["--model", args.model] if args.model else []
 
     median, times = cold_start(model_args, args.runs)
-    print(f"cold start `abcgen sample -n 1`: median {median:.2f} s "
-          f"(runs: {', '.join(f'{t:.2f}' for t in times)}; target 2.5 s)")
+    print(
+        f"cold start `abcgen sample -n 1`: median {median:.2f} s "
+        f"(runs: {', '.join(f'{t:.2f}' for t in times)}; target 2.5 s)"
+    )
 
     import abcgen
     from abcgen.abc import check_tune
@@ -54,20 +56,25 @@ def main():
     tunes = model.generate(n=args.tunes, temperature=0.8, seed=1, check=True, log=messages.append)
     seconds = time.perf_counter() - start
     failing = sum(not check_tune(t).ok for t in tunes)
-    print(f"{args.tunes} tunes with --check: {seconds:.1f} s (target 15 s); "
-          f"{args.tunes - failing}/{args.tunes} pass the check; regenerations: {messages or 'none'}")
+    print(
+        f"{args.tunes} tunes with --check: {seconds:.1f} s (target 15 s); "
+        f"{args.tunes - failing}/{args.tunes} pass the check; regenerations: {messages or 'none'}"
+    )
 
-    for label, options in (("--no-check", {}),
-                           ("--no-check --no-fix-bars --plain-temperature (the model alone)",
-                            {"fix_bars": False, "keep_rhythm": False})):
+    for label, options in (
+        ("--no-check", {}),
+        ("--no-check --no-fix-bars --plain-temperature (the model alone)", {"fix_bars": False, "keep_rhythm": False}),
+    ):
         start = time.perf_counter()
         raw = model.generate(n=args.validity, temperature=0.8, seed=2, check=False, **options)
         seconds = time.perf_counter() - start
         results = [check_tune(t) for t in raw]
         valid = sum(r.ok for r in results)
         reasons = Counter(r.reason.split(":")[0] for r in results if not r.ok)
-        print(f"validity with {label}: {valid}/{len(raw)} = {valid / len(raw):.1%} (target 95%); "
-              f"generated in {seconds:.1f} s; failures: {dict(reasons.most_common(5))}")
+        print(
+            f"validity with {label}: {valid}/{len(raw)} = {valid / len(raw):.1%} (target 95%); "
+            f"generated in {seconds:.1f} s; failures: {dict(reasons.most_common(5))}"
+        )
 
 
 if __name__ == "__main__":

@@ -37,8 +37,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def start_server(port: int, library: Path) -> subprocess.Popen:
-    process = subprocess.Popen([sys.executable, "-m", "abcgen", "serve", "--port", str(port), "--library", str(library)],
-                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "abcgen", "serve", "--port", str(port), "--library", str(library)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 60
     while time.time() < deadline:
         try:
@@ -82,8 +87,12 @@ def browser_figures(url: str, runs: int) -> dict | None:
             playable.append(times["playable"] / 1000)
             page.close()
         browser.close()
-    return {"page load": loads, "click to first notes": first, "click to finished text": finished,
-            "click to playable tune": playable}
+    return {
+        "page load": loads,
+        "click to first notes": first,
+        "click to finished text": finished,
+        "click to playable tune": playable,
+    }
 
 
 def one_writer(port: int, seed: int, results: dict, start_at: float) -> None:
@@ -97,8 +106,12 @@ def one_writer(port: int, seed: int, results: dict, start_at: float) -> None:
     first = None
     for raw in response:
         message = json.loads(raw)
-        if message["type"] == "progress" and first is None and "\nK:" in message["texts"][0] \
-                and any(ch.isalpha() for ch in message["texts"][0].split("\nK:", 1)[1].partition("\n")[2]):
+        if (
+            message["type"] == "progress"
+            and first is None
+            and "\nK:" in message["texts"][0]
+            and any(ch.isalpha() for ch in message["texts"][0].split("\nK:", 1)[1].partition("\n")[2])
+        ):
             first = time.perf_counter() - start
         if message["type"] in ("done", "error", "cancelled"):
             results[seed] = (message["type"], first, time.perf_counter() - start)
@@ -132,7 +145,9 @@ def vary_times(port: int, tune: str, runs: int) -> dict:
 def concurrent_writers(port: int, writers: int) -> dict:
     results: dict = {}
     start_at = time.perf_counter() + 0.2
-    threads = [threading.Thread(target=one_writer, args=(port, seed, results, start_at)) for seed in range(1, writers + 1)]
+    threads = [
+        threading.Thread(target=one_writer, args=(port, seed, results, start_at)) for seed in range(1, writers + 1)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -153,8 +168,10 @@ def main() -> None:
             figures = browser_figures(f"http://127.0.0.1:{args.port}/", args.runs)
             if figures:
                 for name, values in figures.items():
-                    print(f"{name:26s} median {statistics.median(values):6.2f} s   worst {max(values):6.2f} s   "
-                          f"({len(values)} runs)")
+                    print(
+                        f"{name:26s} median {statistics.median(values):6.2f} s   worst {max(values):6.2f} s   "
+                        f"({len(values)} runs)"
+                    )
             results = concurrent_writers(args.port, args.writers)
             tunes = results.pop("tunes", {})
             served = sum(1 for kind, _, _ in results.values() if kind == "done")
@@ -164,8 +181,10 @@ def main() -> None:
                 print(f"  writer {seed}: first notes {shown}, tune {total:6.2f} s ({kind})")
             if tunes.get(1):
                 for name, (times, found, bars) in vary_times(args.port, tunes[1], args.runs).items():
-                    print(f"{name:26s} median {statistics.median(times):6.2f} s   worst {max(times):6.2f} s   "
-                          f"({bars} bars; candidates shown per run: {found})")
+                    print(
+                        f"{name:26s} median {statistics.median(times):6.2f} s   worst {max(times):6.2f} s   "
+                        f"({bars} bars; candidates shown per run: {found})"
+                    )
         finally:
             server.terminate()
             server.wait(10)

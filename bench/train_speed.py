@@ -17,14 +17,13 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
-from bench.common import corpus_path  # noqa: E402
-
 from abcgen.corpus import load_corpus  # noqa: E402
+from abcgen.device import use_bf16  # noqa: E402
 from abcgen.form import FORM_BLOCKS, encode_text  # noqa: E402
 from abcgen.model import ModelConfig, build_model  # noqa: E402
-from abcgen.device import use_bf16  # noqa: E402
 from abcgen.scoring import make_streams  # noqa: E402
 from abcgen.vocab import Vocab  # noqa: E402
+from bench.common import corpus_path  # noqa: E402
 
 BATCH, SEQ = 64, 128
 
@@ -51,9 +50,10 @@ def make_stepper(model, inputs, targets, bf16):
         if t + SEQ > inputs.shape[1]:
             t, position["state"] = 0, None
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits, state = model(inputs[:, t:t + SEQ], position["state"])
-        loss = nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
-                                           targets[:, t:t + SEQ].reshape(-1))
+            logits, state = model(inputs[:, t : t + SEQ], position["state"])
+        loss = nn.functional.cross_entropy(
+            logits.float().reshape(-1, logits.shape[-1]), targets[:, t : t + SEQ].reshape(-1)
+        )
         optimizer.zero_grad()
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -83,10 +83,10 @@ def main():
     torch.manual_seed(0)
     bf16 = use_bf16("auto", torch.device("cpu"))
     steppers = {
-        "abcgen": make_stepper(build_model(ModelConfig(vocab_size=len(vocab))),
-                               make_streams(ids, BATCH, form_inputs)[0], targets, bf16),
-        "no form": make_stepper(build_model(ModelConfig(vocab_size=len(vocab), form=0)),
-                                inputs, targets, bf16),
+        "abcgen": make_stepper(
+            build_model(ModelConfig(vocab_size=len(vocab))), make_streams(ids, BATCH, form_inputs)[0], targets, bf16
+        ),
+        "no form": make_stepper(build_model(ModelConfig(vocab_size=len(vocab), form=0)), inputs, targets, bf16),
         "reference": make_stepper(Reference(len(vocab)), inputs, targets, False),
     }
     for step in steppers.values():
@@ -101,8 +101,10 @@ def main():
     print(f"batch {BATCH} x seq {SEQ}, {args.rounds} rounds of {args.steps} steps each")
     for name, value in speed.items():
         print(f"{name:10s} {value:10,.0f} chars/s")
-    print(f"ratio      {speed['abcgen'] / speed['reference']:.2f}x "
-          f"(characters only: {speed['no form'] / speed['reference']:.2f}x)")
+    print(
+        f"ratio      {speed['abcgen'] / speed['reference']:.2f}x "
+        f"(characters only: {speed['no form'] / speed['reference']:.2f}x)"
+    )
 
 
 if __name__ == "__main__":

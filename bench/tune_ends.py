@@ -15,12 +15,11 @@ import statistics
 
 import torch
 
-from bench.common import corpus_path
-
 from abcgen.corpus import load_corpus
 from abcgen.form import encode_text
 from abcgen.sample import load_model
 from abcgen.watch import TUNE_END
+from bench.common import corpus_path
 
 PART_END = re.compile(r"(:\||\|\]|\|\|)\s*$")
 
@@ -65,8 +64,10 @@ def main():
     corpus = load_corpus(corpus_path([None, args.corpus] if args.corpus else [None]))
     for path in args.models:
         figures = end_probabilities(path, corpus.val + corpus.test)
-        print(path if path != "-" else "shipped model",
-              "  ".join(f"{name} {mean:.3f} (n={count})" for name, (mean, count) in figures.items()))
+        print(
+            path if path != "-" else "shipped model",
+            "  ".join(f"{name} {mean:.3f} (n={count})" for name, (mean, count) in figures.items()),
+        )
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from abcgen.abc import check_tune
 from abcgen.abctools import summarise
 from abcgen.corpus import load_corpus
 from abcgen.evaluate import form_summary
-
 from bench.common import NOTTINGHAM
 
 
@@ -33,12 +32,19 @@ def figures(tunes):
             rows[f"error-free: {'all three' if name == 'all' else name}"] = pct(tools[name]["error_free"])
     if "abcjs" in tools:
         rows["abcjs warning-free"] = pct(tools["abcjs"]["warning_free"])
-    for key, label in (("repeats_paired", "repeats paired"), ("sections_4_8_16", "sections of 4/8/16 bars"),
-                       ("ends_on_tonic", "ends on tonic"), ("all_three", "form: all three")):
+    for key, label in (
+        ("repeats_paired", "repeats paired"),
+        ("sections_4_8_16", "sections of 4/8/16 bars"),
+        ("ends_on_tonic", "ends on tonic"),
+        ("all_three", "form: all three"),
+    ):
         rows[label] = f"{100 * form[key]:.1f}%"
     rows["section lengths (bars: sections)"] = ", ".join(f"{k}: {v}" for k, v in form["section_lengths"].items())
-    kinds = {name: found["errors"].most_common(3) for name, found in tools.items()
-             if name not in ("all", "abcjs") and found["errors"]}
+    kinds = {
+        name: found["errors"].most_common(3)
+        for name, found in tools.items()
+        if name not in ("all", "abcjs") and found["errors"]
+    }
     if "abcjs" in tools and tools["abcjs"]["warnings"]:
         kinds["abcjs warnings"] = tools["abcjs"]["warnings"].most_common(3)
     return rows, kinds
@@ -65,9 +71,12 @@ def main():
         (args.save / "no-check.abc").write_text("\n\n".join(raw) + "\n")
         (args.save / "no-structure.abc").write_text("\n\n".join(alone) + "\n")
 
-    columns = {"defaults (check, structure auto)": defaults, "check=False": raw,
-               "check=False, structure none": alone,
-               f"training tunes ({len(train)})": train}
+    columns = {
+        "defaults (check, structure auto)": defaults,
+        "check=False": raw,
+        "check=False, structure none": alone,
+        f"training tunes ({len(train)})": train,
+    }
     results = {name: figures(tunes) for name, tunes in columns.items()}
     print(f"generated {args.n} tunes at the defaults in {seconds:.1f} s (temperature 0.8, seed {args.seed})\n")
     print("| measure | " + " | ".join(columns) + " |")

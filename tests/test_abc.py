@@ -225,16 +225,19 @@ def test_the_strict_check_refuses_each_kind_of_defect(name):
     assert result.reason.startswith("bar ")  # the reason names the bar
 
 
-@pytest.mark.parametrize("body", [
-    "|:GAB c2d|e2d B2G:|\n|:A2B c2A|G3 G3:|",  # two repeated parts
-    "GAB c2d|e2d B2G:|\n|:A2B c2A|G3 G3:|",  # the first repeat from the start
-    "|:GAB c2d|[1 e2d B2G:|[2 e2d B3||",  # first and second endings
-    "|:GAB c2d|e2d B2G|1 A2B c2A:|2 A2B c3|]",  # |1 and :|2 spellings
-    "GAB c2d-|d2d B2G|]",  # a tie across a bar line to the same pitch
-    '"G"GAB "D7"c2d|{ag}e2d (B2G)|!trill!A2B ~c2A|+fermata+G3 G3|]',
-    "GAB c2d|e2d B2G|\\\nA2B c2A|G3 G3|]",  # a line continuation
-    "(3GAB c2d|e2d B2G|z6|Z2|]",  # a tuplet and rests of several bars
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        "|:GAB c2d|e2d B2G:|\n|:A2B c2A|G3 G3:|",  # two repeated parts
+        "GAB c2d|e2d B2G:|\n|:A2B c2A|G3 G3:|",  # the first repeat from the start
+        "|:GAB c2d|[1 e2d B2G:|[2 e2d B3||",  # first and second endings
+        "|:GAB c2d|e2d B2G|1 A2B c2A:|2 A2B c3|]",  # |1 and :|2 spellings
+        "GAB c2d-|d2d B2G|]",  # a tie across a bar line to the same pitch
+        '"G"GAB "D7"c2d|{ag}e2d (B2G)|!trill!A2B ~c2A|+fermata+G3 G3|]',
+        "GAB c2d|e2d B2G|\\\nA2B c2A|G3 G3|]",  # a line continuation
+        "(3GAB c2d|e2d B2G|z6|Z2|]",  # a tuplet and rests of several bars
+    ],
+)
 def test_the_strict_check_accepts_well_formed_abc(body):
     result = check_tune(tune(body))
     assert result.ok, result.reason

@@ -15,16 +15,17 @@ UNCLOSED_CHORD = HEADER + '|:GABc d2B2|"6G4:|\n'
 TIE_TO_NOTHING = HEADER + "GABc d2A2-|B2GA B4|]\n"
 OPEN_REPEAT = HEADER + "|:GABc d2B2|c2A2 B2G2|]\n"
 SHORT_BAR = HEADER + "GABc d4|B2c2 d2|c8|]\n"  # a 6/8 bar in 4/4: a warning, not an error
-BROKEN = {"unclosed chord symbol": UNCLOSED_CHORD, "tie to nothing": TIE_TO_NOTHING,
-          "|: never closed": OPEN_REPEAT}
+BROKEN = {"unclosed chord symbol": UNCLOSED_CHORD, "tie to nothing": TIE_TO_NOTHING, "|: never closed": OPEN_REPEAT}
 
-needs_abc2midi = pytest.mark.skipif(shutil.which("abc2midi") is None,
-                                    reason="abc2midi is not installed (apt-get install abcmidi)")
-needs_abcm2ps = pytest.mark.skipif(shutil.which("abcm2ps") is None,
-                                   reason="abcm2ps is not installed (apt-get install abcm2ps)")
-needs_abcjs = pytest.mark.skipif(not abctools.abcjs_available(),
-                                 reason="node or bench/abcjs/node_modules is missing "
-                                        "(npm install in bench/abcjs)")
+needs_abc2midi = pytest.mark.skipif(
+    shutil.which("abc2midi") is None, reason="abc2midi is not installed (apt-get install abcmidi)"
+)
+needs_abcm2ps = pytest.mark.skipif(
+    shutil.which("abcm2ps") is None, reason="abcm2ps is not installed (apt-get install abcm2ps)"
+)
+needs_abcjs = pytest.mark.skipif(
+    not abctools.abcjs_available(), reason="node or bench/abcjs/node_modules is missing (npm install in bench/abcjs)"
+)
 
 
 def test_available_tools_are_the_installed_ones():
@@ -69,14 +70,16 @@ def test_a_tool_that_hangs_counts_as_an_error(monkeypatch):
 
 
 def test_error_kinds_group_lines_that_differ_only_in_place():
-    assert abctools.error_kind("Error in line-char 6-12 : Missing :| at end of tune") \
-        == abctools.error_kind("Error in line-char 9-40 : Missing :| at end of tune") \
+    assert (
+        abctools.error_kind("Error in line-char 6-12 : Missing :| at end of tune")
+        == abctools.error_kind("Error in line-char 9-40 : Missing :| at end of tune")
         == "Missing :| at end of tune"
+    )
     assert abctools.error_kind("tune.abc:6:7: error: Bad tie") == "Bad tie"
-    assert abctools.error_kind("Music Line:6:1: Missing the closing quote:  \"6G4:|") \
-        == "Missing the closing quote"
-    assert abctools.error_kind("Warning in line-char 6-13 : Track 0 Bar 1 has 7/2 units") \
-        == "Track N Bar N has N/N units"
+    assert abctools.error_kind('Music Line:6:1: Missing the closing quote:  "6G4:|') == "Missing the closing quote"
+    assert (
+        abctools.error_kind("Warning in line-char 6-13 : Track 0 Bar 1 has 7/2 units") == "Track N Bar N has N/N units"
+    )
 
 
 def test_summarise_counts_error_free_tunes_per_tool_and_together():

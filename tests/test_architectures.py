@@ -88,8 +88,9 @@ def test_merged_states_continue_like_the_original_rows(arch):
     _, early = model(ids[:, :9])
     _, state = model(ids[:, 9:11], early)
     saved = model.select_state(early, torch.tensor([1]))
-    merged = model.merge_states([model.select_state(state, torch.tensor([0])), saved,
-                                 model.select_state(state, torch.tensor([2]))])
+    merged = model.merge_states(
+        [model.select_state(state, torch.tensor([0])), saved, model.select_state(state, torch.tensor([2]))]
+    )
     resumed, _ = model(ids[:, 11:], merged)
     expected, _ = model(ids[:, 11:], state)
     rewound, _ = model(ids[1:2, 11:], saved)
@@ -107,8 +108,9 @@ def test_detached_state_has_no_graph_and_the_same_values(arch):
     assert all(torch.equal(a, b) for a, b in zip(flat(state), flat(detached)))
 
 
-@pytest.mark.skipif(not use_bf16("auto", torch.device("cpu")),
-                    reason="this CPU has no native bf16; training here runs in float32")
+@pytest.mark.skipif(
+    not use_bf16("auto", torch.device("cpu")), reason="this CPU has no native bf16; training here runs in float32"
+)
 @pytest.mark.parametrize("arch", ARCHS)
 def test_bf16_autocast_training_step_runs(arch):
     model = tiny_model(arch).train()
@@ -155,13 +157,16 @@ def test_batched_sampling_works_and_is_reproducible(arch):
     assert tune_model.generate(n=3, seed=5, check=False, max_chars=120) == tunes
 
 
-@pytest.mark.parametrize("arch, options", [
-    ("transformer", {"hidden": 10, "heads": 4}),
-    ("lstm-attention", {"heads": 0}),
-    ("bilstm-window", {"window": 0}),
-    ("conv-lstm", {"kernel": 0}),
-    ("transformer", {"context": 0}),
-])
+@pytest.mark.parametrize(
+    "arch, options",
+    [
+        ("transformer", {"hidden": 10, "heads": 4}),
+        ("lstm-attention", {"heads": 0}),
+        ("bilstm-window", {"window": 0}),
+        ("conv-lstm", {"kernel": 0}),
+        ("transformer", {"context": 0}),
+    ],
+)
 def test_impossible_options_are_refused(arch, options):
     with pytest.raises(AbcgenError, match=r"^(hidden|heads|window|kernel|context) .*must be"):  # names the parameter
         build_model(ModelConfig(vocab_size=5, arch=arch, **options))
@@ -174,8 +179,9 @@ OVERFIT_LOSS = 1.0
 
 @pytest.mark.parametrize("arch", [a for a in ARCHS if a != "lstm"])  # lstm: see test_train.py
 def test_tiny_model_overfits_the_tiny_corpus(arch, tiny_abc, tmp_path):
-    config = TrainConfig(epochs=40, batch_size=4, seq_len=32, lr=2e-2, warmup_steps=2,
-                         precision="fp32", device="cpu", seed=0)
+    config = TrainConfig(
+        epochs=40, batch_size=4, seq_len=32, lr=2e-2, warmup_steps=2, precision="fp32", device="cpu", seed=0
+    )
     options = {"arch": arch, "hidden": 32, "layers": 1, "dropout": 0.0, "window": 8, "context": 32}
     result = train(tiny_abc, tmp_path / "run", options, config, progress=False)
     model = TuneModel(load_checkpoint(result.last_path))
@@ -183,28 +189,65 @@ def test_tiny_model_overfits_the_tiny_corpus(arch, tiny_abc, tmp_path):
     assert loss < OVERFIT_LOSS, f"{arch}: {loss:.3f} nats/char on its training tunes"
 
 
-@pytest.mark.parametrize("arch, options", [
-    ("lstm-attention", ["--window", "4", "--heads", "2"]),
-    ("bilstm-window", ["--window", "4"]),
-    ("conv-lstm", ["--kernel", "5"]),
-    ("transformer", ["--context", "16", "--heads", "2"]),
-])
+@pytest.mark.parametrize(
+    "arch, options",
+    [
+        ("lstm-attention", ["--window", "4", "--heads", "2"]),
+        ("bilstm-window", ["--window", "4"]),
+        ("conv-lstm", ["--kernel", "5"]),
+        ("transformer", ["--context", "16", "--heads", "2"]),
+    ],
+)
 def test_cli_trains_and_samples_each_architecture(arch, options, tiny_abc, tmp_path):
     out = tmp_path / arch
-    trained = CliRunner().invoke(cli, ["train", str(tiny_abc), "--out", str(out), "--arch", arch,
-                                       "--epochs", "1", "--hidden", "16", "--batch-size", "4",
-                                       "--seq-len", "16", "--quiet", *options])
+    trained = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            str(tiny_abc),
+            "--out",
+            str(out),
+            "--arch",
+            arch,
+            "--epochs",
+            "1",
+            "--hidden",
+            "16",
+            "--batch-size",
+            "4",
+            "--seq-len",
+            "16",
+            "--quiet",
+            *options,
+        ],
+    )
     assert trained.exit_code == 0, trained.output
     info = json.loads(CliRunner().invoke(cli, ["info", str(out / "best.pt"), "--json"]).stdout)
     assert info["config"]["arch"] == arch
-    sampled = CliRunner().invoke(cli, ["sample", "--model", str(out / "best.pt"), "-n", "2",
-                                       "--no-check", "--max-chars", "100", "--seed", "1", "-q"])
+    sampled = CliRunner().invoke(
+        cli,
+        ["sample", "--model", str(out / "best.pt"), "-n", "2", "--no-check", "--max-chars", "100", "--seed", "1", "-q"],
+    )
     assert sampled.exit_code == 0, sampled.output
     assert sampled.stdout.startswith("X:1") and "X:2" in sampled.stdout
 
 
 def test_cli_refuses_impossible_options_in_one_line(tiny_abc, tmp_path):
-    result = CliRunner().invoke(cli, ["train", str(tiny_abc), "--out", str(tmp_path / "o"),
-                                      "--arch", "transformer", "--hidden", "10", "--heads", "4", "-q"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            str(tiny_abc),
+            "--out",
+            str(tmp_path / "o"),
+            "--arch",
+            "transformer",
+            "--hidden",
+            "10",
+            "--heads",
+            "4",
+            "-q",
+        ],
+    )
     assert result.exit_code == 1 and "must be a multiple of --heads" in result.output
     assert len(result.output.strip().splitlines()) == 1

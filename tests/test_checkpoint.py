@@ -27,13 +27,16 @@ class RunsCode:
         return (print, ("this would run code",))
 
 
-@pytest.mark.parametrize("content, message", [
-    (None, "does not exist"),
-    (b"not a checkpoint", "not a readable abcgen model"),
-    ("truncated", "not a readable abcgen model"),
-    ("unsafe", "not a readable abcgen model"),
-    ("foreign", "not an abcgen model"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "does not exist"),
+        (b"not a checkpoint", "not a readable abcgen model"),
+        ("truncated", "not a readable abcgen model"),
+        ("unsafe", "not a readable abcgen model"),
+        ("foreign", "not an abcgen model"),
+    ],
+)
 def test_bad_checkpoints_are_refused_with_one_line(tmp_path, content, message):
     path = tmp_path / "m.pt"
     if content == "truncated":

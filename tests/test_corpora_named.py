@@ -22,8 +22,10 @@ def shipped_or_skip(name):
 @pytest.mark.parametrize("name", list(SHIPPED))
 def test_each_shipped_collection_is_found_and_its_first_files_normalise(name):
     files = shipped_or_skip(name)
-    raw = sum(path.read_text(encoding="latin-1").count("\nX:") + path.read_text(encoding="latin-1").startswith("X:")
-              for path in files)
+    raw = sum(
+        path.read_text(encoding="latin-1").count("\nX:") + path.read_text(encoding="latin-1").startswith("X:")
+        for path in files
+    )
     assert raw == SHIPPED[name].tunes  # the registry's count is the files' count
     assert not any(path.name in SHIPPED[name].left_out for path in files)
     kept = []
@@ -56,7 +58,8 @@ def test_list_shows_every_name_with_source_and_licence():
     for row in known_corpora():
         assert row["name"] in result.stdout and row["licence"] in result.stdout
     assert {"nottingham", "oneills-1850", "ryans-mammoth", "airds-airs", "essen"} <= {
-        row["name"] for row in json.loads(CliRunner().invoke(cli, ["corpus", "--list", "--json"]).stdout)}
+        row["name"] for row in json.loads(CliRunner().invoke(cli, ["corpus", "--list", "--json"]).stdout)
+    }
 
 
 def test_download_of_a_shipped_collection_downloads_nothing(tmp_path):
@@ -69,9 +72,11 @@ def test_download_of_a_shipped_collection_downloads_nothing(tmp_path):
 
 def test_unknown_names_and_missing_downloads_give_one_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no corpora/nottingham here
-    for args, message in ((["corpus", "no-such-corpus"], "abcgen corpus --list"),
-                          (["corpus", "nottingham"], "abcgen download nottingham"),
-                          (["train", "no-such-corpus"], "abcgen corpus --list")):
+    for args, message in (
+        (["corpus", "no-such-corpus"], "abcgen corpus --list"),
+        (["corpus", "nottingham"], "abcgen download nottingham"),
+        (["train", "no-such-corpus"], "abcgen corpus --list"),
+    ):
         result = CliRunner().invoke(cli, args)
         assert result.exit_code == 1 and message in result.output, result.output
         assert len(result.output.strip().splitlines()) == 1

@@ -19,10 +19,26 @@ def test_normalise_folds_header_and_rewrites_nonstandard_fields(tiny_abc):
     assert lines[6] == "P:A"
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ("Gd", "Gdim"), ("Ea", "Eaug"), ("Fa7", "Faug7"), ("D/f+", "D/F#"), ("Gm/bb", "Gm/Bb"),
-    ("Gdim", "Gdim"), ("Caug7", "Caug7"), ("Cadd9", "Cadd9"), ("Gmaj7", "Gmaj7"), ("(E7)", "E7"), (" Em", "Em"), ("D m", "Dm"), ("Am7", "Am7"), ("F#m", "F#m"), (" ", ""),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("Gd", "Gdim"),
+        ("Ea", "Eaug"),
+        ("Fa7", "Faug7"),
+        ("D/f+", "D/F#"),
+        ("Gm/bb", "Gm/Bb"),
+        ("Gdim", "Gdim"),
+        ("Caug7", "Caug7"),
+        ("Cadd9", "Cadd9"),
+        ("Gmaj7", "Gmaj7"),
+        ("(E7)", "E7"),
+        (" Em", "Em"),
+        ("D m", "Dm"),
+        ("Am7", "Am7"),
+        ("F#m", "F#m"),
+        (" ", ""),
+    ],
+)
 def test_chord_symbols_become_standard(raw, expected):
     assert normalise_chord(raw) == expected
 
@@ -87,8 +103,7 @@ def make_path(tmp_path, kind):
         return tmp_path / "missing"
     folder = tmp_path / kind
     folder.mkdir()
-    files = {"txt": ("a.txt", b"x"), "binary": ("b.abc", b"\x00\x01\x02"),
-             "no-tunes": ("n.abc", b"just words\n")}
+    files = {"txt": ("a.txt", b"x"), "binary": ("b.abc", b"\x00\x01\x02"), "no-tunes": ("n.abc", b"just words\n")}
     if kind in files:
         name, data = files[kind]
         (folder / name).write_bytes(data)
@@ -96,10 +111,16 @@ def make_path(tmp_path, kind):
     return folder
 
 
-@pytest.mark.parametrize("kind, message", [
-    ("missing", "does not exist"), ("empty", "is empty"), ("txt", "no .abc files"),
-    ("binary", "binary"), ("no-tunes", "no tunes"),
-])
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("missing", "does not exist"),
+        ("empty", "is empty"),
+        ("txt", "no .abc files"),
+        ("binary", "binary"),
+        ("no-tunes", "no tunes"),
+    ],
+)
 def test_bad_input_gives_one_line(tmp_path, kind, message):
     path = make_path(tmp_path, kind)
     with pytest.raises(AbcgenError, match=message):
@@ -118,8 +139,7 @@ def test_cli_reports_and_dumps(tiny_abc):
     corpus = load_corpus(tiny_abc)
     dumped = runner.invoke(cli, ["corpus", str(tiny_abc), "--dump", "train"]).stdout
     assert dumped.count("X:") == len(corpus.train)
-    assert [l for l in dumped.splitlines() if l.startswith("X:")] == [
-        f"X:{i}" for i in range(1, len(corpus.train) + 1)]
+    assert [l for l in dumped.splitlines() if l.startswith("X:")] == [f"X:{i}" for i in range(1, len(corpus.train) + 1)]
     text_report = runner.invoke(cli, ["corpus", str(tiny_abc)]).output
     assert "tunes       4" in text_report
 

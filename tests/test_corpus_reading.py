@@ -27,12 +27,15 @@ def test_a_zero_denominator_is_an_error_not_a_division():
         parse_length("/0")
 
 
-@pytest.mark.parametrize("broken", [
-    ZERO_LENGTH,
-    "X:7\nT:Zero Below\nM:4/4\nL:1/0\nK:D\nABCD|\n",  # unit length
-    "X:7\nT:Zero Below\nM:3/0\nK:D\nABCD|\n",  # meter, no L: (its default comes from M:)
-    "X:7\nT:Zero Below\nM:4/4\nL:1/4\nK:D\nAB\nL:1/8\nC//0 D|\n",
-])
+@pytest.mark.parametrize(
+    "broken",
+    [
+        ZERO_LENGTH,
+        "X:7\nT:Zero Below\nM:4/4\nL:1/0\nK:D\nABCD|\n",  # unit length
+        "X:7\nT:Zero Below\nM:3/0\nK:D\nABCD|\n",  # meter, no L: (its default comes from M:)
+        "X:7\nT:Zero Below\nM:4/4\nL:1/4\nK:D\nAB\nL:1/8\nC//0 D|\n",
+    ],
+)
 @pytest.mark.parametrize("option", [[], ["--json"], ["--dump", "train"]])
 def test_a_tune_with_a_zero_denominator_is_dropped_by_name_and_the_rest_go_through(tmp_path, broken, option):
     path = tmp_path / "tunes.abc"
@@ -61,9 +64,14 @@ def test_latin1_on_stdin_is_read_as_a_latin1_file_is(tmp_path):
     assert "T:Café au lait" in result.stdout
 
 
-@pytest.mark.parametrize("encoding, bom", [
-    ("utf-8", codecs.BOM_UTF8), ("utf-16-le", codecs.BOM_UTF16_LE), ("utf-16-be", codecs.BOM_UTF16_BE),
-])
+@pytest.mark.parametrize(
+    "encoding, bom",
+    [
+        ("utf-8", codecs.BOM_UTF8),
+        ("utf-16-le", codecs.BOM_UTF16_LE),
+        ("utf-16-be", codecs.BOM_UTF16_BE),
+    ],
+)
 def test_a_byte_order_mark_is_read_and_dropped(tmp_path, encoding, bom):
     path = tmp_path / f"{encoding}.abc"
     path.write_bytes(bom + "X:1\nT:Café\nM:4/4\nL:1/8\nK:D\nDEFG ABcd|\n".encode(encoding))
@@ -85,7 +93,8 @@ def test_a_path_that_is_neither_folder_nor_file_is_one_line():
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines() == [
         "Error: /dev/null is neither a folder nor a file; point at a folder of .abc files "
-        "or one .abc file (- reads standard input)"]
+        "or one .abc file (- reads standard input)"
+    ]
 
 
 def test_keys_and_meters_are_counted_by_meaning(tmp_path):
@@ -98,8 +107,12 @@ def test_keys_and_meters_are_counted_by_meaning(tmp_path):
 
 def test_the_corpus_command_prints_keys_by_meaning(tmp_path):
     path = tmp_path / "keys.abc"
-    path.write_text("\n".join(f"X:{n}\nT:T{n}\nM:C\nL:1/8\nK:{key}\nDEFG AB{'c' * n}{'d' * (2 - n)}|]\n"
-                              for n, key in enumerate(["Dmajor", "D", "Dmaj"])))
+    path.write_text(
+        "\n".join(
+            f"X:{n}\nT:T{n}\nM:C\nL:1/8\nK:{key}\nDEFG AB{'c' * n}{'d' * (2 - n)}|]\n"
+            for n, key in enumerate(["Dmajor", "D", "Dmaj"])
+        )
+    )
     report = CliRunner().invoke(cli, ["corpus", str(path)])
     assert report.exit_code == 0, report.output
     assert "keys        D major 3" in report.stdout and "meters      4/4 3" in report.stdout

@@ -63,8 +63,7 @@ def test_each_process_gets_its_own_gpu_or_a_clear_refusal(monkeypatch):
 
 
 def test_checkpoints_hold_only_cpu_tensors_and_resume_on_the_device_asked_for(tiny_abc, tmp_path):
-    config = TrainConfig(epochs=1, batch_size=4, seq_len=16, warmup_steps=2, precision="fp32",
-                         device="cpu", seed=1)
+    config = TrainConfig(epochs=1, batch_size=4, seq_len=16, warmup_steps=2, precision="fp32", device="cpu", seed=1)
     model = {"hidden": 16, "layers": 1, "dropout": 0.0}
     train(tiny_abc, tmp_path / "run", model, config, progress=False)
     payload = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
@@ -84,8 +83,9 @@ def test_checkpoints_hold_only_cpu_tensors_and_resume_on_the_device_asked_for(ti
     assert payload["training"]["optimizer"]["state"], "the optimizer state is saved"
     # A model loads onto the device asked for, whichever device trained it.
     assert next(load_checkpoint(tmp_path / "run" / "best.pt", device="cpu").model.parameters()).device.type == "cpu"
-    resumed = train(tiny_abc, tmp_path / "run", model, TrainConfig(**{**config.__dict__, "epochs": 2}),
-                    resume=True, progress=False)
+    resumed = train(
+        tiny_abc, tmp_path / "run", model, TrainConfig(**{**config.__dict__, "epochs": 2}), resume=True, progress=False
+    )
     assert resumed.epochs == 2
 
 

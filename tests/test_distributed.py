@@ -16,22 +16,42 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import FIXTURE_TUNES
 
 from abcgen.cli import cli
-from abcgen.distributed import World, should_report, LocalError
+from abcgen.distributed import LocalError, World, should_report
 from abcgen.errors import AbcgenError
-from conftest import FIXTURE_TUNES
 
 pytestmark = pytest.mark.skipif(
     not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
-    reason="this PyTorch has no torch.distributed with gloo")
+    reason="this PyTorch has no torch.distributed with gloo",
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = str(Path(__file__).resolve().parent)
 EPOCHS, STEPS_PER_EPOCH = 2, 9  # the tiny corpus in 4 streams of 16 characters: 9 windows
-OPTIONS = ["--epochs", str(EPOCHS), "--batch-size", "4", "--seq-len", "16", "--hidden", "16",
-           "--layers", "2", "--dropout", "0", "--precision", "fp32", "--device", "cpu",
-           "--seed", "3", "--lr", "1e-2"]
+OPTIONS = [
+    "--epochs",
+    str(EPOCHS),
+    "--batch-size",
+    "4",
+    "--seq-len",
+    "16",
+    "--hidden",
+    "16",
+    "--layers",
+    "2",
+    "--dropout",
+    "0",
+    "--precision",
+    "fp32",
+    "--device",
+    "cpu",
+    "--seed",
+    "3",
+    "--lr",
+    "1e-2",
+]
 # Two processes of 2 streams each against one of 4: the same step up to float rounding
 # (a sum over 4 rows against two sums of 2, added by gloo). Measured: 1.2e-7 after 27 steps.
 TOLERANCE = 1e-5
@@ -45,12 +65,21 @@ def env():
 def run_cli(args, worker=None):
     """`abcgen ARGS` in a subprocess; worker: a function of this module that each training
     process runs instead of abcgen.distributed._train_worker."""
-    patch = (f"import test_distributed; from abcgen import distributed; "
-             f"distributed._train_worker = test_distributed.{worker}; ") if worker else ""
-    script = (f"import sys; sys.path.insert(0, {TESTS!r}); {patch}"
-              f"from abcgen.cli import main; sys.argv = ['abcgen'] + {list(args)!r}; main()")
-    return subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env(), capture_output=True,
-                          text=True, timeout=LAUNCH_TIMEOUT)
+    patch = (
+        (
+            f"import test_distributed; from abcgen import distributed; "
+            f"distributed._train_worker = test_distributed.{worker}; "
+        )
+        if worker
+        else ""
+    )
+    script = (
+        f"import sys; sys.path.insert(0, {TESTS!r}); {patch}"
+        f"from abcgen.cli import main; sys.argv = ['abcgen'] + {list(args)!r}; main()"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=LAUNCH_TIMEOUT
+    )
 
 
 def weights(path):
@@ -78,10 +107,28 @@ def corpus(tmp_path_factory):
 def torchrun_run(corpus, tmp_path_factory):
     """2 processes started by torchrun, uninterrupted."""
     out = tmp_path_factory.mktemp("torchrun") / "run"
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc-per-node", "2", "-m", "abcgen", "train", str(corpus), "--out",
-                           str(out), *OPTIONS], cwd=ROOT, env=env(), capture_output=True, text=True,
-                          timeout=LAUNCH_TIMEOUT)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "abcgen",
+            "train",
+            str(corpus),
+            "--out",
+            str(out),
+            *OPTIONS,
+        ],
+        cwd=ROOT,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=LAUNCH_TIMEOUT,
+    )
     assert done.returncode == 0, done.stderr
     return out, done
 
@@ -138,8 +185,9 @@ def test_two_processes_take_the_steps_of_one_with_the_same_global_batch(corpus, 
 
 def test_interrupted_two_process_run_resumes_where_an_uninterrupted_one_ends(corpus, torchrun_run, tmp_path):
     out = tmp_path / "run"
-    stopped = run_cli(["train", str(corpus), "--out", str(out), *OPTIONS, "--nproc", "2", "-q"],
-                      worker="sigterm_rank_1")
+    stopped = run_cli(
+        ["train", str(corpus), "--out", str(out), *OPTIONS, "--nproc", "2", "-q"], worker="sigterm_rank_1"
+    )
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr
     assert stopped.stderr.count("Stopped; progress saved in") == 1, stopped.stderr
     assert "--nproc 2 --resume" in stopped.stderr and "Traceback" not in stopped.stderr
@@ -161,18 +209,19 @@ def test_interrupted_two_process_run_resumes_where_an_uninterrupted_one_ends(cor
 
 def test_a_rank_that_dies_stops_the_others_with_one_line(corpus, tmp_path):
     out = tmp_path / "run"
-    failed = run_cli(["train", str(corpus), "--out", str(out), *OPTIONS, "--nproc", "2", "-q"],
-                     worker="kill_rank_1")  # a hang would end in subprocess.TimeoutExpired
+    failed = run_cli(
+        ["train", str(corpus), "--out", str(out), *OPTIONS, "--nproc", "2", "-q"], worker="kill_rank_1"
+    )  # a hang would end in subprocess.TimeoutExpired
     assert failed.returncode == 1
     lines = [line for line in failed.stderr.splitlines() if line.strip()]
     assert lines[0].startswith("tiny: the split leaves no validation tunes")  # the run's own note
-    assert len(lines) == 2 and lines[1].startswith("Error: training process 1 of 2 was killed by SIGKILL"), \
+    assert len(lines) == 2 and lines[1].startswith("Error: training process 1 of 2 was killed by SIGKILL"), (
         failed.stderr
+    )
 
 
 def test_options_that_cannot_split_are_refused_before_starting(corpus, tmp_path):
-    result = CliRunner().invoke(cli, ["train", str(corpus), "--out", str(tmp_path / "x"), *OPTIONS,
-                                      "--nproc", "3"])
+    result = CliRunner().invoke(cli, ["train", str(corpus), "--out", str(tmp_path / "x"), *OPTIONS, "--nproc", "3"])
     assert result.exit_code == 1
     assert "--batch-size 4 does not split evenly over 3" in result.output
     assert not (tmp_path / "x").exists()

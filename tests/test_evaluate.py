@@ -30,23 +30,22 @@ HEAD = "X:1\nT:{title}\nM:{meter}\nL:1/8\nK:{key}\n"
 TRAIN = [
     HEAD.format(title="Jig in G", meter="6/8", key="G")
     + "D|GAB c2d|e2d B2G|A2B c2A|G3 G2:|\nB|d2d e2e|d2B G2B|A2B c2A|G3 G2|]",
-    HEAD.format(title="Reel in G", meter="4/4", key="G")
-    + "GABc dBGB|cBcd e2dc|BGBd gdBG|A2F2 D4|]",
-    HEAD.format(title="Waltz in G", meter="3/4", key="G")
-    + "G2 B2 d2|c2 A2 F2|G2 B2 d2|e4 d2|B2 G2 A2|F6|]",
+    HEAD.format(title="Reel in G", meter="4/4", key="G") + "GABc dBGB|cBcd e2dc|BGBd gdBG|A2F2 D4|]",
+    HEAD.format(title="Waltz in G", meter="3/4", key="G") + "G2 B2 d2|c2 A2 F2|G2 B2 d2|e4 d2|B2 G2 A2|F6|]",
 ]
 VAL = [
-    HEAD.format(title="Another jig", meter="6/8", key="G")
-    + "B|dBG GAB|c2A F2A|dBG GAB|AFD G2:|",
+    HEAD.format(title="Another jig", meter="6/8", key="G") + "B|dBG GAB|c2A F2A|dBG GAB|AFD G2:|",
 ]
 # The first training jig, a whole tone higher (in A): the same tune to a musician.
-JIG_IN_A = (HEAD.format(title="Jig in A", meter="6/8", key="A")
-            + "E|ABc d2e|f2e c2A|B2c d2B|A3 A2:|\nc|e2e f2f|e2c A2c|B2c d2B|A3 A2|]")
+JIG_IN_A = (
+    HEAD.format(title="Jig in A", meter="6/8", key="A")
+    + "E|ABc d2e|f2e c2A|B2c d2B|A3 A2:|\nc|e2e f2f|e2c A2c|B2c d2B|A3 A2|]"
+)
 # Four bars of the training reel (transposed to D), then new music.
-BORROWS_FOUR_BARS = (HEAD.format(title="Borrower", meter="4/4", key="D")
-                     + "DEFG AFDF|GFGA B2AG|FDFA dAFD|E2C2 A,4|fedc BAGF|E2E2 E4|]")
-ORIGINAL = (HEAD.format(title="New one", meter="4/4", key="G")
-            + "g2fe d2cB|A2AB c4|B2d2 g2b2|a8|]")
+BORROWS_FOUR_BARS = (
+    HEAD.format(title="Borrower", meter="4/4", key="D") + "DEFG AFDF|GFGA B2AG|FDFA dAFD|E2C2 A,4|fedc BAGF|E2E2 E4|]"
+)
+ORIGINAL = HEAD.format(title="New one", meter="4/4", key="G") + "g2fe d2cB|A2AB c4|B2d2 g2b2|a8|]"
 
 
 # ---------------------------------------------------------------- distances
@@ -133,8 +132,7 @@ def test_an_original_tune_copies_little():
 
 def test_a_run_must_keep_the_intervals_between_bars():
     # The reel's bars in order, but the third bar a fifth lower: only two bars run on.
-    shifted = (HEAD.format(title="Shifted", meter="4/4", key="G")
-               + "GABc dBGB|cBcd e2dc|ECEG cGEC|D2B,2 G,4|]")
+    shifted = HEAD.format(title="Shifted", meter="4/4", key="G") + "GABc dBGB|cBcd e2dc|ECEG cGEC|D2B,2 G,4|]"
     index = TrainingIndex([bar_sequence(read_tune(TRAIN[1]))])
     assert index.longest_copied_run(bar_sequence(read_tune(shifted))) == 2
 
@@ -168,8 +166,14 @@ def test_unreadable_tunes_count_against_validity_and_are_left_out_of_statistics(
 def test_report_table_has_every_row(tmp_path):
     report = evaluate_tunes([JIG_IN_A, ORIGINAL], TRAIN, VAL)
     table = format_report(report)
-    for title in ("Validity", "pitch class (to tonic)", "note duration", "tune length (bars)",
-                  "copy 4+ bars", "distinct bar 4-grams"):
+    for title in (
+        "Validity",
+        "pitch class (to tonic)",
+        "note duration",
+        "tune length (bars)",
+        "copy 4+ bars",
+        "distinct bar 4-grams",
+    ):
         assert title in table
     write_json(report, tmp_path / "report.json")
     assert json.loads((tmp_path / "report.json").read_text())["validity"]["tunes"] == 2
@@ -264,8 +268,19 @@ def tiny_run(tmp_path_factory):
 def test_evaluate_command_prints_the_report_and_writes_json(tiny_run, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     folder, model = tiny_run
-    args = ["evaluate", str(folder), "--model", str(model), "-n", "3", "--seed", "1",
-            "--json", str(tmp_path / "r.json"), "-q"]
+    args = [
+        "evaluate",
+        str(folder),
+        "--model",
+        str(model),
+        "-n",
+        "3",
+        "--seed",
+        "1",
+        "--json",
+        str(tmp_path / "r.json"),
+        "-q",
+    ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert "Validity" in result.stdout and "Originality" in result.stdout
@@ -278,8 +293,9 @@ def test_evaluate_command_prints_the_report_and_writes_json(tiny_run, tmp_path, 
 def test_evaluate_json_dash_prints_json_only(tiny_run, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     folder, model = tiny_run
-    result = CliRunner().invoke(cli, ["evaluate", str(folder), "--model", str(model), "-n", "2",
-                                      "--seed", "1", "--json", "-", "-q"])
+    result = CliRunner().invoke(
+        cli, ["evaluate", str(folder), "--model", str(model), "-n", "2", "--seed", "1", "--json", "-", "-q"]
+    )
     assert result.exit_code == 0, result.output
     assert set(json.loads(result.stdout)) >= {"validity", "statistics", "originality", "prediction"}
 
@@ -292,10 +308,13 @@ def test_evaluate_same_seed_same_report(tiny_run, tmp_path, monkeypatch):
     assert first.exit_code == 0 and first.stdout == second.stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--temperature", "0"], "--temperature must be between 0.01 and 10"),
-    (["-n", "0"], "-n must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--temperature", "0"], "--temperature must be between 0.01 and 10"),
+        (["-n", "0"], "-n must be at least 1"),
+    ],
+)
 def test_evaluate_bad_options_give_one_line(tiny_run, tmp_path, monkeypatch, args, message):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     folder, model = tiny_run
@@ -307,8 +326,7 @@ def test_evaluate_bad_options_give_one_line(tiny_run, tmp_path, monkeypatch, arg
 def test_evaluate_plots_without_matplotlib_fails_before_sampling(tiny_run, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     folder, model = tiny_run
-    result = CliRunner().invoke(cli, ["evaluate", str(folder), "--model", str(model),
-                                      "--plots", str(tmp_path / "p")])
+    result = CliRunner().invoke(cli, ["evaluate", str(folder), "--model", str(model), "--plots", str(tmp_path / "p")])
     assert result.exit_code == 1
     assert "pip install 'abcgen[plots]'" in result.stderr
     assert not (tmp_path / "p").exists()

@@ -5,11 +5,11 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from abcgen.cli import cli
 from abcgen.abc import split_tunes
+from abcgen.cli import cli
 from abcgen.corpus import Corpus, normalise_tune, parse_tunes, split_of
-from abcgen.errors import AbcgenError
 from abcgen.download import corpus_files
+from abcgen.errors import AbcgenError
 from abcgen.experiment import mixed_corpus, parse_archs
 from tests.conftest import FIXTURE_TUNES
 
@@ -49,14 +49,17 @@ def test_arch_specs_carry_model_options():
     assert specs[2].options["context"] == 128 and specs[1].folder == "gru_hidden=64_dropout=0.2"
 
 
-@pytest.mark.parametrize("text, message", [
-    ("lstm,nonsense", "unknown architecture"),
-    ("lstm:size=3", "not a model option"),
-    ("lstm:hidden=big", "must be a number"),
-    ("transformer:hidden=10:heads=4", "multiple of heads"),
-    ("lstm,lstm", "twice"),
-    (",", "no architecture"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("lstm,nonsense", "unknown architecture"),
+        ("lstm:size=3", "not a model option"),
+        ("lstm:hidden=big", "must be a number"),
+        ("transformer:hidden=10:heads=4", "multiple of heads"),
+        ("lstm,lstm", "twice"),
+        (",", "no architecture"),
+    ],
+)
 def test_bad_arch_specs_are_refused_before_training(text, message):
     with pytest.raises(AbcgenError, match=message):
         parse_archs(text)
@@ -82,8 +85,23 @@ def test_mixed_corpus_trains_on_both_and_keeps_the_held_out_tunes(split_corpus):
 
 def test_experiment_end_to_end_through_the_cli(split_corpus, tmp_path):
     out = tmp_path / "experiment"
-    result = CliRunner().invoke(cli, ["experiment", str(split_corpus), "--archs", TINY_ARCHS,
-                                      "--budget", "0.5", "--seeds", "2", "-n", "3", "--out", str(out)])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "experiment",
+            str(split_corpus),
+            "--archs",
+            TINY_ARCHS,
+            "--budget",
+            "0.5",
+            "--seeds",
+            "2",
+            "-n",
+            "3",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "results.json").read_text())
     assert len(report["runs"]) == 4 and [row["arch"] for row in report["summary"]] == TINY_ARCHS.split(",")
@@ -100,8 +118,15 @@ def test_experiment_end_to_end_through_the_cli(split_corpus, tmp_path):
 def test_experiment_with_a_corpus_mix_judges_both_on_the_same_tunes(split_corpus, tiny_abc, tmp_path):
     from abcgen.experiment import run_experiment
 
-    report = run_experiment(split_corpus, "lstm:hidden=16:layers=1", budget=0.5, n=2,
-                            out_dir=tmp_path / "mix", corpus_mix=str(tiny_abc), log=lambda m: None)
+    report = run_experiment(
+        split_corpus,
+        "lstm:hidden=16:layers=1",
+        budget=0.5,
+        n=2,
+        out_dir=tmp_path / "mix",
+        corpus_mix=str(tiny_abc),
+        log=lambda m: None,
+    )
     plain, mixed = report["summary"]
     assert (plain["corpus"], mixed["corpus"]) == ("split", "split+tiny")
     assert report["corpora"]["split+tiny"]["train"] == report["corpora"]["split"]["train"] + 4
@@ -110,9 +135,12 @@ def test_experiment_with_a_corpus_mix_judges_both_on_the_same_tunes(split_corpus
 
 
 def test_experiment_refuses_bad_options_in_one_line(split_corpus, tmp_path):
-    for args, message in [(["--budget", "0"], "--budget"), (["--seeds", "0"], "--seeds"),
-                          (["--corpus-mix", "nowhere"], "--corpus-mix"), (["--archs", "rnn"], "unknown")]:
-        result = CliRunner().invoke(cli, ["experiment", str(split_corpus), "--out", str(tmp_path / "o"),
-                                          *args])
+    for args, message in [
+        (["--budget", "0"], "--budget"),
+        (["--seeds", "0"], "--seeds"),
+        (["--corpus-mix", "nowhere"], "--corpus-mix"),
+        (["--archs", "rnn"], "unknown"),
+    ]:
+        result = CliRunner().invoke(cli, ["experiment", str(split_corpus), "--out", str(tmp_path / "o"), *args])
         assert result.exit_code == 1 and message in result.output, result.output
         assert len(result.output.strip().splitlines()) == 1

@@ -31,8 +31,7 @@ from abcgen.export import (
 )
 
 FIXTURES = Path(__file__).parent / "fixtures" / "export"
-TUNES = ["pickup", "ties", "triplets", "broken", "accidentals", "meters", "endings", "grace", "chords",
-         "sections"]
+TUNES = ["pickup", "ties", "triplets", "broken", "accidentals", "meters", "endings", "grace", "chords", "sections"]
 STEMS = {
     "pickup": "001-pickup-and-repeat",
     "ties": "002-ties",
@@ -49,26 +48,34 @@ STEMS = {
 # What each tune plays, in order, repeats expanded: PITCH:LENGTH in quarter notes, r = rest.
 PLAYED = {
     "pickup": "A4:1/2 D5:1 F#5:1/2 D5:1/2 A4:1 F#4:1/2 A4:1/2 D5:2 r:3/2 "
-              "A4:1/2 D5:1 F#5:1/2 D5:1/2 A4:1 F#4:1/2 A4:1/2 D5:2",
+    "A4:1/2 D5:1 F#5:1/2 D5:1/2 A4:1 F#4:1/2 A4:1/2 D5:2",
     "ties": "B4:2 A4:1 G4:4 A4:1 B4:1 C5:3",
     "triplets": "C5:1/3 D5:1/3 E5:1/3 C5:1 G4:1/3 A4:1/3 B4:1/3 C5:1 "
-                "C5:2/3 D5:2/3 E5:2/3 E5:1/3 F5:1/3 G5:1/3 G5:1 C5:2",
+    "C5:2/3 D5:2/3 E5:2/3 E5:1/3 F5:1/3 G5:1/3 G5:1 C5:2",
     "broken": "A4:3/4 B4:1/4 C#5:1/4 D5:3/4 E5:7/8 F#5:1/8 G5:1 A5:2 A4:3/4 F#4:1/4 D4:1",
     "accidentals": "C#5:1 C#5:1 F5:1 F5:1 F#4:1 Bb4:1 Bb4:1 B4:1 "
-                   "Bb4:1 Bb5:1 E4:1 F#4:1 F4:1 C5:1 Bb4:1 Bb5:1 "
-                   "F#4:1 C5:1 C#5:1 C#5:1 C5:4",
-    "meters": "D4:1 F#4:1 A4:1 D5:3 D5:1/2 C#5:1/2 B4:1/2 A4:1/2 F#4:1/2 D4:1/2 "
-              "E4:3/2 D4:3/2 F#4:1 A4:1 D5:2",
+    "Bb4:1 Bb5:1 E4:1 F#4:1 F4:1 C5:1 Bb4:1 Bb5:1 "
+    "F#4:1 C5:1 C#5:1 C#5:1 C5:4",
+    "meters": "D4:1 F#4:1 A4:1 D5:3 D5:1/2 C#5:1/2 B4:1/2 A4:1/2 F#4:1/2 D4:1/2 E4:3/2 D4:3/2 F#4:1 A4:1 D5:2",
     "endings": "G4:1 A4:1 B4:1 C5:1 D5:2 G4:1 A4:1 B4:1 C5:1 G5:2 E5:1 D5:1 B4:2 E5:1 D5:1 G4:2",
     # Grace notes take 1/8 of a quarter each from the start of the note they lead into.
     "grace": "G5:1/8 F#5:7/8 E5:1/2 A5:1/8 G5:1/8 F#5:3/4 E5:1/2 B4:1/8 A4:11/8 D5:3/2",
     "chords": "G4:1 B4:1 A4:1 F#4:1 E4:1 r:1 C5:1 r:1 A4:2 r:2 G4:2 G4:2",
     # A second part ending in :| without |: repeats by itself (music21 would play A again).
-    "sections": "D4:1/2 G4:1 B4:1 D5:3/2 D4:1/2 G4:1 B4:1 D5:3/2 "
-                "E5:1/2 D5:1 B4:1 G4:3/2 E5:1/2 D5:1 B4:1 G4:3/2",
+    "sections": "D4:1/2 G4:1 B4:1 D5:3/2 D4:1/2 G4:1 B4:1 D5:3/2 E5:1/2 D5:1 B4:1 G4:3/2 E5:1/2 D5:1 B4:1 G4:3/2",
 }
-MEASURES = {"pickup": 3, "ties": 4, "triplets": 5, "broken": 2, "accidentals": 6, "meters": 6,
-            "endings": 7, "grace": 2, "chords": 4, "sections": 6}
+MEASURES = {
+    "pickup": 3,
+    "ties": 4,
+    "triplets": 5,
+    "broken": 2,
+    "accidentals": 6,
+    "meters": 6,
+    "endings": 7,
+    "grace": 2,
+    "chords": 4,
+    "sections": 6,
+}
 TEMPO = {"pickup": 110, "ties": 140, "triplets": 120, "grace": 165, "chords": 90}  # quarters/minute
 
 STEPS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
@@ -103,8 +110,9 @@ def midi_notes(path: Path, track: int = 1) -> list[tuple[Fraction, int, Fraction
             sounding[message.note] = now
         elif message.type in ("note_on", "note_off") and message.note in sounding:
             start = sounding.pop(message.note)
-            notes.append((Fraction(start, midi.ticks_per_beat), message.note,
-                          Fraction(now - start, midi.ticks_per_beat)))
+            notes.append(
+                (Fraction(start, midi.ticks_per_beat), message.note, Fraction(now - start, midi.ticks_per_beat))
+            )
     return sorted(notes)
 
 
@@ -132,7 +140,8 @@ def test_every_tune_exports_all_three_formats(exported):
     out, report = exported
     assert report.ok and report.tunes == len(TUNES)
     assert sorted(path.name for path in report.written) == sorted(
-        f"{STEMS[name]}.{extension}" for name in TUNES for extension in ("mid", "musicxml", "svg"))
+        f"{STEMS[name]}.{extension}" for name in TUNES for extension in ("mid", "musicxml", "svg")
+    )
     assert not list(out.glob("*.part")) and not list(out.glob(".*"))
 
 
@@ -153,8 +162,15 @@ def test_chord_symbols_become_an_accompaniment_track(exported):
         blocks.setdefault((start, length), set()).add(pitch % 12)
     g, d7, em, c, am, d, gdim = {7, 11, 2}, {2, 6, 9, 0}, {4, 7, 11}, {0, 4, 7}, {9, 0, 4}, {2, 6, 9}, {7, 10, 1}
     # The corpus's "Am/c", "D/f+" and "Gd" are Am/C, D/F# and Gdim; "Xyz" is no chord: Gdim goes on.
-    assert sorted(blocks.items()) == [((0, 2), g), ((2, 2), d7), ((4, 2), em), ((6, 2), c),
-                                      ((8, 2), am), ((10, 2), d), ((12, 4), gdim)]
+    assert sorted(blocks.items()) == [
+        ((0, 2), g),
+        ((2, 2), d7),
+        ((4, 2), em),
+        ((6, 2), c),
+        ((8, 2), am),
+        ((10, 2), d),
+        ((12, 4), gdim),
+    ]
     assert all(pitch in range(48, 72) for _, pitch, _ in chords)
 
 
@@ -185,8 +201,11 @@ def test_musicxml_reads_back_with_the_notes_and_measures_written(exported, name)
 
 def notated(score) -> list[tuple[int, Fraction, bool]]:
     """(MIDI pitch, length, is grace) of every note as written, chord symbols left out."""
-    return [(n.pitch.midi, Fraction(n.quarterLength), n.duration.isGrace)
-            for n in score.parts[0].recurse().notes if n.isNote]
+    return [
+        (n.pitch.midi, Fraction(n.quarterLength), n.duration.isGrace)
+        for n in score.parts[0].recurse().notes
+        if n.isNote
+    ]
 
 
 def test_musicxml_keeps_chord_symbols_keys_meters_and_title(exported):
@@ -194,13 +213,19 @@ def test_musicxml_keeps_chord_symbols_keys_meters_and_title(exported):
 
     chords = converter.parse(output(exported, "chords", "musicxml"))
     assert [c.figure for c in chords.recurse().getElementsByClass(harmony.ChordSymbol)] == [
-        "G", "D7", "Em", "C", "Am/C", "D/F#", "Gdim"]
+        "G",
+        "D7",
+        "Em",
+        "C",
+        "Am/C",
+        "D/F#",
+        "Gdim",
+    ]
     assert chords.metadata.bestTitle == "Chords and Rests"
     keys = converter.parse(output(exported, "accidentals", "musicxml"))
     assert [k.sharps for k in keys.recurse().getElementsByClass(key.KeySignature)] == [1, -1, 1]
     meters = converter.parse(output(exported, "meters", "musicxml"))
-    assert [m.ratioString for m in meters.recurse().getElementsByClass(meter.TimeSignature)] == [
-        "3/4", "6/8", "2/4"]
+    assert [m.ratioString for m in meters.recurse().getElementsByClass(meter.TimeSignature)] == ["3/4", "6/8", "2/4"]
 
 
 def test_musicxml_marks_the_pickup_and_names_no_composer(exported):
@@ -226,8 +251,7 @@ def _music(path: Path) -> str:
 
 def test_svg_shows_chord_symbols_grace_notes_and_endings(exported):
     assert output(exported, "chords", "svg").read_text().count('class="harm"') == 7
-    scales = re.findall(r'class="notehead">\s*<use [^>]*scale\(([\d.]+)',
-                        output(exported, "grace", "svg").read_text())
+    scales = re.findall(r'class="notehead">\s*<use [^>]*scale\(([\d.]+)', output(exported, "grace", "svg").read_text())
     assert len(scales) == 10 and scales.count(min(scales)) == 4  # grace notes are drawn small
     assert output(exported, "endings", "svg").read_text().count('class="ending ') == 4
 
@@ -236,7 +260,8 @@ def test_bar_number_endings_and_a_second_part_that_repeats_by_itself():
     score = parse_tune(read_tunes((FIXTURES / "engravers-jig.abc").read_text())[0])
     a_part, b_part = list(range(0, 8)), list(range(10, 18))  # bar 0 is the pickup
     assert [m.number for m in play_order(score.parts[0])] == (
-        a_part + [8] + a_part + [9] + b_part + [18] + b_part + [19])
+        a_part + [8] + a_part + [9] + b_part + [18] + b_part + [19]
+    )
 
 
 def test_a_long_tune_gets_one_svg_per_page(tmp_path):
@@ -286,7 +311,11 @@ def test_a_bad_tune_among_good_ones_fails_alone(tmp_path):
     assert "no notes" in report.failed[0].reason
     assert "music21 cannot read it" in report.failed[1].reason
     assert sorted(path.name for path in tmp_path.iterdir()) == [
-        "010-good-before.mid", "010-good-before.svg", "013-good-after.mid", "013-good-after.svg"]
+        "010-good-before.mid",
+        "010-good-before.svg",
+        "013-good-after.mid",
+        "013-good-after.svg",
+    ]
 
 
 def test_cli_names_each_failed_tune_on_one_line_and_exits_1(tmp_path):
@@ -322,8 +351,9 @@ def test_an_svg_page_of_an_earlier_export_counts_as_existing(tmp_path):
 
 def test_pdf_without_lilypond_or_musescore_fails_in_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr("shutil.which", lambda name: None)
-    result = CliRunner().invoke(cli, ["export", str(FIXTURES / "ties.abc"), "-o", str(tmp_path),
-                                      "--format", "midi,pdf"])
+    result = CliRunner().invoke(
+        cli, ["export", str(FIXTURES / "ties.abc"), "-o", str(tmp_path), "--format", "midi,pdf"]
+    )
     assert result.exit_code == 1
     assert len(result.stderr.splitlines()) == 1
     assert "LilyPond" in result.stderr and "MuseScore" in result.stderr and "install" in result.stderr
@@ -342,8 +372,7 @@ def test_pdf_goes_through_musescore_when_it_is_installed(tmp_path, monkeypatch):
     assert report.written[0].read_bytes() == b"%PDF-1.4 fake"
 
 
-@pytest.mark.skipif(not (shutil.which("lilypond") and shutil.which("musicxml2ly")),
-                    reason="LilyPond is not installed")
+@pytest.mark.skipif(not (shutil.which("lilypond") and shutil.which("musicxml2ly")), reason="LilyPond is not installed")
 def test_pdf_through_lilypond(tmp_path, monkeypatch):
     monkeypatch.setattr("abcgen.export.MUSESCORE_PROGRAMS", ())
     report = export_tunes((FIXTURES / "engravers-jig.abc").read_text(), tmp_path, ["pdf"])
@@ -351,11 +380,16 @@ def test_pdf_through_lilypond(tmp_path, monkeypatch):
 
 
 def test_stdin_input(tmp_path):
-    result = CliRunner().invoke(cli, ["export", "-", "--out-dir", str(tmp_path / "new"), "-f", "midi,musicxml"],
-                                input=(FIXTURES / "endings.abc").read_text())
+    result = CliRunner().invoke(
+        cli,
+        ["export", "-", "--out-dir", str(tmp_path / "new"), "-f", "midi,musicxml"],
+        input=(FIXTURES / "endings.abc").read_text(),
+    )
     assert result.exit_code == 0, result.output
     assert sorted(path.name for path in (tmp_path / "new").iterdir()) == [
-        "007-first-and-second-endings.mid", "007-first-and-second-endings.musicxml"]
+        "007-first-and-second-endings.mid",
+        "007-first-and-second-endings.musicxml",
+    ]
     assert "wrote 2 files for 1 tune to " in result.stderr
 
 

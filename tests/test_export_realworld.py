@@ -37,8 +37,9 @@ def played(path) -> list[tuple[Fraction, int, Fraction]]:
             sounding[message.note] = now
         elif message.type in ("note_on", "note_off") and message.note in sounding:
             start = sounding.pop(message.note)
-            notes.append((Fraction(start, midi.ticks_per_beat), message.note,
-                          Fraction(now - start, midi.ticks_per_beat)))
+            notes.append(
+                (Fraction(start, midi.ticks_per_beat), message.note, Fraction(now - start, midi.ticks_per_beat))
+            )
     return sorted(notes)
 
 
@@ -60,10 +61,18 @@ def musicxml(path):
 # ---- tempo ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("q, bpm", [
-    ("Q: 1/4 = 120", 120), ("Q:1/4=100", 100), ('Q:"Allegro" 1/4 = 132', 132),
-    ("Q:3/8=60", 90), ("Q:1/8 1/4=40", 60), ("Q:200", 100), ("Q: C=160", 80),
-])
+@pytest.mark.parametrize(
+    "q, bpm",
+    [
+        ("Q: 1/4 = 120", 120),
+        ("Q:1/4=100", 100),
+        ('Q:"Allegro" 1/4 = 132', 132),
+        ("Q:3/8=60", 90),
+        ("Q:1/8 1/4=40", 60),
+        ("Q:200", 100),
+        ("Q: C=160", 80),
+    ],
+)
 def test_tempo_spellings_export_with_their_tempo(tmp_path, q, bpm):
     files = exported(tmp_path, tune("GABc d4|]", extra=q + "\n"))
     assert pitches(files[".mid"]) == [G4, A4, B4, C5, D5]
@@ -79,13 +88,18 @@ def test_an_unreadable_tempo_is_left_out_with_a_warning_and_the_default_kept(tmp
 # ---- decorations ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("decorated", ["HB", "+fermata+B", "!fermata!B", "+trill+B", "!trill!B",
-                                       "~B", ".B", "TB", "uB", "+>+B", "!D.C.!B"])
+@pytest.mark.parametrize(
+    "decorated", ["HB", "+fermata+B", "!fermata!B", "+trill+B", "!trill!B", "~B", ".B", "TB", "uB", "+>+B", "!D.C.!B"]
+)
 def test_decorations_keep_their_note_and_add_none(tmp_path, decorated):
     files = exported(tmp_path, tune(f"GA {decorated}c d4|]"))
-    assert played(files[".mid"]) == [(0, G4, Fraction(1, 2)), (Fraction(1, 2), A4, Fraction(1, 2)),
-                                     (1, B4, Fraction(1, 2)), (Fraction(3, 2), C5, Fraction(1, 2)),
-                                     (2, D5, 2)]
+    assert played(files[".mid"]) == [
+        (0, G4, Fraction(1, 2)),
+        (Fraction(1, 2), A4, Fraction(1, 2)),
+        (1, B4, Fraction(1, 2)),
+        (Fraction(3, 2), C5, Fraction(1, 2)),
+        (2, D5, 2),
+    ]
     notes = [n.pitch.midi for n in musicxml(files[".musicxml"]).recurse().notes]
     assert notes == [G4, A4, B4, C5, D5]
 
@@ -93,10 +107,16 @@ def test_decorations_keep_their_note_and_add_none(tmp_path, decorated):
 # ---- rests ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("meter, unit, rest, quarters", [
-    ("4/4", "1/8", "Z4", 16), ("4/4", "1/8", "Z", 4), ("6/8", "1/8", "Z2", 6), ("3/4", "1/4", "Z3", 9),
-    ("C|", "1/8", "Z2", 8),
-])
+@pytest.mark.parametrize(
+    "meter, unit, rest, quarters",
+    [
+        ("4/4", "1/8", "Z4", 16),
+        ("4/4", "1/8", "Z", 4),
+        ("6/8", "1/8", "Z2", 6),
+        ("3/4", "1/4", "Z3", 9),
+        ("C|", "1/8", "Z2", 8),
+    ],
+)
 def test_multi_bar_rests_keep_their_bars(tmp_path, meter, unit, rest, quarters):
     bar = {"4/4": 4, "6/8": 3, "3/4": 3, "C|": 4}[meter]
     length = {"1/8": 2, "1/4": 1}[unit] * bar  # one bar of G, in units
@@ -110,15 +130,19 @@ def test_multi_bar_rests_keep_their_bars(tmp_path, meter, unit, rest, quarters):
 
 def test_invisible_rests_keep_their_length(tmp_path):
     files = exported(tmp_path, tune("x2 GA B4|x/ G/ A3 B4|]"))
-    assert played(files[".mid"]) == [(1, G4, Fraction(1, 2)), (Fraction(3, 2), A4, Fraction(1, 2)),
-                                     (2, B4, 2), (Fraction(17, 4), G4, Fraction(1, 4)),
-                                     (Fraction(9, 2), A4, Fraction(3, 2)), (6, B4, 2)]
+    assert played(files[".mid"]) == [
+        (1, G4, Fraction(1, 2)),
+        (Fraction(3, 2), A4, Fraction(1, 2)),
+        (2, B4, 2),
+        (Fraction(17, 4), G4, Fraction(1, 4)),
+        (Fraction(9, 2), A4, Fraction(3, 2)),
+        (6, B4, 2),
+    ]
 
 
 def test_a_bar_rest_under_a_free_meter_is_refused_in_one_line(tmp_path):
     report = export_tunes(tune("GABc|Z2|d4|]", meter="none"), tmp_path, ["midi"])
-    assert [str(f) for f in report.failed] == [
-        "X:1 (Fixture): a bar rest Z2 needs a meter (M:) to know its length"]
+    assert [str(f) for f in report.failed] == ["X:1 (Fixture): a bar rest Z2 needs a meter (M:) to know its length"]
 
 
 # ---- endings and repeats --------------------------------------------------------------------
@@ -137,9 +161,10 @@ def test_a_third_ending_is_played_third_and_not_as_a_chord(tmp_path):
     assert "<chord" not in text
 
 
-@pytest.mark.parametrize("endings", ["|:GABc d4|[1 c8:|[2 B8:|[3 A8:|[4 G8|]",
-                                     "|:GABc d4|[1,3 c8:|[2 B8:|[4 G8|]",
-                                     "|:GABc d4|1 c8:|2 B8:|3 A8|]"])
+@pytest.mark.parametrize(
+    "endings",
+    ["|:GABc d4|[1 c8:|[2 B8:|[3 A8:|[4 G8|]", "|:GABc d4|[1,3 c8:|[2 B8:|[4 G8|]", "|:GABc d4|1 c8:|2 B8:|3 A8|]"],
+)
 def test_more_endings_export_every_note_once_per_pass_or_as_written(tmp_path, endings):
     files = exported(tmp_path, tune(endings))
     notes = pitches(files[".mid"])
@@ -201,7 +226,8 @@ def test_a_sharp_that_takes_a_note_beyond_midi_is_refused(tmp_path, body, key):
     abc = f"X:1\nT:Too High\nM:4/4\nL:1/8\nK:{key}\n{body}\n"
     report = export_tunes(abc, tmp_path, ["midi"])
     assert [str(failure) for failure in report.failed] == [
-        "X:1 (Too High): the note G#9 is beyond the range of MIDI (C-1 to G9); write it an octave nearer"]
+        "X:1 (Too High): the note G#9 is beyond the range of MIDI (C-1 to G9); write it an octave nearer"
+    ]
 
 
 def test_the_lowest_and_highest_midi_notes_are_kept(tmp_path):
@@ -218,8 +244,10 @@ def test_prepare_abc_leaves_decoration_names_and_chord_symbols_alone():
 # ---- several voices, encodings, meters too long ---------------------------------------------
 
 
-VOICES_IN_HEADER = ("X:1\nT:Duet\nM:4/4\nL:1/8\nV:1 name=\"Tune\"\nV:2 clef=bass\nK:G\n"
-                    "V:1\nGABc d4|\nV:2\nG,8|\nV:1\nd2B2 G4|]\nV:2\nD,8|]\n")
+VOICES_IN_HEADER = (
+    'X:1\nT:Duet\nM:4/4\nL:1/8\nV:1 name="Tune"\nV:2 clef=bass\nK:G\n'
+    "V:1\nGABc d4|\nV:2\nG,8|\nV:1\nd2B2 G4|]\nV:2\nD,8|]\n"
+)
 INLINE_VOICES = "X:1\nT:Duet\nM:4/4\nL:1/8\nK:G\n[V:1] GABc d4|[V:2] G,8|\n[V:1] d2B2 G4|]\n[V:2] D,8|]\n"
 
 
@@ -227,20 +255,33 @@ INLINE_VOICES = "X:1\nT:Duet\nM:4/4\nL:1/8\nK:G\n[V:1] GABc d4|[V:2] G,8|\n[V:1]
 def test_a_multi_voice_tune_exports_its_first_voice_with_a_warning(tmp_path, abc):
     report = export_tunes(abc, tmp_path, ["midi", "musicxml"])
     assert report.ok and report.warnings == [
-        "X:1 (Duet): exported its first voice (V:1) only, without the other voice: "
-        "music21 cannot read several voices"]
+        "X:1 (Duet): exported its first voice (V:1) only, without the other voice: music21 cannot read several voices"
+    ]
     files = {path.suffix: path for path in report.written}
-    assert played(files[".mid"]) == [(0, G4, Fraction(1, 2)), (Fraction(1, 2), A4, Fraction(1, 2)),
-                                     (1, B4, Fraction(1, 2)), (Fraction(3, 2), C5, Fraction(1, 2)),
-                                     (2, D5, 2), (4, D5, 1), (5, B4, 1), (6, G4, 2)]
+    assert played(files[".mid"]) == [
+        (0, G4, Fraction(1, 2)),
+        (Fraction(1, 2), A4, Fraction(1, 2)),
+        (1, B4, Fraction(1, 2)),
+        (Fraction(3, 2), C5, Fraction(1, 2)),
+        (2, D5, 2),
+        (4, D5, 1),
+        (5, B4, 1),
+        (6, G4, 2),
+    ]
     assert len(mido.MidiFile(files[".mid"]).tracks) == 2
     score = musicxml(files[".musicxml"])
     assert len(score.parts) == 1 and len(score.parts[0].recurse().notes) == 8
 
 
-@pytest.mark.parametrize("encoded", [
-    "latin-1", "utf-8-sig", "utf-16", "utf-8",
-])
+@pytest.mark.parametrize(
+    "encoded",
+    [
+        "latin-1",
+        "utf-8-sig",
+        "utf-16",
+        "utf-8",
+    ],
+)
 def test_bytes_in_any_encoding_the_corpus_reads_keep_their_title(tmp_path, encoded):
     data = tune("GABc d4|]", title="Café au lait").encode(encoded)
     report = export_tunes(data, tmp_path, ["musicxml"])
@@ -260,7 +301,8 @@ def test_a_meter_music21_cannot_set_up_in_time_is_refused_in_one_line(tmp_path, 
     report = export_tunes(abc, tmp_path, ["midi"])
     assert [str(failure) for failure in report.failed] == [
         f"X:1 (Fixture): M:{meter} is beyond the meters abcgen exports (numbers up to 64): "
-        "music21 takes minutes to set up so long a bar"]
+        "music21 takes minutes to set up so long a bar"
+    ]
     assert [path.name for path in report.written] == ["002-fine.mid"]
 
 
@@ -292,18 +334,38 @@ def test_the_midi_file_has_a_tempo_track_a_melody_track_and_a_chord_track(tmp_pa
     assert absolute(midi.tracks[0]) == [
         (0, {"type": "set_tempo", "tempo": 625_000}),  # 60,000,000 microseconds / 96
         (0, {"type": "key_signature", "key": "G"}),
-        (0, {"type": "time_signature", "numerator": 4, "denominator": 4, "clocks_per_click": 24,
-             "notated_32nd_notes_per_beat": 8}),
+        (
+            0,
+            {
+                "type": "time_signature",
+                "numerator": 4,
+                "denominator": 4,
+                "clocks_per_click": 24,
+                "notated_32nd_notes_per_beat": 8,
+            },
+        ),
         (bar, {"type": "key_signature", "key": "D"}),
-        (bar, {"type": "time_signature", "numerator": 3, "denominator": 4, "clocks_per_click": 24,
-               "notated_32nd_notes_per_beat": 8}),
+        (
+            bar,
+            {
+                "type": "time_signature",
+                "numerator": 3,
+                "denominator": 4,
+                "clocks_per_click": 24,
+                "notated_32nd_notes_per_beat": 8,
+            },
+        ),
         (bar + 10080, {"type": "end_of_track"}),  # a quarter note after the last mark
     ]
     melody, chords = absolute(midi.tracks[1]), absolute(midi.tracks[2])
-    assert melody[:2] == [(0, {"type": "track_name", "name": "Piano"}),
-                          (0, {"type": "program_change", "program": 0, "channel": 0})]
-    assert chords[:2] == [(0, {"type": "track_name", "name": "Acoustic Guitar"}),
-                          (0, {"type": "program_change", "program": 24, "channel": 1})]
+    assert melody[:2] == [
+        (0, {"type": "track_name", "name": "Piano"}),
+        (0, {"type": "program_change", "program": 0, "channel": 0}),
+    ]
+    assert chords[:2] == [
+        (0, {"type": "track_name", "name": "Acoustic Guitar"}),
+        (0, {"type": "program_change", "program": 24, "channel": 1}),
+    ]
     notes = [attributes for _, attributes in melody if attributes["type"].startswith("note")]
     assert {(n["channel"], n["velocity"]) for n in notes if n["type"] == "note_on"} == {(0, 90)}
     assert {(n["channel"], n["velocity"]) for n in notes if n["type"] == "note_off"} == {(0, 0)}
@@ -393,8 +455,8 @@ def test_a_tune_too_long_to_export_is_refused_in_one_line_naming_it(tmp_path, mo
     abc = strains(30, title="Endless") + "\n" + tune("GABc d4|]", number=2, title="Fine")
     report = export_tunes(abc, tmp_path, ["midi"])
     assert [str(failure) for failure in report.failed] == [
-        "X:1 (Endless): it is too long to export (120 bars; the limit is 100): "
-        "split it into tunes of its parts"]
+        "X:1 (Endless): it is too long to export (120 bars; the limit is 100): split it into tunes of its parts"
+    ]
     assert [path.name for path in report.written] == ["002-fine.mid"]
 
 
@@ -414,12 +476,14 @@ def test_sigterm_during_a_parallel_export_exits_cleanly(tmp_path):
     import time
 
     many = tmp_path / "many.abc"
-    many.write_text("\n".join(tune("|:GABc d2B2|c2A2 G4:|" * 8, number=n, title=f"T{n}")
-                              for n in range(1, 400)))
+    many.write_text("\n".join(tune("|:GABc d2B2|c2A2 G4:|" * 8, number=n, title=f"T{n}") for n in range(1, 400)))
     out = tmp_path / "out"
-    process = subprocess.Popen([sys.executable, "-m", "abcgen", "export", str(many), "-o", str(out),
-                                "-f", "midi", "--jobs", "2", "--quiet"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "abcgen", "export", str(many), "-o", str(out), "-f", "midi", "--jobs", "2", "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not (out.exists() and any(out.glob("*.mid"))) and process.poll() is None:
         assert time.monotonic() < deadline, "no file written in 2 minutes"
@@ -456,8 +520,9 @@ def test_the_export_command_reads_latin1_utf16_and_bom_files(tmp_path, encoding)
 
     source = tmp_path / "tune.abc"
     source.write_bytes(tune("GABc d2B2|c2A2 G4|]", title="Café au lait").encode(encoding))
-    result = CliRunner().invoke(cli, ["export", str(source), "--out-dir", str(tmp_path / "out"),
-                                      "-f", "musicxml", "--quiet"])
+    result = CliRunner().invoke(
+        cli, ["export", str(source), "--out-dir", str(tmp_path / "out"), "-f", "musicxml", "--quiet"]
+    )
     assert result.exit_code == 0, result.output
     written = tmp_path / "out" / "001-cafe-au-lait.musicxml"
     assert "Café au lait" in written.read_text(encoding="utf-8")

@@ -15,8 +15,8 @@ from abcgen.finetune import grow_vocab
 from abcgen.form import FORM_BLOCKS, encode_text
 from abcgen.model import ModelConfig, build_model
 from abcgen.train import TrainingInterrupted, finetune_config, train, with_validation_tunes
-from tests.conftest import interrupt_training_at
 from abcgen.vocab import Vocab
+from tests.conftest import interrupt_training_at
 
 OLD_TEXT = 'X:1\nT:Old\nM:6/8\nL:1/8\nK:D\n|:"D"dfa afd|"G"gbg "A7"fed|"D"d3 d2:|\n\n'
 NEW_CHARS = "{}~Q"  # none of them in OLD_TEXT, and spread over the sorted vocabulary
@@ -26,8 +26,7 @@ def tune(number: int) -> str:
     """A short, well-formed reel; each number gives different notes (and title)."""
     notes = "ABcdefgaGFED"
     bar = lambda k: "".join(notes[(number * 7 + k * 3 + i) % len(notes)] for i in range(8))  # noqa: E731
-    return (f"X:{number}\nT:Reel {number}\nM:4/4\nL:1/8\nK:G\n"
-            f"|:{bar(0)}|{bar(1)}|{bar(2)}|{bar(3)}:|\n")
+    return f"X:{number}\nT:Reel {number}\nM:4/4\nL:1/8\nK:G\n|:{bar(0)}|{bar(1)}|{bar(2)}|{bar(3)}:|\n"
 
 
 @pytest.fixture
@@ -65,14 +64,16 @@ def log_probs(model, vocab, text):
     return torch.log_softmax(logits[0].float(), dim=-1)
 
 
-@pytest.mark.parametrize("arch, form", [("lstm", FORM_BLOCKS), ("lstm", 0), ("transformer", FORM_BLOCKS),
-                                        ("conv-lstm", 0)])
+@pytest.mark.parametrize(
+    "arch, form", [("lstm", FORM_BLOCKS), ("lstm", 0), ("transformer", FORM_BLOCKS), ("conv-lstm", 0)]
+)
 def test_growing_the_vocabulary_keeps_the_predictions(arch, form):
     old = Vocab(OLD_TEXT)
     new = Vocab(OLD_TEXT + NEW_CHARS)
     torch.manual_seed(0)
-    model = build_model(ModelConfig(vocab_size=len(old), arch=arch, hidden=16, layers=1, heads=2,
-                                    dropout=0.0, form=form))
+    model = build_model(
+        ModelConfig(vocab_size=len(old), arch=arch, hidden=16, layers=1, heads=2, dropout=0.0, form=form)
+    )
     for parameter in model.parameters():  # random biases too, so a misplaced row would show
         torch.nn.init.normal_(parameter, std=0.5)
     grown = grow_vocab(model, old, new, reference=OLD_TEXT)
@@ -100,7 +101,8 @@ def test_a_tiny_collection_gets_two_validation_tunes():
     tunes = [tune(n) for n in range(1, 13)]
     said = []
     corpus, training_loss = with_validation_tunes(
-        Corpus("mine", train=tunes[:11], val=[tunes[11]], test=[]), said.append, at_least=2)
+        Corpus("mine", train=tunes[:11], val=[tunes[11]], test=[]), said.append, at_least=2
+    )
     assert not training_loss and len(corpus.val) == 2 and len(corpus.train) == 10
     assert set(corpus.val) | set(corpus.train) == set(tunes)
     assert "holding out 1 training tune(s) for validation (Reel " in said[0]
@@ -111,8 +113,7 @@ def test_a_tiny_collection_gets_two_validation_tunes():
 
 def test_fine_tuning_grows_the_vocabulary_and_records_where_it_started(collection, start_model, tmp_path):
     said = []
-    result = train(collection, tmp_path / "run", {}, tiny(), progress=False, log=said.append,
-                   init=start_model)
+    result = train(collection, tmp_path / "run", {}, tiny(), progress=False, log=said.append, init=start_model)
     assert any("holding out" in line for line in said), said
     assert any("added to its vocabulary: '{' '}' '~'" in line for line in said), said
     best = load_checkpoint(result.best_path)
@@ -132,8 +133,22 @@ def test_fine_tuning_grows_the_vocabulary_and_records_where_it_started(collectio
 
 def test_cli_fine_tunes_with_the_small_collection_defaults(collection, start_model, tmp_path):
     out = tmp_path / "cli"
-    result = CliRunner().invoke(cli, ["train", str(collection), "--init", str(start_model), "--out", str(out),
-                                      "--epochs", "1", "--seq-len", "16", "--quiet"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            str(collection),
+            "--init",
+            str(start_model),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--seq-len",
+            "16",
+            "--quiet",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "characters added to its vocabulary" in result.stderr
     saved = load_checkpoint(out / "last.pt").meta["train_config"]
@@ -141,44 +156,53 @@ def test_cli_fine_tunes_with_the_small_collection_defaults(collection, start_mod
     assert saved["weight_decay"] == finetune_config().weight_decay and saved["epochs"] == 1
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--arch", "transformer"], "--arch transformer contradicts the starting model"),
-    (["--hidden", "64"], "--hidden 64 contradicts the starting model"),
-    (["--no-form"], "--form/--no-form 0 contradicts the starting model"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--arch", "transformer"], "--arch transformer contradicts the starting model"),
+        (["--hidden", "64"], "--hidden 64 contradicts the starting model"),
+        (["--no-form"], "--form/--no-form 0 contradicts the starting model"),
+    ],
+)
 def test_options_that_contradict_the_starting_model_give_one_line(collection, start_model, tmp_path, args, message):
-    result = CliRunner().invoke(cli, ["train", str(collection), "--init", str(start_model),
-                                      "--out", str(tmp_path / "o"), "--quiet", *args])
+    result = CliRunner().invoke(
+        cli, ["train", str(collection), "--init", str(start_model), "--out", str(tmp_path / "o"), "--quiet", *args]
+    )
     assert result.exit_code == 1, result.output
     assert message in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"not a model at all", "is not a readable abcgen model"),
-    (None, "does not exist"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"not a model at all", "is not a readable abcgen model"),
+        (None, "does not exist"),
+    ],
+)
 def test_a_corrupt_or_missing_starting_model_gives_one_line(collection, tmp_path, content, message):
     path = tmp_path / "start.pt"
     if content is not None:
         path.write_bytes(content)
-    result = CliRunner().invoke(cli, ["train", str(collection), "--init", str(path),
-                                      "--out", str(tmp_path / "o"), "--quiet"])
+    result = CliRunner().invoke(
+        cli, ["train", str(collection), "--init", str(path), "--out", str(tmp_path / "o"), "--quiet"]
+    )
     assert result.exit_code == 1 and message in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
 
 
 def test_an_interrupted_fine_tuning_run_resumes_to_the_same_model(collection, start_model, tmp_path, monkeypatch):
-    whole = train(collection, tmp_path / "whole", {}, tiny(epochs=3), progress=False, log=lambda m: None,
-                  init=start_model)
+    whole = train(
+        collection, tmp_path / "whole", {}, tiny(epochs=3), progress=False, log=lambda m: None, init=start_model
+    )
     undo = interrupt_training_at(monkeypatch, 5)
     with pytest.raises(TrainingInterrupted):
-        train(collection, tmp_path / "split", {}, tiny(epochs=3), progress=False, log=lambda m: None,
-              init=start_model)
+        train(collection, tmp_path / "split", {}, tiny(epochs=3), progress=False, log=lambda m: None, init=start_model)
     undo()
     # Resumed without --init: the run knows it is fine-tuning (same validation tunes, same origin).
-    resumed = train(collection, tmp_path / "split", None, tiny(epochs=3), resume=True, progress=False,
-                    log=lambda m: None)
+    resumed = train(
+        collection, tmp_path / "split", None, tiny(epochs=3), resume=True, progress=False, log=lambda m: None
+    )
     a, b = (load_checkpoint(r.last_path) for r in (whole, resumed))
     assert a.vocab == b.vocab and b.meta["init"] == a.meta["init"]
     for name, tensor in a.model.state_dict().items():

@@ -7,8 +7,8 @@ from abcgen.checkpoint import Checkpoint
 from abcgen.form import BARS_PER_BLOCK, FormTracker, Place, encode_text, form_classes, model_inputs
 from abcgen.model import ModelConfig, build_model, input_table
 from abcgen.sample import SamplingRun, TuneModel, header_plan
-from abcgen.watch import TUNE_END
 from abcgen.vocab import Vocab
+from abcgen.watch import TUNE_END
 
 HEADER = "X:1\nT:Counting\nM:4/4\nL:1/8\nK:G\n"
 
@@ -41,8 +41,16 @@ def test_a_class_is_the_block_of_eight_bars_and_the_bar_within_it():
     classes = form_classes(HEADER + body, blocks=6)
     after = {n: classes[len(HEADER) + 5 * n - 1] for n in (7, 8, 15, 16, 39, 40, 47, 60)}
     blocks = {n: divmod(c, BARS_PER_BLOCK) for n, c in after.items()}
-    assert blocks == {7: (0, 7), 8: (1, 0), 15: (1, 7), 16: (2, 0), 39: (4, 7), 40: (5, 0),
-                      47: (5, 7), 60: (5, 4)}  # the last block is open-ended
+    assert blocks == {
+        7: (0, 7),
+        8: (1, 0),
+        15: (1, 7),
+        16: (2, 0),
+        39: (4, 7),
+        40: (5, 0),
+        47: (5, 7),
+        60: (5, 4),
+    }  # the last block is open-ended
 
 
 def test_the_tracker_agrees_with_the_whole_text_also_after_cutting_back():
@@ -92,8 +100,9 @@ def test_the_sampler_feeds_the_classes_that_training_uses():
     torch.manual_seed(0)
     recording = Recording(build_model(ModelConfig(vocab_size=len(vocab), hidden=16, layers=1)))
     tune_model = TuneModel(Checkpoint(recording, vocab, {}))
-    options = SamplingRun(0.8, None, 0.9, 600, fix_bars=False, keep_rhythm=True,
-                              generator=torch.Generator().manual_seed(3))
+    options = SamplingRun(
+        0.8, None, 0.9, 600, fix_bars=False, keep_rhythm=True, generator=torch.Generator().manual_seed(3)
+    )
     [(text, _)] = tune_model.sample_batch(1, header_plan(prime="GABc|" * 18), options)
     fed = torch.cat(recording.seen).tolist()
     assert max(fed) >= 2 * BARS_PER_BLOCK * len(vocab)  # it got past 16 bars

@@ -42,4 +42,5 @@ def test_library_names_the_parameter_and_the_cli_the_flag():
     assert OptionError("n", "must be at least 1").flag_message() == "-n must be at least 1"
     result = CliRunner().invoke(cli, ["sample", "--pitch-top-p", "0"])
     assert result.exit_code == 1 and result.output.strip().endswith(
-        "Error: --pitch-top-p must be greater than 0 and at most 1"), result.output
+        "Error: --pitch-top-p must be greater than 0 and at most 1"
+    ), result.output

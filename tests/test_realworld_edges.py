@@ -74,8 +74,10 @@ def test_a_prime_from_a_real_tune_is_normalised_as_the_corpus_is(tmp_path):
     path = tmp_path / "prime.abc"
     path.write_text(REAL_STYLE_PRIME, encoding="utf-8")
     prime = read_prime(f"@{path}")
-    assert prime == ("X:1\nT:Cafe \"Noir\"\nT:The Piper's Reel - second setting\nM:4/4\nL:1/8\nK:D\n"
-                     "|:A3/2B/2 AF D2FA|d/2e3/2 fd e2fe|\n")
+    assert prime == (
+        'X:1\nT:Cafe "Noir"\nT:The Piper\'s Reel - second setting\nM:4/4\nL:1/8\nK:D\n'
+        "|:A3/2B/2 AF D2FA|d/2e3/2 fd e2fe|\n"
+    )
     load_model().vocab.encode(prime)  # the check generate() makes: no unknown character left
 
 
@@ -85,12 +87,15 @@ def test_a_latin1_prime_file_and_other_unit_lengths_are_read(tmp_path):
     assert read_prime(f"@{path}") == "X:1\nT:Cafe\nM:2/4\nL:1/8\nK:G\nA3B cd|\n"
 
 
-@pytest.mark.parametrize("music, spelled", [
-    ("A>B c<d", "A3/2B/2 c/2d3/2"),
-    ("A2>B2 [FA]>>G", "A3B [FA]7/4G/4"),
-    ('^f>"G"~g z<c', '^f3/2"G"~g/2 z/2c3/2'),
-    ("ABcd|", "ABcd|"),
-])
+@pytest.mark.parametrize(
+    "music, spelled",
+    [
+        ("A>B c<d", "A3/2B/2 c/2d3/2"),
+        ("A2>B2 [FA]>>G", "A3B [FA]7/4G/4"),
+        ('^f>"G"~g z<c', '^f3/2"G"~g/2 z/2c3/2'),
+        ("ABcd|", "ABcd|"),
+    ],
+)
 def test_broken_rhythm_in_a_music_prime_is_written_as_lengths(music, spelled):
     assert normalise_prime(music + "\n") == spelled + "\n"
 
@@ -111,10 +116,11 @@ def test_a_prime_from_a_real_tune_samples_from_the_cli(tmp_path):
     path = tmp_path / "my primes" / "prime.abc"
     path.parent.mkdir()
     path.write_text(REAL_STYLE_PRIME.replace("e2fe|", "e2fe|\n"), encoding="utf-8")
-    result = CliRunner().invoke(cli, ["sample", "--prime", f"@{path}", "--seed", "1",
-                                      "--max-chars", "300", "--retries", "0"])
+    result = CliRunner().invoke(
+        cli, ["sample", "--prime", f"@{path}", "--seed", "1", "--max-chars", "300", "--retries", "0"]
+    )
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith("X:1\nT:Cafe \"Noir\"\n")
+    assert result.stdout.startswith('X:1\nT:Cafe "Noir"\n')
     assert "|:A3/2B/2 AF D2FA|d/2e3/2 fd e2fe|" in result.stdout
 
 
@@ -143,14 +149,16 @@ def edge_model(tmp_path_factory):
 def evaluate_cli(folder, model, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     report = tmp_path / "report.json"
-    result = CliRunner().invoke(cli, ["evaluate", str(folder), "--model", str(model), "-n", "2",
-                                      "--seed", "1", "-q", "--json", str(report)])
+    result = CliRunner().invoke(
+        cli, ["evaluate", str(folder), "--model", str(model), "-n", "2", "--seed", "1", "-q", "--json", str(report)]
+    )
     return result, report
 
 
 @pytest.mark.parametrize("known_test_tunes", [0, 1])
 def test_evaluate_reports_the_rest_when_test_tunes_hold_unseen_characters(
-        edge_model, tmp_path, monkeypatch, known_test_tunes):
+    edge_model, tmp_path, monkeypatch, known_test_tunes
+):
     unseen = tunes_in("test", 2, title="Quixotic Waltzing Zyzzyva ")
     tunes = tunes_in("train", 4) + unseen + tunes_in("test", known_test_tunes)
     folder = write_folder(tmp_path, "corpus", tunes)
@@ -175,11 +183,11 @@ def test_evaluate_reports_the_rest_when_test_tunes_hold_unseen_characters(
 def test_train_holds_out_validation_tunes_when_the_split_gives_none(tmp_path):
     folder = write_folder(tmp_path, "corpus", tunes_in("train", 12))
     said = []
-    result = train(folder, tmp_path / "run", TINY_MODEL, TrainConfig(**TINY_CONFIG), progress=False,
-                   log=said.append)
+    result = train(folder, tmp_path / "run", TINY_MODEL, TrainConfig(**TINY_CONFIG), progress=False, log=said.append)
     assert not result.validation_is_training
-    assert said[0].startswith("corpus: the split leaves no validation tunes; holding out 2 "
-                              "training tune(s) for validation (Edge Reel ")
+    assert said[0].startswith(
+        "corpus: the split leaves no validation tunes; holding out 2 training tune(s) for validation (Edge Reel "
+    )
     checkpoint_meta = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert checkpoint_meta["val_loss"] > 0
 
@@ -187,12 +195,13 @@ def test_train_holds_out_validation_tunes_when_the_split_gives_none(tmp_path):
 def test_train_on_too_few_tunes_says_the_figure_is_training_loss(tmp_path):
     folder = write_folder(tmp_path, "corpus", tunes_in("train", 3))
     said = []
-    result = train(folder, tmp_path / "run", TINY_MODEL, TrainConfig(**TINY_CONFIG), progress=False,
-                   log=said.append)
+    result = train(folder, tmp_path / "run", TINY_MODEL, TrainConfig(**TINY_CONFIG), progress=False, log=said.append)
     assert result.validation_is_training
-    assert said[0] == ("corpus: the split leaves no validation tunes and too few training tunes (3) "
-                       "to spare any: the validation figures are the loss on training tunes, not on "
-                       "unseen music")
+    assert said[0] == (
+        "corpus: the split leaves no validation tunes and too few training tunes (3) "
+        "to spare any: the validation figures are the loss on training tunes, not on "
+        "unseen music"
+    )
 
 
 def test_train_on_a_lone_test_tune_gives_one_line(tmp_path):
@@ -201,14 +210,31 @@ def test_train_on_a_lone_test_tune_gives_one_line(tmp_path):
     assert result.exit_code == 1
     assert result.output.strip() == (
         "Error: corpus: no training tunes: the split by tune puts all 1 of them elsewhere (1 in test); "
-        "train on a corpus with more tunes (about 90% go to training)")
+        "train on a corpus with more tunes (about 90% go to training)"
+    )
 
 
 def test_the_sample_hint_after_training_is_quoted_for_a_path_with_spaces(tmp_path):
     folder = write_folder(tmp_path, "corpus", tunes_in("train", 3))
     out = tmp_path / "my runs" / "first try"
-    result = CliRunner().invoke(cli, ["train", str(folder), "--out", str(out), "--epochs", "1",
-                                      "--batch-size", "2", "--seq-len", "16", "--hidden", "8", "--quiet"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            str(folder),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "2",
+            "--seq-len",
+            "16",
+            "--hidden",
+            "8",
+            "--quiet",
+        ],
+    )
     assert result.exit_code == 0, result.output
     hint = result.output.strip().splitlines()[-1].strip()
     assert hint == f"abcgen sample --model {shlex.quote(str(out / 'best.pt'))}"
@@ -246,10 +272,13 @@ K:D
 """
 
 
-@pytest.mark.parametrize("raw, music", [
-    (VOICES_IN_HEADER, "|:GABc d2B2|c2A2 G4:|\n|:d2d2 B2G2|A4 G4:|"),
-    (INLINE_VOICES, "DEFG A2A2|\nB2A2 D4|]"),
-])
+@pytest.mark.parametrize(
+    "raw, music",
+    [
+        (VOICES_IN_HEADER, "|:GABc d2B2|c2A2 G4:|\n|:d2d2 B2G2|A4 G4:|"),
+        (INLINE_VOICES, "DEFG A2A2|\nB2A2 D4|]"),
+    ],
+)
 def test_multi_voice_tunes_keep_their_first_voice(raw, music):
     tune, reason = normalise_tune(raw)
     assert reason is None

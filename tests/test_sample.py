@@ -9,8 +9,8 @@ from abcgen.corpus import load_corpus
 from abcgen.errors import AbcgenError
 from abcgen.sample import SamplingRun, Stream, TuneModel, close_cut_tune, header_plan, load_model
 from abcgen.shaping import character_classes, next_char_probs, pitch_nucleus
-from abcgen.watch import Snapshot, header_value_ok, watch_bars
 from abcgen.train import TrainConfig, train
+from abcgen.watch import Snapshot, header_value_ok, watch_bars
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +24,7 @@ def tiny_model(tmp_path_factory):
     config = TrainConfig(epochs=40, batch_size=4, seq_len=32, lr=2e-2, weight_decay=0.0, precision="fp32", device="cpu")
     # Characters only: in a few seconds the form classes spread its few tunes too thin to
     # learn headers (tests/test_form.py covers sampling with them).
-    train(folder, out, {"hidden": 48, "layers": 1, "dropout": 0.0, "form": 0}, config, force=True,
-          progress=False)
+    train(folder, out, {"hidden": 48, "layers": 1, "dropout": 0.0, "form": 0}, config, force=True, progress=False)
     return out / "last.pt"
 
 
@@ -107,8 +106,7 @@ def test_check_regenerates_failing_tunes(tiny_model, monkeypatch):
     messages = []
     tunes = generate(tiny_model, n=2, seed=1, retries=3, fix_bars=False, log=messages.append)
     assert len(tunes) == 2 and len(calls) == 3
-    assert messages == ["regenerated 1 tune(s) that failed the ABC check "
-                        "(1 with a bar of the wrong length)"]
+    assert messages == ["regenerated 1 tune(s) that failed the ABC check (1 with a bar of the wrong length)"]
 
 
 def test_batched_generation_writes_every_tune_whole(tiny_model):
@@ -129,34 +127,56 @@ def test_score_reports_loss_and_accuracy(tiny_model, tiny_abc):
 
 def test_cli_writes_only_abc_to_stdout(tiny_model, tmp_path):
     runner = CliRunner()
-    result = runner.invoke(cli, ["sample", "--model", str(tiny_model), "-n", "2", "--seed", "5",
-                                 "--no-check", "--meter", "6/8", "--key", "D"])
+    result = runner.invoke(
+        cli,
+        ["sample", "--model", str(tiny_model), "-n", "2", "--seed", "5", "--no-check", "--meter", "6/8", "--key", "D"],
+    )
     assert result.exit_code == 0, result.output
     tunes = result.stdout.strip("\n").split("\n\n")
     assert len(tunes) == 2 and all("M:6/8\nL:" in t and "\nK:D" in t for t in tunes)
     out = tmp_path / "t.abc"
-    again = runner.invoke(cli, ["sample", "--model", str(tiny_model), "-n", "2", "--seed", "5",
-                                "--no-check", "--meter", "6/8", "--key", "D", "-o", str(out)])
+    again = runner.invoke(
+        cli,
+        [
+            "sample",
+            "--model",
+            str(tiny_model),
+            "-n",
+            "2",
+            "--seed",
+            "5",
+            "--no-check",
+            "--meter",
+            "6/8",
+            "--key",
+            "D",
+            "-o",
+            str(out),
+        ],
+    )
     assert again.exit_code == 0 and out.read_text() == result.stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--temperature", "0"], "--temperature must be between 0.01 and 10"),
-    (["--temperature", "-1"], "--temperature must be between 0.01 and 10"),
-    (["--temperature", "1e-45"], "--temperature must be between 0.01 and 10"),
-    (["--temperature", "inf"], "--temperature must be between 0.01 and 10"),
-    (["--top-k", "0"], "--top-k must be at least 1"),
-    (["--max-chars", "20"], "--max-chars must be at least 100"),
-    (["--meter", "abc"], "--meter 'abc' is not an ABC meter"),
-    (["--key", "Xyz"], "--key 'Xyz' is not an ABC key"),
-    (["--key", "D\nX:2"], "--key must be one line"),
-    (["--length", "foo"], "--length must be a unit note length"),
-    (["--length", "3/8"], "--length must be a unit note length"),
-    (["--prime", "@/no/such/file"], "does not exist"),
-    (["--model", "/no/such/model.pt"], "does not exist"),
-    (["--retries", "-1"], "--retries must be at least 0"),
-    (["--prime", "X:1\nT:Mine\nM:6/8\nK:D\n", "--meter", "3/4"], "--prime starts with its own header"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--temperature", "0"], "--temperature must be between 0.01 and 10"),
+        (["--temperature", "-1"], "--temperature must be between 0.01 and 10"),
+        (["--temperature", "1e-45"], "--temperature must be between 0.01 and 10"),
+        (["--temperature", "inf"], "--temperature must be between 0.01 and 10"),
+        (["--top-k", "0"], "--top-k must be at least 1"),
+        (["--max-chars", "20"], "--max-chars must be at least 100"),
+        (["--meter", "abc"], "--meter 'abc' is not an ABC meter"),
+        (["--key", "Xyz"], "--key 'Xyz' is not an ABC key"),
+        (["--key", "D\nX:2"], "--key must be one line"),
+        (["--length", "foo"], "--length must be a unit note length"),
+        (["--length", "3/8"], "--length must be a unit note length"),
+        (["--prime", "@/no/such/file"], "does not exist"),
+        (["--model", "/no/such/model.pt"], "does not exist"),
+        (["--retries", "-1"], "--retries must be at least 0"),
+        (["--prime", "X:1\nT:Mine\nM:6/8\nK:D\n", "--meter", "3/4"], "--prime starts with its own header"),
+    ],
+)
 def test_sample_bad_options_give_one_line(tiny_model, args, message):
     model_args = [] if "--model" in args else ["--model", str(tiny_model)]
     result = CliRunner().invoke(cli, ["sample", *model_args, *args])
@@ -180,8 +200,10 @@ def test_sample_export_writes_files_beside_the_abc(tiny_model, tmp_path, monkeyp
         return abcgen.export.ExportReport(tunes=1, written=[tmp_path / "001-x.mid"])
 
     monkeypatch.setattr(abcgen.export, "export_tunes", fake_export)
-    result = CliRunner().invoke(cli, ["sample", "--model", str(tiny_model), "--seed", "1",
-                                      "--no-check", "--export", str(tmp_path), "-f", "midi"])
+    result = CliRunner().invoke(
+        cli,
+        ["sample", "--model", str(tiny_model), "--seed", "1", "--no-check", "--export", str(tmp_path), "-f", "midi"],
+    )
     assert result.exit_code == 0, result.output
     assert seen["text"] == result.stdout and seen["formats"] == ["midi"]
     assert str(tmp_path / "001-x.mid") not in result.stdout
@@ -282,9 +304,10 @@ def test_fixing_writes_only_meters_and_keys_the_model_knows(tiny_model):
     def unknown(fix_bars):
         options = SamplingRun(0.8, None, 1.0, 200, fix_bars, False, torch.Generator().manual_seed(3))
         texts = [text for text, _ in model.sample_batch(20, header_plan(), options)]
-        return sum(not all(value(text, name) is not None and header_value_ok(name, value(text, name), meta)
-                           for name in "MK")
-                   for text in texts)
+        return sum(
+            not all(value(text, name) is not None and header_value_ok(name, value(text, name), meta) for name in "MK")
+            for text in texts
+        )
 
     # The tiny model gets a meter or key right about one time in ten, so even 8 tries
     # often fail; the shipped model's headers all pass (see bench/sample.py).
@@ -300,8 +323,17 @@ def test_fixing_bars_mends_what_the_model_miscounts(tiny_model):
         return sum(check_tune(t).rule in LOCAL_RULES for t in tunes)  # what fixing bars mends
 
     # A fixed header: the tiny model's own headers are rarely readable.
-    options = dict(n=20, seed=2, check=False, max_chars=400, meter="4/4", key="G", length="1/8",
-                   keep_rhythm=False, structure="none")
+    options = dict(
+        n=20,
+        seed=2,
+        check=False,
+        max_chars=400,
+        meter="4/4",
+        key="G",
+        length="1/8",
+        keep_rhythm=False,
+        structure="none",
+    )
     model = load_model(tiny_model)
     free = model.generate(fix_bars=False, **options)
     fixed = model.generate(**options)

@@ -129,24 +129,27 @@ def test_two_writers_at_once_are_both_served(client):
     assert max(r["started"] for r in results.values()) < min(r["ended"] for r in results.values())
 
 
-@pytest.mark.parametrize("settings, status, words", [
-    ({"n": 0}, 400, "n must be a whole number from 1 to 8"),
-    ({"n": 100}, 400, "n must be"),
-    ({"temperature": 50}, 400, "temperature must be a number"),
-    ({"temperature": "hot"}, 400, "temperature must be a number"),
-    ({"seed": -1}, 400, "seed must be a whole number"),
-    ({"seed": 1.5}, 400, "seed must be a whole number"),
-    ({"max_chars": 10}, 400, "max_chars must be"),
-    ({"max_chars": 10**7}, 400, "max_chars must be"),
-    ({"prime": "A" * 3000}, 400, "prime is 3000 characters long"),
-    ({"prime": "@/etc/passwd"}, 400, "a file name is not accepted"),
-    ({"meter": "7/x"}, 400, "not an ABC meter"),
-    ({"key": "Q#"}, 400, "not an ABC key"),
-    ({"structure": "ABAB?"}, 400, "structure"),
-    ({"title": "one\ntwo"}, 400, "one line"),
-    ({"title": ["a list"]}, 400, "title must be text"),
-    ({"prime": "|:\u00e9\u00e9:|"}, 400, "not in the model's vocabulary"),
-])
+@pytest.mark.parametrize(
+    "settings, status, words",
+    [
+        ({"n": 0}, 400, "n must be a whole number from 1 to 8"),
+        ({"n": 100}, 400, "n must be"),
+        ({"temperature": 50}, 400, "temperature must be a number"),
+        ({"temperature": "hot"}, 400, "temperature must be a number"),
+        ({"seed": -1}, 400, "seed must be a whole number"),
+        ({"seed": 1.5}, 400, "seed must be a whole number"),
+        ({"max_chars": 10}, 400, "max_chars must be"),
+        ({"max_chars": 10**7}, 400, "max_chars must be"),
+        ({"prime": "A" * 3000}, 400, "prime is 3000 characters long"),
+        ({"prime": "@/etc/passwd"}, 400, "a file name is not accepted"),
+        ({"meter": "7/x"}, 400, "not an ABC meter"),
+        ({"key": "Q#"}, 400, "not an ABC key"),
+        ({"structure": "ABAB?"}, 400, "structure"),
+        ({"title": "one\ntwo"}, 400, "one line"),
+        ({"title": ["a list"]}, 400, "title must be text"),
+        ({"prime": "|:\u00e9\u00e9:|"}, 400, "not in the model's vocabulary"),
+    ],
+)
 def test_bad_write_values_are_a_clear_4xx(client, settings, status, words):
     response = client.post("/api/write", json=settings)
     assert response.status_code == status
@@ -165,8 +168,9 @@ def test_too_many_generations_at_once_are_refused(client):
 
 
 def test_bodies_must_be_json_objects_of_bounded_size(client):
-    assert client.post("/api/check", content=b"not json", headers={"Content-Type": "application/json"}
-                       ).status_code == 400
+    assert (
+        client.post("/api/check", content=b"not json", headers={"Content-Type": "application/json"}).status_code == 400
+    )
     assert "JSON object" in client.post("/api/check", json=[1, 2]).json()["error"]
     huge = client.post("/api/check", json={"abc": "A" * (MAX_BODY + 10)})
     assert huge.status_code == 413 and "kB" in huge.json()["error"]
@@ -179,8 +183,8 @@ def test_bodies_must_be_json_objects_of_bounded_size(client):
 def test_bar_layout_finds_every_bar_and_part():
     bars = bar_layout(TUNE)
     assert len(bars) == 16
-    assert TUNE[bars[0].start:bars[0].end] == '"D"FAdA FAdA'
-    assert TUNE[bars[15].start:bars[15].end] == '"D"d2f2 d4'
+    assert TUNE[bars[0].start : bars[0].end] == '"D"FAdA FAdA'
+    assert TUNE[bars[15].start : bars[15].end] == '"D"d2f2 d4'
     assert [bar.part for bar in bars] == [0] * 8 + [1] * 8
     assert check_tune(TUNE).n_bars == len(bars)
 
@@ -190,7 +194,7 @@ def test_the_check_points_at_the_bar_it_names(client):
     result = client.post("/api/check", json={"abc": broken}).json()
     assert not result["ok"] and result["rule"] == "bar length"
     assert result["bar"]["number"] == 7
-    assert broken[result["bar"]["start"]:result["bar"]["end"]] == '"A"cBAG FED'
+    assert broken[result["bar"]["start"] : result["bar"]["end"]] == '"A"cBAG FED'
     assert client.post("/api/check", json={"abc": TUNE}).json()["ok"]
 
 
@@ -199,7 +203,7 @@ def test_vary_rewrites_only_the_selected_bar_and_ranks_the_candidates(model):
 
     bars = bar_layout(TUNE)
     result = vary(model, TUNE, 5, 5, count=3, seed=2)
-    before, after = TUNE[:bars[5].start], TUNE[bars[5].end:]
+    before, after = TUNE[: bars[5].start], TUNE[bars[5].end :]
     assert 1 <= len(result["candidates"]) <= 3
     scores = [candidate["score"] for candidate in result["candidates"]]
     assert scores == sorted(scores, reverse=True)
@@ -216,18 +220,21 @@ def test_vary_a_part_through_the_api(client):
     result = response.json()
     assert result["candidates"]
     for candidate in result["candidates"]:
-        assert candidate["abc"].startswith(TUNE[:bar_layout(TUNE)[8].start])
+        assert candidate["abc"].startswith(TUNE[: bar_layout(TUNE)[8].start])
         assert candidate["abc"].endswith(candidate["stretch"] + ":|")
         assert len(bar_layout(candidate["abc"])) == 16 and check_tune(candidate["abc"]).ok
 
 
-@pytest.mark.parametrize("request_body, words", [
-    ({"abc": TUNE, "first": 40}, "not in the tune"),
-    ({"abc": TUNE, "first": 3, "last": 2}, "last must be"),
-    ({"abc": TUNE}, "first"),
-    ({"first": 1}, "abc is required"),
-    ({"abc": "X:1\nK:D\n", "first": 0}, "no bars"),
-])
+@pytest.mark.parametrize(
+    "request_body, words",
+    [
+        ({"abc": TUNE, "first": 40}, "not in the tune"),
+        ({"abc": TUNE, "first": 3, "last": 2}, "last must be"),
+        ({"abc": TUNE}, "first"),
+        ({"first": 1}, "abc is required"),
+        ({"abc": "X:1\nK:D\n", "first": 0}, "no bars"),
+    ],
+)
 def test_bad_vary_requests_are_a_clear_4xx(client, request_body, words):
     response = client.post("/api/vary", json=request_body)
     assert response.status_code == 400
@@ -297,13 +304,16 @@ def test_library_round_trip(client):
     assert client.delete(f"/api/tunes/{other['id']}").status_code == 404
 
 
-@pytest.mark.parametrize("body, words", [
-    ({"abc": TUNE, "rating": 9}, "rating must be a whole number from 0 to 5"),
-    ({"abc": "   "}, "abc must hold a tune"),
-    ({"rating": 2}, "abc is required"),
-    ({"abc": TUNE, "settings": [1]}, "settings must be a JSON object"),
-    ({"abc": TUNE, "notes": "n" * 6000}, "notes is 6000 characters long"),
-])
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        ({"abc": TUNE, "rating": 9}, "rating must be a whole number from 0 to 5"),
+        ({"abc": "   "}, "abc must hold a tune"),
+        ({"rating": 2}, "abc is required"),
+        ({"abc": TUNE, "settings": [1]}, "settings must be a JSON object"),
+        ({"abc": TUNE, "notes": "n" * 6000}, "notes is 6000 characters long"),
+    ],
+)
 def test_bad_library_values_are_a_clear_4xx(client, body, words):
     response = client.post("/api/tunes", json=body)
     assert response.status_code == 400 and words in response.json()["error"]

@@ -14,9 +14,17 @@ import time
 
 import pytest
 
-playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
-CHROMIUM = next((path for path in (os.environ.get("ABCGEN_CHROMIUM"), shutil.which("chromium"),
-                                   shutil.which("chromium-browser")) if path), None)
+playwright_api = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
+)
+CHROMIUM = next(
+    (
+        path
+        for path in (os.environ.get("ABCGEN_CHROMIUM"), shutil.which("chromium"), shutil.which("chromium-browser"))
+        if path
+    ),
+    None,
+)
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on the PATH (apt-get install chromium)")
 XSS_TITLE = "<script>alert(1)</script>"
 
@@ -70,7 +78,7 @@ def note_position(bar: str) -> int:
     """Where the first note letter of a bar is (outside chord symbols and decorations)."""
     quoted = False
     for position, ch in enumerate(bar):
-        if ch in "\"!":
+        if ch in '"!':
             quoted = not quoted
         elif not quoted and ch in "ABCDEFGabcdefg":
             return position
@@ -83,8 +91,12 @@ def test_write_hear_edit_vary_keep_in_a_browser(server_url, browser):
     page.on("pageerror", lambda error: problems.append(str(error)))
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     outside = []
-    page.on("request", lambda request: outside.append(request.url)
-            if not request.url.startswith((server_url, "data:", "blob:")) else None)
+    page.on(
+        "request",
+        lambda request: (
+            outside.append(request.url) if not request.url.startswith((server_url, "data:", "blob:")) else None
+        ),
+    )
     page.goto(server_url)
     page.wait_for_selector("body[data-state=ready]")
     abcjs = page.evaluate("typeof window.ABCJS !== 'undefined'")
@@ -115,10 +127,10 @@ def test_write_hear_edit_vary_keep_in_a_browser(server_url, browser):
     before = page.inner_html("#notation")
     bars = page.evaluate("page.bars")
     third = bars[2]
-    bar_text = abc[third["start"]:third["end"]]
+    bar_text = abc[third["start"] : third["end"]]
     note = note_position(bar_text)
-    changed = bar_text[:note] + ("c" if bar_text[note] != "c" else "d") + bar_text[note + 1:]
-    page.fill("#abc", abc[:third["start"]] + changed + abc[third["end"]:])
+    changed = bar_text[:note] + ("c" if bar_text[note] != "c" else "d") + bar_text[note + 1 :]
+    page.fill("#abc", abc[: third["start"]] + changed + abc[third["end"] :])
     wait_for(page, f"document.querySelector('#notation').innerHTML !== {before!r}", timeout=20)
     assert page.inner_html("#notation") != before
 

@@ -11,7 +11,16 @@ from abcgen.cli import cli
 from abcgen.errors import AbcgenError
 from abcgen.model import build_model
 from abcgen.sample import PRETRAINED, TuneModel
-from abcgen.structure import BODY_CHARACTERS, STAFF_LINE_NOTES, BodyRules, Lexer, Part, Structure, corpus_forms, structure_of
+from abcgen.structure import (
+    BODY_CHARACTERS,
+    STAFF_LINE_NOTES,
+    BodyRules,
+    Lexer,
+    Part,
+    Structure,
+    corpus_forms,
+    structure_of,
+)
 
 
 def test_forms_are_read_as_musicians_write_them():
@@ -125,8 +134,9 @@ def random_model():
 
 
 def test_the_rules_hold_whatever_the_model_wants(random_model):
-    tunes = random_model.generate(n=6, seed=1, check=False, meter="6/8", key="G", title="Random", length="1/8", structure="AABB",
-                                  max_chars=3000)
+    tunes = random_model.generate(
+        n=6, seed=1, check=False, meter="6/8", key="G", title="Random", length="1/8", structure="AABB", max_chars=3000
+    )
     for tune in tunes:
         result = check_tune(tune)
         # Random weights rarely fill a bar and may never end one; once the rewinds are spent

@@ -16,8 +16,7 @@ TINY_MODEL = {"hidden": 32, "layers": 2, "dropout": 0.1}
 
 
 def tiny_config(**overrides):
-    settings = dict(epochs=3, batch_size=4, seq_len=16, lr=1e-2, warmup_steps=2,
-                    precision="fp32", device="cpu", seed=3)
+    settings = dict(epochs=3, batch_size=4, seq_len=16, lr=1e-2, warmup_steps=2, precision="fp32", device="cpu", seed=3)
     return TrainConfig(**{**settings, **overrides})
 
 
@@ -30,8 +29,13 @@ def test_streams_make_every_character_a_target():
 
 
 def test_tiny_model_overfits_tiny_corpus(tiny_abc, tmp_path):
-    result = train(tiny_abc, tmp_path / "run", {"hidden": 64, "layers": 1, "dropout": 0.0},
-                   tiny_config(epochs=60, lr=2e-2), progress=False)
+    result = train(
+        tiny_abc,
+        tmp_path / "run",
+        {"hidden": 64, "layers": 1, "dropout": 0.0},
+        tiny_config(epochs=60, lr=2e-2),
+        progress=False,
+    )
     corpus = load_corpus(tiny_abc)
     checkpoint = load_checkpoint(result.last_path)
     from abcgen.sample import TuneModel
@@ -41,8 +45,7 @@ def test_tiny_model_overfits_tiny_corpus(tiny_abc, tmp_path):
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 60
     first = json.loads(lines[0])
-    assert {"epoch", "step", "elapsed_s", "train_loss", "val_loss", "val_bpc", "val_acc",
-            "chars_per_s"} <= first.keys()
+    assert {"epoch", "step", "elapsed_s", "train_loss", "val_loss", "val_bpc", "val_acc", "chars_per_s"} <= first.keys()
 
 
 def test_interrupted_and_resumed_run_matches_uninterrupted(tiny_abc, tmp_path, monkeypatch):
@@ -79,8 +82,9 @@ def test_nan_loss_stops_and_leaves_best_untouched(tiny_abc, tmp_path, monkeypatc
     train(tiny_abc, tmp_path / "run", TINY_MODEL, tiny_config(epochs=1), progress=False)
     best_bytes = (tmp_path / "run" / "best.pt").read_bytes()
     real_cross_entropy = torch.nn.functional.cross_entropy
-    monkeypatch.setattr(torch.nn.functional, "cross_entropy",
-                        lambda *a, **k: real_cross_entropy(*a, **k) * float("nan"))
+    monkeypatch.setattr(
+        torch.nn.functional, "cross_entropy", lambda *a, **k: real_cross_entropy(*a, **k) * float("nan")
+    )
     with pytest.raises(AbcgenError, match="diverged"):
         train(tiny_abc, tmp_path / "run", None, tiny_config(epochs=2), resume=True, progress=False)
     assert (tmp_path / "run" / "best.pt").read_bytes() == best_bytes
@@ -92,8 +96,9 @@ def run_cli(*args):
 
 def test_train_cli_end_to_end_and_info(tiny_abc, tmp_path):
     out = tmp_path / "cli"
-    result = run_cli(tiny_abc, "--out", out, "--epochs", 2, "--batch-size", 4, "--seq-len", 16,
-                     "--hidden", 16, "--quiet")
+    result = run_cli(
+        tiny_abc, "--out", out, "--epochs", 2, "--batch-size", 4, "--seq-len", 16, "--hidden", 16, "--quiet"
+    )
     assert result.exit_code == 0, result.output
     # The four fixture tunes all land in training: no validation tune, and the output says so.
     assert "best training-set loss (no validation tunes)" in result.output
@@ -107,15 +112,18 @@ def test_train_cli_end_to_end_and_info(tiny_abc, tmp_path):
     assert again.exit_code == 1 and "already holds a model" in again.output
 
 
-@pytest.mark.parametrize("args, message", [
-    (["missing-corpus"], "abcgen download"),
-    (["{tiny}", "--batch-size", "1000", "--hidden", "8"], "too small for one batch"),
-    (["{tiny}", "--lr", "-1"], "--lr must be greater than 0"),
-    (["{tiny}", "--weight-decay", "-0.1"], "--weight-decay must be at least 0"),
-    (["{tiny}", "--dropout", "1.5"], "--dropout must be in"),
-    (["{tiny}", "--epochs", "0"], "--epochs must be at least 1"),
-    (["{tiny}", "--resume"], "nothing to resume"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["missing-corpus"], "abcgen download"),
+        (["{tiny}", "--batch-size", "1000", "--hidden", "8"], "too small for one batch"),
+        (["{tiny}", "--lr", "-1"], "--lr must be greater than 0"),
+        (["{tiny}", "--weight-decay", "-0.1"], "--weight-decay must be at least 0"),
+        (["{tiny}", "--dropout", "1.5"], "--dropout must be in"),
+        (["{tiny}", "--epochs", "0"], "--epochs must be at least 1"),
+        (["{tiny}", "--resume"], "nothing to resume"),
+    ],
+)
 def test_train_bad_input_gives_one_line(tiny_abc, tmp_path, args, message):
     args = [a.replace("{tiny}", str(tiny_abc)) for a in args]
     result = run_cli(*args, "--out", tmp_path / "o", "--quiet")

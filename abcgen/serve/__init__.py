@@ -36,18 +36,27 @@ def install_page_packages(log=print) -> bool:
         return True
     npm = shutil.which("npm")
     if npm is None:
-        log("abcjs is not installed and npm is not on the PATH: the page will show notation "
+        log(
+            "abcjs is not installed and npm is not on the PATH: the page will show notation "
             "engraved by the server and offer MIDI instead of playing the tune "
-            "(install Node.js and npm, then run `npm ci` in abcgen/serve/static)")
+            "(install Node.js and npm, then run `npm ci` in abcgen/serve/static)"
+        )
         return False
     log("installing the page's JavaScript (abcjs) with npm, once...")
-    command = [npm, "ci" if (STATIC / "package-lock.json").exists() else "install", "--no-audit", "--no-fund",
-               "--quiet"]
+    command = [
+        npm,
+        "ci" if (STATIC / "package-lock.json").exists() else "install",
+        "--no-audit",
+        "--no-fund",
+        "--quiet",
+    ]
     try:
         subprocess.run(command, cwd=STATIC, check=True, timeout=300, capture_output=True)
     except (OSError, subprocess.SubprocessError) as error:
-        log(f"npm could not install abcjs ({type(error).__name__}); the page will work without it "
-            "(server-side notation, MIDI download)")
+        log(
+            f"npm could not install abcjs ({type(error).__name__}); the page will work without it "
+            "(server-side notation, MIDI download)"
+        )
     return ABCJS.exists()
 
 
@@ -78,8 +87,15 @@ def check_port(host: str, port: int) -> None:
             raise AbcgenError(f"cannot listen on {host} port {port}: {reason}; choose another with --port") from None
 
 
-def run(host: str = "127.0.0.1", port: int = 8000, model_path=None, library_path=None, open_browser: bool = False,
-        log=None, workers: int = 4) -> None:
+def run(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    model_path=None,
+    library_path=None,
+    open_browser: bool = False,
+    log=None,
+    workers: int = 4,
+) -> None:
     """Load the model and the library, then serve the page until Ctrl-C."""
     # Here, not at the top: the page's app and library load without torch and uvicorn.
     import torch
@@ -90,8 +106,10 @@ def run(host: str = "127.0.0.1", port: int = 8000, model_path=None, library_path
     log = log or (lambda message: print(message, file=sys.stderr))
     check_port(host, port)
     if host not in LOOPBACK:
-        log(f"Warning: serving on {host}: anyone who can reach this machine on port {port} can use the "
-            "page, write tunes with its CPU and change its tune library. Use --host 127.0.0.1 to keep it local.")
+        log(
+            f"Warning: serving on {host}: anyone who can reach this machine on port {port} can use the "
+            "page, write tunes with its CPU and change its tune library. Use --host 127.0.0.1 to keep it local."
+        )
     install_page_packages(log)
     torch.set_num_threads(1)  # a sampling step is small; threads fight on a busy CPU (see sample.one_cpu_thread)
     model = load_model(model_path)

@@ -65,11 +65,17 @@ MAX_JOBS = 16  # generations running or waiting at once
 STREAM_INTERVAL = 0.05  # seconds between progress lines
 CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
 # The page runs only its own scripts, talks only to this server, and cannot be framed.
-CSP = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self' 'unsafe-inline'; media-src 'self' blob:; "
-       "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
-EXPORT_TYPES = {"abc": ("text/vnd.abc; charset=utf-8", "abc"), "midi": ("audio/midi", "mid"),
-                "musicxml": ("application/vnd.recordare.musicxml+xml", "musicxml"),
-                "svg": ("image/svg+xml", "svg"), "pdf": ("application/pdf", "pdf")}
+CSP = (
+    "default-src 'self'; img-src 'self' blob: data:; style-src 'self' 'unsafe-inline'; media-src 'self' blob:; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+)
+EXPORT_TYPES = {
+    "abc": ("text/vnd.abc; charset=utf-8", "abc"),
+    "midi": ("audio/midi", "mid"),
+    "musicxml": ("application/vnd.recordare.musicxml+xml", "musicxml"),
+    "svg": ("image/svg+xml", "svg"),
+    "pdf": ("application/pdf", "pdf"),
+}
 
 
 class BadRequest(Exception):
@@ -186,11 +192,24 @@ def create_app(model=None, library=None, model_name: str = "", allowed_hosts=Non
         from abcgen.export import pdf_engine
 
         meta = server.model.checkpoint.meta if server.model is not None else {}
-        return JSONResponse({
-            "model": server.model_name, "abcjs": ABCJS.exists(), "pdf": pdf_engine() is not None,
-            "meters": sorted(meta.get("meters") or []), "keys": sorted(meta.get("keys") or []),
-            "limits": {"n": MAX_N, "max_chars": MAX_CHARS, "prime": MAX_PRIME, "title": MAX_TITLE,
-                       "abc": MAX_ABC, "body": MAX_BODY, "vary_bars": MAX_VARY_BARS}})
+        return JSONResponse(
+            {
+                "model": server.model_name,
+                "abcjs": ABCJS.exists(),
+                "pdf": pdf_engine() is not None,
+                "meters": sorted(meta.get("meters") or []),
+                "keys": sorted(meta.get("keys") or []),
+                "limits": {
+                    "n": MAX_N,
+                    "max_chars": MAX_CHARS,
+                    "prime": MAX_PRIME,
+                    "title": MAX_TITLE,
+                    "abc": MAX_ABC,
+                    "body": MAX_BODY,
+                    "vary_bars": MAX_VARY_BARS,
+                },
+            }
+        )
 
     def write_settings(data: dict) -> dict:
         seed = int_value(data, "seed", 0, MAX_SEED, None)
@@ -252,8 +271,15 @@ def create_app(model=None, library=None, model_name: str = "", allowed_hosts=Non
                     yield line({"type": "error", "error": str(error)})
                     return
                 checks = [await server.run(check_summary, tune, pool=server.quick_pool) for tune in tunes]
-                yield line({"type": "done", "tunes": tunes, "checks": checks, "messages": messages,
-                            "settings": dict(settings, model=server.model_name)})
+                yield line(
+                    {
+                        "type": "done",
+                        "tunes": tunes,
+                        "checks": checks,
+                        "messages": messages,
+                        "settings": dict(settings, model=server.model_name),
+                    }
+                )
             finally:
                 cancel.set()  # the page went away or the work is over: stop writing
                 server.jobs.pop(job, None)
@@ -264,8 +290,9 @@ def create_app(model=None, library=None, model_name: str = "", allowed_hosts=Non
         except AbcgenError as error:
             server.jobs.pop(job, None)
             raise BadRequest(str(error)) from None
-        return StreamingResponse(lines(), media_type="application/x-ndjson",
-                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            lines(), media_type="application/x-ndjson", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        )
 
     async def cancel_job(request):
         event = server.jobs.get(request.path_params["job"])
@@ -319,8 +346,7 @@ def create_app(model=None, library=None, model_name: str = "", allowed_hosts=Non
         from abcgen.export import slugify
 
         filename = f"{slugify(title)}.{extension}"
-        return Response(body, media_type=media,
-                        headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+        return Response(body, media_type=media, headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
     async def engrave(request):
         abc = text_value(await read_json(request), "abc", MAX_ABC, required=True).strip() + "\n"
@@ -385,8 +411,11 @@ def create_app(model=None, library=None, model_name: str = "", allowed_hosts=Non
 
     async def tunebook(request):
         text = await server.run(tune_library().tunebook, pool=server.quick_pool)
-        return Response(text, media_type="text/vnd.abc; charset=utf-8",
-                        headers={"Content-Disposition": 'attachment; filename="tunebook.abc"'})
+        return Response(
+            text,
+            media_type="text/vnd.abc; charset=utf-8",
+            headers={"Content-Disposition": 'attachment; filename="tunebook.abc"'},
+        )
 
     async def bad_request(request, error: BadRequest):
         return JSONResponse({"error": str(error)}, error.status)
@@ -415,6 +444,7 @@ def create_app(model=None, library=None, model_name: str = "", allowed_hosts=Non
     middleware = [Middleware(SameOriginOnly)]
     if allowed_hosts:
         middleware.insert(0, Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts)))
+
     @contextlib.asynccontextmanager
     async def lifespan(app):
         yield

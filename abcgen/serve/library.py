@@ -63,8 +63,9 @@ class Library:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.executescript(SCHEMA)
         except (OSError, sqlite3.Error) as error:
-            raise AbcgenError(f"cannot open the tune library {self.path}: {error}; "
-                              "choose another file with --library") from None
+            raise AbcgenError(
+                f"cannot open the tune library {self.path}: {error}; choose another file with --library"
+            ) from None
 
     @contextmanager
     def connect(self):
@@ -75,13 +76,15 @@ class Library:
             with db:
                 yield db
 
-    def add(self, abc: str, title: str | None = None, settings: dict | None = None,
-            rating: int = 0, notes: str = "") -> int:
+    def add(
+        self, abc: str, title: str | None = None, settings: dict | None = None, rating: int = 0, notes: str = ""
+    ) -> int:
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")
         with self.connect() as db:
             cursor = db.execute(
                 "INSERT INTO tunes (title, abc, settings, created, rating, notes) VALUES (?, ?, ?, ?, ?, ?)",
-                (title or title_of(abc), abc, json.dumps(settings or {}, sort_keys=True), created, rating, notes))
+                (title or title_of(abc), abc, json.dumps(settings or {}, sort_keys=True), created, rating, notes),
+            )
             return cursor.lastrowid
 
     def get(self, tune_id: int) -> dict | None:
@@ -92,8 +95,11 @@ class Library:
     def update(self, tune_id: int, **changes) -> bool:
         """Change some of abc, title, rating, notes; False when there is no such tune. New ABC
         without a title brings its own T: as the title."""
-        allowed = {name: value for name, value in changes.items()
-                   if name in ("abc", "title", "rating", "notes") and value is not None}
+        allowed = {
+            name: value
+            for name, value in changes.items()
+            if name in ("abc", "title", "rating", "notes") and value is not None
+        }
         if "abc" in allowed and "title" not in allowed:
             allowed["title"] = title_of(allowed["abc"])
         if not allowed:
@@ -111,8 +117,10 @@ class Library:
         """Tunes whose title contains text (any case), newest first."""
         pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         with self.connect() as db:
-            rows = db.execute(f"SELECT {LIST_COLUMNS} FROM tunes WHERE title LIKE ? ESCAPE '\\' "
-                              "ORDER BY id DESC LIMIT ?", (pattern, limit)).fetchall()
+            rows = db.execute(
+                f"SELECT {LIST_COLUMNS} FROM tunes WHERE title LIKE ? ESCAPE '\\' ORDER BY id DESC LIMIT ?",
+                (pattern, limit),
+            ).fetchall()
         return [_as_dict(row) for row in rows]
 
     def count(self) -> int:

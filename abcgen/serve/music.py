@@ -25,9 +25,28 @@ from abcgen.errors import AbcgenError
 from abcgen.options import SamplingOptions, check_temperature
 
 MUSIC_TOKENS = {"note", "rest", "measure_rest", "chord_open"}
-TOKEN_KINDS = ("newline", "space", "comment", "continuation", "inline", "ending", "bar", "symbol", "decoration",
-               "shorthand", "tuplet", "slur", "grace", "note", "rest", "measure_rest", "chord_open",
-               "chord_close", "tie", "broken")
+TOKEN_KINDS = (
+    "newline",
+    "space",
+    "comment",
+    "continuation",
+    "inline",
+    "ending",
+    "bar",
+    "symbol",
+    "decoration",
+    "shorthand",
+    "tuplet",
+    "slur",
+    "grace",
+    "note",
+    "rest",
+    "measure_rest",
+    "chord_open",
+    "chord_close",
+    "tie",
+    "broken",
+)
 SECTION_BARS = re.compile(r"^:|:$|\|\]|\|\||\[\|")
 TUNE_END = "\n\n"  # what separates tunes in the training text
 
@@ -60,8 +79,9 @@ def bar_layout(abc: str) -> list[BarSpan]:
     def close():
         nonlocal start, has_music
         if start is not None and has_music:
-            bars.append(BarSpan(len(bars), offset + start, offset + last_music,
-                                abc.count("\n", 0, offset + start), part))
+            bars.append(
+                BarSpan(len(bars), offset + start, offset + last_music, abc.count("\n", 0, offset + start), part)
+            )
         start, has_music = None, False
 
     def boundary():
@@ -103,21 +123,40 @@ def check_summary(abc: str) -> dict:
     names sits in the text."""
     result = check_tune(abc.strip())
     layout = bar_layout(abc)
-    found: dict = {"ok": result.ok, "reason": result.reason, "rule": result.rule, "bar": None,
-             "bars": [vars(bar) for bar in layout]}
+    found: dict = {
+        "ok": result.ok,
+        "reason": result.reason,
+        "rule": result.rule,
+        "bar": None,
+        "bars": [vars(bar) for bar in layout],
+    }
     if result.bad_bar is not None:
         bar = layout[result.bad_bar] if result.bad_bar < len(layout) else None
-        found["bar"] = {"index": result.bad_bar, "number": result.bad_bar + 1,
-                        "start": bar.start if bar else None, "end": bar.end if bar else None,
-                        "line": bar.line if bar else None}
+        found["bar"] = {
+            "index": result.bad_bar,
+            "number": result.bad_bar + 1,
+            "start": bar.start if bar else None,
+            "end": bar.end if bar else None,
+            "line": bar.line if bar else None,
+        }
     return found
 
 
 # ---------------------------------------------------------------- vary
 
 
-def vary(tune_model, abc: str, first: int, last: int, count: int = 3, temperature: float = 0.8,
-         seed: int | None = None, tries: int = 12, rounds: int = 3, cancelled=None) -> dict:
+def vary(
+    tune_model,
+    abc: str,
+    first: int,
+    last: int,
+    count: int = 3,
+    temperature: float = 0.8,
+    seed: int | None = None,
+    tries: int = 12,
+    rounds: int = 3,
+    cancelled=None,
+) -> dict:
     """Rewrite bars first..last (indices, inclusive) of a tune: up to `count` candidates,
     best first, each {abc, stretch, score} where score is the mean log-probability per
     character the model gives the rest of the tune after it."""
@@ -130,7 +169,11 @@ def vary(tune_model, abc: str, first: int, last: int, count: int = 3, temperatur
         raise AbcgenError("the tune has no bars to vary")
     if not 0 <= first <= last < len(layout):
         raise AbcgenError(f"bars {first + 1}-{last + 1} are not in the tune, which has {len(layout)} bars")
-    prefix, original, tail = abc[:layout[first].start], abc[layout[first].start:layout[last].end], abc[layout[last].end:]
+    prefix, original, tail = (
+        abc[: layout[first].start],
+        abc[layout[first].start : layout[last].end],
+        abc[layout[last].end :],
+    )
     if "\nK:" not in "\n" + prefix:
         raise AbcgenError("the tune needs a header ending in a K: line before its first bar")
     tune_model.vocab.encode(prefix + tail)  # one clear line for characters the model never saw
@@ -139,8 +182,17 @@ def vary(tune_model, abc: str, first: int, last: int, count: int = 3, temperatur
     kept: dict[str, float] = {}
     with torch.no_grad(), one_cpu_thread():  # small steps: threads cost more than they give
         for _ in range(rounds):
-            for stretch in write_stretches(tune_model, prefix, bars_wanted, tries, temperature, generator,
-                                           next_char_probs, SamplingOptions.pitch_top_p, cancelled):
+            for stretch in write_stretches(
+                tune_model,
+                prefix,
+                bars_wanted,
+                tries,
+                temperature,
+                generator,
+                next_char_probs,
+                SamplingOptions.pitch_top_p,
+                cancelled,
+            ):
                 if stretch.strip() and stretch.strip() != original.strip() and stretch not in kept:
                     if check_tune(prefix + stretch + tail).ok:
                         kept[stretch] = math.nan
@@ -150,9 +202,15 @@ def vary(tune_model, abc: str, first: int, last: int, count: int = 3, temperatur
             kept[stretch] = score_tail(tune_model, prefix + stretch, tail)
         original_score = score_tail(tune_model, prefix + original, tail)
     ranked = sorted(kept.items(), key=lambda item: -item[1])[:count]
-    return {"first": first, "last": last, "original": original, "original_score": original_score,
-            "candidates": [{"abc": prefix + stretch + tail, "stretch": stretch, "score": score}
-                           for stretch, score in ranked]}
+    return {
+        "first": first,
+        "last": last,
+        "original": original,
+        "original_score": original_score,
+        "candidates": [
+            {"abc": prefix + stretch + tail, "stretch": stretch, "score": score} for stretch, score in ranked
+        ],
+    }
 
 
 def model_ids(tune_model, text: str, place):
@@ -166,8 +224,17 @@ def model_ids(tune_model, text: str, place):
     return ids, place
 
 
-def write_stretches(tune_model, prefix: str, bars_wanted: int, tries: int, temperature: float, generator,
-                    next_char_probs, pitch_top_p, cancelled=None) -> list[str]:
+def write_stretches(
+    tune_model,
+    prefix: str,
+    bars_wanted: int,
+    tries: int,
+    temperature: float,
+    generator,
+    next_char_probs,
+    pitch_top_p,
+    cancelled=None,
+) -> list[str]:
     """`tries` stretches of bars_wanted bars that the model writes after prefix, each
     without the bar line that closes its last bar (the tune's own bar line stays)."""
     from abcgen.form import Place
@@ -256,5 +323,5 @@ def score_tail(tune_model, head: str, tail: str) -> float:
     logits, _ = model(torch.tensor([ids], device=device))
     log_probs = torch.log_softmax(logits[0].float(), dim=-1)
     begin = len(TUNE_END + head)
-    picked = log_probs[begin - 1: len(text) - 1].gather(1, targets[begin:].unsqueeze(1))
+    picked = log_probs[begin - 1 : len(text) - 1].gather(1, targets[begin:].unsqueeze(1))
     return float(picked.mean())
