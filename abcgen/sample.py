@@ -34,7 +34,7 @@ from abcgen.form import FormTracker, encode_text
 from abcgen.options import SAMPLING_DEVICE, OptionError, SamplingOptions, check_count
 from abcgen.prime import check_prime_structure, prime_closes_parts, read_prime
 from abcgen.scoring import known_tunes, score_text
-from abcgen.shaping import character_classes, next_char_probs
+from abcgen.shaping import next_char_probs, pitch_mask
 from abcgen.structure import BODY_CHARACTERS, BodyRules, choose_structure
 from abcgen.watch import TUNE_END, BarWatch, Snapshot, watch_bars, watch_header_value
 
@@ -198,8 +198,8 @@ class TuneModel:
         return {}
 
     @functools.cached_property
-    def classes(self) -> torch.Tensor:
-        return character_classes(self.vocab.chars)
+    def pitches(self) -> torch.Tensor:
+        return pitch_mask(self.vocab.chars)
 
     def generate(
         self,
@@ -325,13 +325,7 @@ class TuneModel:
                 if stream.mode == "body" and stream.rules is None and options.structure and not stream.bars:
                     stream.rules = self.body_rules(stream, options)
             logits = self.mask_forbidden(logits, [streams[i] for i in active], outside)
-            probs = next_char_probs(logits, options.temperature, options.top_k)
-            if options.keep_rhythm:  # in tune bodies; header values keep the plain temperature
-                body = torch.tensor([streams[i].mode == "body" for i in active], device=device)
-                if body.any():
-                    probs[body] = next_char_probs(
-                        logits[body], options.temperature, options.top_k, self.classes, options.pitch_top_p
-                    )
+            probs = self.next_probs(logits, [streams[i] for i in active], options)
             sampled = torch.multinomial(probs.cpu(), 1, generator=options.generator)
             sampled = sampled.squeeze(1).tolist()
             chars, rewinds = [], {}
@@ -366,7 +360,7 @@ class TuneModel:
                 [[vocab.index.get(c, fallback) + len(vocab) * streams[i].form_class] for c, i in zip(chars, active)],
                 device=device,
             )
-            logits, state = model(ids, state)
+            logits, state = model.step(ids, state)
             logits = logits[:, -1]
             if rewinds:
                 rows = {row: rewinds[i] for row, i in enumerate(active) if i in rewinds}
@@ -374,6 +368,19 @@ class TuneModel:
                 for row, target in rows.items():
                     logits[row] = target.logits
         return [(s.text, s.cut) for s in streams]
+
+    def next_probs(self, logits: torch.Tensor, streams: list[Stream], options: SamplingRun) -> torch.Tensor:
+        """Next-character probabilities: with keep_rhythm, class-tempered in tune bodies
+        (header values keep the plain temperature)."""
+        body = torch.tensor([options.keep_rhythm and s.mode == "body" for s in streams], device=logits.device)
+        if body.all():
+            return next_char_probs(logits, options.temperature, options.top_k, self.pitches, options.pitch_top_p)
+        probs = next_char_probs(logits, options.temperature, options.top_k)
+        if body.any():
+            probs[body] = next_char_probs(
+                logits[body], options.temperature, options.top_k, self.pitches, options.pitch_top_p
+            )
+        return probs
 
     def body_rules(self, stream: Stream, options: SamplingRun) -> BodyRules | None:
         """The structure rules for a tune whose header is written (None under a free meter)."""

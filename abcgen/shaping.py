@@ -1,42 +1,32 @@
 """Shaping the next-character probabilities while sampling: temperature, top-k, and in
-tune bodies the temperature applied within classes of characters (keep_rhythm; see
-class_tempered), which sharpens the choice among pitches while note lengths and the kind
-of character that comes next keep the model's own odds. Among pitches, the unlikeliest
-tail is left out (pitch_top_p; see pitch_nucleus).
+tune bodies the temperature applied among the pitches only (keep_rhythm; see
+pitch_tempered), while note lengths and the kind of character that comes next keep the
+model's own odds. Among pitches, the unlikeliest tail is left out (pitch_top_p; see
+pitch_nucleus).
 """
 
 from __future__ import annotations
 
 import torch
 
-# Characters that the temperature sharpens among themselves (see class_tempered); the
-# pitch letters are class PITCH_CLASS.
-# Note lengths were sharpened too until a 200-tune comparison showed the rhythm blander for
-# it (notes-per-bar gap to the validation tunes -0.060 sharpened, -0.044 at the model's odds;
-# note durations -0.030 and -0.012; bench/RESULTS.md).
-SHARPENED_GROUPS = ("ABCDEFGabcdefg",)
-PITCH_CLASS = 0
+PITCH_LETTERS = "ABCDEFGabcdefg"
 
 
-def character_classes(chars) -> torch.Tensor:
-    """A class number per vocabulary character: the pitch letters are one class
-    (PITCH_CLASS) and every other character is its own."""
-    numbers, classes = {group: number for number, group in enumerate(SHARPENED_GROUPS)}, []
-    for ch in chars:
-        group = next((group for group in SHARPENED_GROUPS if ch in group), ch)
-        classes.append(numbers.setdefault(group, len(numbers)))
-    return torch.tensor(classes)
+def pitch_mask(chars) -> torch.Tensor:
+    """Which vocabulary characters are pitch letters: the ones the temperature sharpens
+    among themselves (see pitch_tempered)."""
+    return torch.tensor([ch in PITCH_LETTERS for ch in chars])
 
 
-def next_char_probs(logits, temperature, top_k, classes=None, pitch_top_p=1.0):
-    """Next-character probabilities: logits/temperature, or with classes, the temperature
-    applied within each class only (see class_tempered) and the pitches cut to their
-    nucleus (see pitch_nucleus)."""
+def next_char_probs(logits, temperature, top_k, pitches=None, pitch_top_p=1.0):
+    """Next-character probabilities: logits/temperature, or with a pitch mask, the
+    temperature applied among the pitches only (see pitch_tempered) and the pitches cut to
+    their nucleus (see pitch_nucleus)."""
     logits = logits.float()
-    if classes is None:
+    if pitches is None:
         probs = torch.softmax(logits / temperature, dim=-1)
     else:
-        probs = class_tempered(logits, temperature, classes.to(logits.device), pitch_top_p)
+        probs = pitch_tempered(logits, temperature, pitches.to(logits.device), pitch_top_p)
     if top_k is not None and top_k < probs.shape[-1]:
         threshold = torch.topk(probs, top_k, dim=-1).values[:, -1:]
         probs = probs.masked_fill(probs < threshold, 0.0)
@@ -44,30 +34,27 @@ def next_char_probs(logits, temperature, top_k, classes=None, pitch_top_p=1.0):
     return probs
 
 
-def class_tempered(logits, temperature, classes, pitch_top_p=1.0):
-    """Which kind of character comes next at the model's own odds; which one of that kind
-    sharpened (or flattened) by the temperature.
+def pitch_tempered(logits, temperature, pitches, pitch_top_p=1.0):
+    """Whether a pitch comes next, and every other character, at the model's own odds;
+    which pitch, sharpened (or flattened) by the temperature.
 
     A plain temperature below 1 favours whatever single character is likeliest. After a
     note that is often the length `2`, whose rivals (the next pitch) are spread over a
     dozen letters: at 0.8 the shipped model wrote 47% quarter notes where the corpus has
-    25%. Keeping the odds between classes leaves rhythm, bar lines and tune endings as
-    the model learned them, and the temperature still chooses among pitches (every other
-    character, a length digit included, is a class of its own: it keeps the model's odds).
+    25%. Keeping the other characters at the model's odds leaves rhythm, bar lines and
+    tune endings as the model learned them. Note lengths were sharpened among themselves
+    too until a 200-tune comparison showed the rhythm blander for it (notes-per-bar gap to
+    the validation tunes -0.060 sharpened, -0.044 at the model's odds; note durations
+    -0.030 and -0.012; bench/RESULTS.md).
     """
-    batch, count = logits.shape[0], int(classes.max()) + 1
-    index = classes.expand(batch, -1)
-    class_odds = torch.zeros(batch, count, device=logits.device).index_add_(1, classes, torch.softmax(logits, dim=-1))
-    scaled = logits / temperature
-    class_max = torch.full((batch, count), float("-inf"), device=logits.device).scatter_reduce(1, index, scaled, "amax")
-    weights = torch.exp(scaled - class_max.gather(1, index))
-    class_sums = torch.zeros(batch, count, device=logits.device).index_add_(1, classes, weights)
-    # a class whose every character is masked (-inf) gives 0/0: it keeps no share
-    within = torch.nan_to_num(weights / class_sums.gather(1, index), nan=0.0)
+    probs = torch.softmax(logits, dim=-1)
+    share = probs[:, pitches].sum(dim=-1, keepdim=True)
+    # every pitch masked (-inf) gives 0/0: the pitches keep no share
+    within = torch.nan_to_num(torch.softmax(logits[:, pitches] / temperature, dim=-1), nan=0.0)
     if pitch_top_p < 1:
-        pitches = classes == PITCH_CLASS
-        within[:, pitches] = pitch_nucleus(within[:, pitches], pitch_top_p)
-    return within * class_odds.gather(1, index)
+        within = pitch_nucleus(within, pitch_top_p)
+    probs[:, pitches] = within * share
+    return probs
 
 
 def pitch_nucleus(shares, top_p):

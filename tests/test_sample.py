@@ -8,7 +8,7 @@ from abcgen.cli import cli
 from abcgen.corpus import load_corpus
 from abcgen.errors import AbcgenError
 from abcgen.sample import SamplingRun, Stream, TuneModel, close_cut_tune, header_plan, load_model
-from abcgen.shaping import character_classes, next_char_probs, pitch_nucleus
+from abcgen.shaping import next_char_probs, pitch_mask, pitch_nucleus
 from abcgen.train import TrainConfig, train
 from abcgen.watch import Snapshot, header_value_ok, watch_bars
 
@@ -340,22 +340,24 @@ def test_fixing_bars_mends_what_the_model_miscounts(tiny_model):
     assert bar_faults(free) >= 5 and bar_faults(fixed) <= bar_faults(free) / 2
 
 
-def test_temperature_within_classes_keeps_the_odds_between_them():
+def test_the_temperature_sharpens_the_pitches_only():
     chars = list("ABc2/| \n")
-    classes = character_classes(chars)
-    assert classes.tolist() == [0, 0, 0, 1, 2, 3, 4, 5]  # pitches one class, lengths each their own
+    pitches = pitch_mask(chars)
+    assert pitches.tolist() == [True, True, True, False, False, False, False, False]
     logits = torch.randn(3, len(chars), generator=torch.Generator().manual_seed(0))  # the same every run
     plain = torch.softmax(logits, dim=-1)
     for temperature in (0.5, 0.8, 1.5):
-        probs = next_char_probs(logits, temperature, None, classes)
+        probs = next_char_probs(logits, temperature, None, pitches)
         assert torch.allclose(probs.sum(dim=-1), torch.ones(3), atol=1e-6)
-        odds = lambda p: torch.zeros(3, 6).index_add_(1, classes, p)
-        assert torch.allclose(odds(probs), odds(plain), atol=1e-6)  # kinds at the model's odds
-        assert torch.allclose(probs[:, 3:], plain[:, 3:], atol=1e-6)  # lengths too
-        pitches = torch.softmax(logits[:, :3] / temperature, dim=-1)
-        assert torch.allclose(probs[:, :3] / probs[:, :3].sum(-1, keepdim=True), pitches, atol=1e-6)
-    assert torch.allclose(next_char_probs(logits, 1.0, None, classes), plain, atol=1e-6)
-    top = next_char_probs(logits, 0.8, 2, classes)
+        assert torch.allclose(probs[:, :3].sum(-1), plain[:, :3].sum(-1), atol=1e-6)  # a pitch as likely
+        assert torch.allclose(probs[:, 3:], plain[:, 3:], atol=1e-6)  # lengths and the rest unchanged
+        sharpened = torch.softmax(logits[:, :3] / temperature, dim=-1)
+        assert torch.allclose(probs[:, :3] / probs[:, :3].sum(-1, keepdim=True), sharpened, atol=1e-6)
+    assert torch.allclose(next_char_probs(logits, 1.0, None, pitches), plain, atol=1e-6)
+    masked = logits.clone()
+    masked[:, :3] = float("-inf")  # no pitch allowed: the rest keeps its odds, nothing is NaN
+    assert torch.allclose(next_char_probs(masked, 0.8, None, pitches)[:, 3:], torch.softmax(masked, -1)[:, 3:])
+    top = next_char_probs(logits, 0.8, 2, pitches)
     assert ((top > 0).sum(dim=-1) == 2).all()
 
 
@@ -364,11 +366,10 @@ def test_pitch_nucleus_leaves_out_the_unlikeliest_pitches_only():
     kept = pitch_nucleus(shares, 0.9)  # 0.5 + 0.3 + 0.15 reaches 0.9; the 0.05 is left out
     assert torch.allclose(kept, torch.tensor([[0.0, 0.5, 0.15, 0.3]]) / 0.95)
     assert torch.equal(pitch_nucleus(shares, 0.4), torch.tensor([[0.0, 1.0, 0.0, 0.0]]))
-    chars = list("ABCDc2/| \n")
-    classes = character_classes(chars)
+    pitches = pitch_mask("ABCDc2/| \n")
     logits = torch.tensor([[4.0, 3.0, 0.0, -2.0, -3.0, 1.0, 0.0, 2.0, 0.5, -1.0]])
-    full = next_char_probs(logits, 0.8, None, classes)
-    cut = next_char_probs(logits, 0.8, None, classes, pitch_top_p=0.9)
+    full = next_char_probs(logits, 0.8, None, pitches)
+    cut = next_char_probs(logits, 0.8, None, pitches, pitch_top_p=0.9)
     assert cut[0, 2:5].sum() == 0 and full[0, 2:5].sum() > 0  # the tail of the pitches
     assert torch.allclose(cut[0, 5:], full[0, 5:])  # lengths, barlines, endings: unchanged
     assert torch.allclose(cut[0, :5].sum(), full[0, :5].sum())  # as likely to write a pitch

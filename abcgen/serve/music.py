@@ -151,7 +151,7 @@ def vary(
     first: int,
     last: int,
     count: int = 3,
-    temperature: float = 0.8,
+    temperature: float = SamplingOptions.temperature,
     seed: int | None = None,
     tries: int = 12,
     rounds: int = 3,
@@ -257,7 +257,7 @@ def write_stretches(
     while active:
         if cancelled is not None and cancelled():
             raise AbcgenError("cancelled")
-        probs = next_char_probs(logits, temperature, None, tune_model.classes, pitch_top_p)
+        probs = next_char_probs(logits, temperature, None, tune_model.pitches, pitch_top_p)
         chosen = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).tolist()
         keep, feed = [], []
         for row, (i, choice) in enumerate(zip(active, chosen)):
@@ -277,7 +277,7 @@ def write_stretches(
         if len(keep) < len(active):
             state = model.select_state(state, torch.tensor(keep, device=device))
             active = [active[row] for row in keep]
-        logits, state = model(torch.tensor(feed, device=device).unsqueeze(1), state)
+        logits, state = model.step(torch.tensor(feed, device=device).unsqueeze(1), state)
         logits = logits[:, -1]
     return done
 
