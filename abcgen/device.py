@@ -7,6 +7,10 @@ on any other (see abcgen.checkpoint).
 
 from __future__ import annotations
 
+import math
+import os
+import time
+
 import torch
 
 from abcgen.errors import AbcgenError
@@ -42,15 +46,116 @@ def bf16_supported(device: torch.device) -> bool:
     return False
 
 
-def use_bf16(precision: str, device: torch.device) -> bool:
+# Architectures whose recurrent layers have no fused kernel on the CPU: torch runs its GRU
+# there as two small matrix products per time step (oneDNN's fused RNN serves only the LSTM),
+# and bf16 autocast adds a cast of the weights at every step: 3-4x slower than the LSTM
+# under bf16 (issue 16), so `auto` keeps them in fp32 on the CPU (bench/RESULTS.md).
+NO_FUSED_BF16_ON_CPU = ("gru",)
+
+
+def use_bf16(precision: str, device: torch.device, arch: str | None = None) -> bool:
     """bf16 autocast where the hardware has fast bf16 (auto), always (bf16: refused where it
-    has none) or never (fp32)."""
+    has none) or never (fp32). arch: the model's architecture; auto keeps fp32 for those
+    that bf16 slows down (NO_FUSED_BF16_ON_CPU on a CPU)."""
     if precision == "fp32":
         return False
     supported = bf16_supported(device)
     if precision == "bf16" and not supported:
         raise AbcgenError(f"bf16 is not supported on this {device.type}; use --precision fp32")
+    if precision == "auto" and device.type == "cpu" and arch in NO_FUSED_BF16_ON_CPU:
+        return False
     return supported
+
+
+# ---------------------------------------------------------------- CPU threads for training
+
+# Torch's own thread count when abcgen was imported (one per core unless OMP_NUM_THREADS says).
+TORCH_THREADS = torch.get_num_threads()
+# A core counts as free when other processes use less than this much of it: a second
+# thread is worth 1.1-1.2x on an idle 2-core machine, but when another process holds a
+# core, torch's threads wait on each other and training runs 6-34x slower than on one
+# thread (bench/RESULTS.md), so a core half used by others is not free.
+FREE_BELOW = 0.2
+
+
+def cpu_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def busy_seconds() -> float | None:
+    """CPU time all processes have spent busy since boot (every core summed), from
+    /proc/stat; None where there is none (not Linux)."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(value) for value in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return (sum(ticks) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+class TrainingThreads:
+    """How many CPU threads training uses: one per core that other processes leave free
+    (at least 1, at most torch's own count), chosen at the start and again whenever
+    update() is called (after every validation), so a run slows down gracefully when other
+    work arrives and speeds up again when it leaves.
+
+    fixed: a thread count to keep (TrainConfig.threads); with OMP_NUM_THREADS set, torch's
+    count stays as that variable made it. On a GPU the choice changes nothing that matters.
+    As a context manager (scoring a text: TuneModel.score), it puts torch's count back after.
+    """
+
+    def __init__(self, fixed: int | None = None, processes: int = 1):
+        self.previous = torch.get_num_threads()
+        self.fixed = fixed or (self.previous if os.environ.get("OMP_NUM_THREADS") else None)
+        self.most = max(1, min(TORCH_THREADS, cpu_cores() // max(1, processes)))
+        self.mark = None
+        if self.fixed:
+            torch.set_num_threads(self.fixed)
+        else:
+            self.set(self.others_now())
+
+    def others_now(self) -> float:
+        """Cores other processes use now: measured over a tenth of a second of our idling,
+        or the 1-minute load average where /proc/stat is missing."""
+        before = busy_seconds()
+        if before is None:
+            return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        start = time.monotonic()
+        time.sleep(0.1)
+        others = (busy_seconds() - before) / (time.monotonic() - start)
+        self.remember()
+        return others
+
+    def remember(self):
+        self.mark = (busy_seconds(), time.process_time(), time.monotonic())
+
+    def set(self, others: float):
+        taken = max(0, math.ceil(others - FREE_BELOW))  # cores others hold, in part or whole
+        torch.set_num_threads(max(1, min(self.most, cpu_cores() - taken)))
+
+    def update(self) -> int:
+        """Choose again from what other processes used since the last choice (the machine's
+        busy time less this process's own); returns the thread count now in use."""
+        if not self.fixed and self.mark is not None and self.mark[0] is not None:
+            busy, own, wall = self.mark
+            seconds = time.monotonic() - wall
+            if seconds > 0.5:
+                self.set(max(0.0, (busy_seconds() - busy) - (time.process_time() - own)) / seconds)
+                self.remember()
+        return torch.get_num_threads()
+
+    def restore(self):
+        torch.set_num_threads(self.previous)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.restore()
 
 
 def cpu_tensors(obj):

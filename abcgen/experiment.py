@@ -24,6 +24,7 @@ import math
 import re
 import statistics
 import sys
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -193,12 +194,18 @@ def train_and_judge(
     train_options: dict,
 ) -> dict:
     config = TrainConfig(**{**train_options, "max_time": budget, "epochs": None, "seed": seed})
+    clock = Stopwatch()
     result = train(corpus, out, spec.options, config, force=True, progress=False)
+    clock.lap("train")
     model = TuneModel(load_checkpoint(result.best_path))
     history = read_metrics(out / "metrics.jsonl")
     test = model.score(corpus.test) if corpus.test else None
+    clock.lap("score")
     # The model's own validity: the sampler's bar fixing would hide the differences.
     generated = model.generate(n=n, temperature=temperature, seed=seed, check=False, fix_bars=False, keep_rhythm=False)
+    clock.lap("sample")
+    measures = judge.measures(generated, mixed)
+    clock.lap("judge")
     return {
         "corpus": corpus.name,
         "arch": spec.label,
@@ -213,9 +220,26 @@ def train_and_judge(
         "test_bpc": test["bpc"] if test else None,
         "test_acc": test["accuracy"] if test else None,
         "test_tunes": test["tunes_scored"] if test else 0,
-        **judge.measures(generated, mixed),
+        **measures,
         "model": str(result.best_path),
+        "stage_seconds": clock.laps,
     }
+
+
+class Stopwatch:
+    """Wall-clock seconds of the stages of a run, in order."""
+
+    def __init__(self):
+        self.laps, self.last = {}, time.perf_counter()
+
+    def lap(self, stage: str) -> float:
+        now = time.perf_counter()
+        self.laps[stage], self.last = round(now - self.last, 1), now
+        return self.laps[stage]
+
+
+def format_stages(laps: dict) -> str:
+    return ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in laps.items())
 
 
 # ---------------------------------------------------------------- the experiment
@@ -260,7 +284,9 @@ def run_experiment(
             raise AbcgenError(f"--corpus-mix: {error}") from None
     variants = [(base, False)] + ([(mixed_corpus(base, extra), True)] if extra else [])
     say(f"reading the statistics of {base.name}" + (f" and {extra.name}" if extra else "") + "...")
+    clock = Stopwatch()
     judge = Judge(original, cache, extra)
+    say(f"    read in {clock.lap('statistics'):.1f} s")
     report = {
         "settings": {
             "corpus": str(corpus_path),
@@ -298,9 +324,21 @@ def run_experiment(
             say(f"interrupted; the table of the {number - 1} finished run(s) is in {out_dir}")
             raise
         say(f"    {format_run(run)}")
+        say(f"    times: {format_stages(run['stage_seconds'])}")
         report["runs"].append(run)
         report["summary"] = summarise(report["runs"])
         write_report(report, out_dir)
+    clock.lap("runs")
+    report["stage_seconds"] = {
+        "statistics": clock.laps["statistics"],
+        **{
+            stage: round(sum(run["stage_seconds"][stage] for run in report["runs"]), 1)
+            for stage in ("train", "score", "sample", "judge")
+        },
+        "total": round(sum(clock.laps.values()), 1),
+    }
+    write_report(report, out_dir)
+    say(f"all {len(jobs)} run(s): {format_stages(report['stage_seconds'])}")
     return report
 
 
@@ -382,6 +420,11 @@ def markdown_report(report: dict) -> str:
             "(transposition-invariant) with a tune the model was trained on / that equal one. "
             f"Validation tunes: {format_value(levels['copying'], '%')} / {format_value(levels['identical'], '%')}.",
             "- chars/s: training throughput from metrics.jsonl; epochs: how far the budget got.",
+            *(
+                [f"- wall-clock time of the whole experiment: {format_stages(report['stage_seconds'])}."]
+                if "stage_seconds" in report
+                else []
+            ),
             "",
         ]
     )

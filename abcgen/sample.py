@@ -28,7 +28,7 @@ import torch
 from abcgen.abc import check_tune, failure_kind, parse_unit
 from abcgen.checkpoint import Checkpoint, load_checkpoint
 from abcgen.corpus import normalise_tune, renumber_tune, to_unit_length
-from abcgen.device import pick_device
+from abcgen.device import TrainingThreads, pick_device
 from abcgen.errors import AbcgenError
 from abcgen.form import FormTracker, encode_text
 from abcgen.options import SAMPLING_DEVICE, OptionError, SamplingOptions, check_count
@@ -425,7 +425,8 @@ class TuneModel:
         inputs, ids = encode_text(
             "".join(t + TUNE_END for t in usable), self.vocab, self.model.config.form, self.model.config.form_count
         )
-        result = score_text(self.model, ids, inputs)
+        with TrainingThreads():  # threads for the free cores: torch's count collapses on a busy CPU
+            result = score_text(self.model, ids, inputs)
         return {"loss": result["loss"], "bpc": result["bpc"], "accuracy": result["acc"], "tunes_scored": len(usable)}
 
 

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from abcgen.abc import header_fields
 from abcgen.checkpoint import load_checkpoint, save_checkpoint
 from abcgen.corpus import Corpus, join_tunes, load_corpus
-from abcgen.device import cpu_tensors, pick_device, use_bf16
+from abcgen.device import TrainingThreads, cpu_tensors, pick_device, use_bf16
 from abcgen.distributed import PeerLost, join as join_world, world as current_world
 from abcgen.errors import AbcgenError
 from abcgen.finetune import FINETUNE_DEFAULTS, MIN_VALIDATION, recorded_init, start_from
@@ -41,7 +41,7 @@ from abcgen.vocab import Vocab
 class TrainConfig:
     epochs: int | None = 30
     max_time: float | None = None
-    batch_size: int = 16
+    batch_size: int = 4  # 4 streams: about 3x the updates of 16 in the same time on a CPU (bench/RESULTS.md)
     seq_len: int = 128
     lr: float = 6e-3
     weight_decay: float = 0.1  # AdamW's decoupled decay of the weight matrices
@@ -52,6 +52,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"  # auto | bf16 | fp32
+    threads: int | None = None  # CPU threads; None: fitted to the free cores (device.TrainingThreads)
 
 
 def finetune_config(**overrides) -> TrainConfig:
@@ -181,6 +182,7 @@ def train(
     )
     for note in notes:
         log(note)
+    run.threads = TrainingThreads(config.threads, processes=world.local_size)
     try:
         result = run.loop(progress, log)
     except PeerLost as lost:
@@ -188,6 +190,8 @@ def train(
             f"{lost}; every training process stopped: resume from the last epoch saved in "
             f"{out_dir / 'last.pt'} with --resume"
         ) from None
+    finally:
+        run.threads.restore()
     result.validation_is_training = validation_is_training
     return result
 
@@ -256,6 +260,7 @@ class Run:
     """Everything a training run carries between steps; saved whole in last.pt."""
 
     origin = None  # fine-tuning: the starting model's provenance (finetune.start_from)
+    threads: TrainingThreads | None = None  # the CPU thread choice, set by train()
 
     def __init__(self, out_dir, corpus, model, vocab, config, device, bf16):
         self.out_dir, self.corpus, self.model, self.vocab = out_dir, corpus, model, vocab
@@ -296,7 +301,7 @@ class Run:
             out_dir.mkdir(parents=True, exist_ok=True)
             (out_dir / "metrics.jsonl").write_text("")
             (out_dir / "best.pt").unlink(missing_ok=True)
-        run = cls(out_dir, corpus, model, vocab, config, device, use_bf16(config.precision, device))
+        run = cls(out_dir, corpus, model, vocab, config, device, use_bf16(config.precision, device, model.config.arch))
         run.origin = origin
         return run
 
@@ -326,9 +331,17 @@ class Run:
         kept = TrainConfig(**saved["config"])
         # Options that may change on resume: how long to go on, and on what device.
         kept.epochs, kept.max_time, kept.patience = config.epochs, config.max_time, config.patience
-        kept.device = config.device
+        kept.device, kept.threads = config.device, config.threads
         device = current_world().device or pick_device(kept.device)
-        run = cls(out_dir, corpus, last.model.to(device), last.vocab, kept, device, use_bf16(kept.precision, device))
+        run = cls(
+            out_dir,
+            corpus,
+            last.model.to(device),
+            last.vocab,
+            kept,
+            device,
+            use_bf16(kept.precision, device, last.model.config.arch),
+        )
         try:
             run.optimizer.load_state_dict(saved["optimizer"])
         except ValueError as error:  # saved by an abcgen with another optimizer layout
@@ -447,6 +460,7 @@ class Run:
             "val_bpc": result["bpc"],
             "val_acc": result["acc"],
             "chars_per_s": round(chars_per_s),
+            "threads": torch.get_num_threads(),
             "lr": self.optimizer.param_groups[0]["lr"],
         }
         self.loss_sum, self.loss_count = 0.0, 0
@@ -513,6 +527,10 @@ class Run:
                 if progress:
                     bar.write(format_metrics(metrics), file=sys.stderr)
                 self.save_last(metrics)
+                # --max-time is the time of the whole loop: validation and checkpoints count.
+                self.elapsed += time.perf_counter() - started
+                if self.threads is not None:  # other work may have come or gone meanwhile
+                    self.threads.update()
         return TrainResult(
             self.out_dir,
             self.out_dir / "best.pt",

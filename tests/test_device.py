@@ -5,7 +5,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from abcgen import distributed
+from abcgen import device, distributed
 from abcgen.checkpoint import load_checkpoint
 from abcgen.cli import cli
 from abcgen.device import cpu_tensors, pick_device, use_bf16
@@ -94,3 +94,67 @@ def test_cpu_tensors_moves_nested_state():
     moved = cpu_tensors(nested)
     assert isinstance(moved["a"], list) and isinstance(moved["a"][1], tuple)
     assert torch.equal(moved["a"][0], torch.ones(2)) and moved["a"][1][1] == 3 and moved["b"] == "text"
+
+
+def test_auto_precision_keeps_the_gru_in_fp32_on_a_bf16_cpu(monkeypatch):
+    """torch's CPU GRU has no fused kernel: bf16 adds casts at every time step."""
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert use_bf16("auto", cpu, "lstm") and use_bf16("auto", cpu)
+    assert not use_bf16("auto", cpu, "gru")
+    assert use_bf16("bf16", cpu, "gru")  # asked for: given
+    fake_gpu(monkeypatch, bf16=True)  # cuDNN fuses the GRU: bf16 stays the GPU's choice
+    assert use_bf16("auto", torch.device("cuda"), "gru")
+
+
+def machine(monkeypatch, cores, others_per_second):
+    """A machine of `cores` cores on which other processes keep others_per_second()
+    cores busy (as /proc/stat would say); this process itself uses no CPU time."""
+    clock = {"busy": 0.0, "now": 0.0}
+
+    def busy_seconds():
+        return clock["busy"]
+
+    def sleep(seconds):
+        clock["now"] += seconds
+        clock["busy"] += others_per_second() * seconds
+
+    monkeypatch.setattr(device, "cpu_cores", lambda: cores)
+    monkeypatch.setattr(device, "TORCH_THREADS", cores)
+    monkeypatch.setattr(device, "busy_seconds", busy_seconds)
+    monkeypatch.setattr(device.time, "sleep", sleep)
+    monkeypatch.setattr(device.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(device.time, "process_time", lambda: 0.0)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    return sleep
+
+
+def test_training_threads_follow_the_free_cores(monkeypatch):
+    before = torch.get_num_threads()
+    load = {"cores": 0.0}
+    wait = machine(monkeypatch, 2, lambda: load["cores"])
+    try:
+        threads = device.TrainingThreads()
+        assert torch.get_num_threads() == 2  # an idle machine: a thread per core
+        load["cores"] = 1.0  # another job takes a core: one thread, not two that wait on each other
+        wait(30)
+        assert threads.update() == 1
+        load["cores"] = 0.5  # half a core taken is not free either
+        wait(30)
+        assert threads.update() == 1
+        load["cores"] = 0.05  # the job has gone
+        wait(30)
+        assert threads.update() == 2
+        load["cores"] = 1.9
+        assert device.TrainingThreads().update() == 1  # never fewer than one
+        load["cores"] = 0.0
+        assert device.TrainingThreads(fixed=1).update() == 1  # TrainConfig.threads is kept
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        torch.set_num_threads(1)
+        assert device.TrainingThreads().update() == 1  # so is OMP_NUM_THREADS
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        assert device.TrainingThreads(processes=2).update() == 1  # --nproc 2: a core each
+        threads.restore()
+        assert torch.get_num_threads() == before  # as the caller had it
+    finally:
+        torch.set_num_threads(before)

@@ -111,6 +111,12 @@ def test_experiment_end_to_end_through_the_cli(split_corpus, tmp_path):
         assert row["val_bpc_sd"] is not None  # two seeds: a spread
     markdown = (out / "results.md").read_text()
     assert "| corpus | architecture | params |" in markdown and "±" in markdown
+    # Where the time went: per run and for the whole experiment, in the output and the report.
+    stages = ("train", "score", "sample", "judge")
+    assert all(set(run["stage_seconds"]) == set(stages) for run in report["runs"])
+    assert set(report["stage_seconds"]) == {"statistics", *stages, "total"}
+    assert result.output.count("times: train ") == 4 and "all 4 run(s): statistics " in result.output
+    assert "wall-clock time of the whole experiment: statistics" in markdown
     assert "`transformer:hidden=16:heads=2:layers=1`" in result.stdout
     assert (out / "split" / "lstm_hidden=16_layers=1" / "seed-1" / "best.pt").exists()
 
