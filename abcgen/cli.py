@@ -875,13 +875,12 @@ def _show_export(report, out_dir, quiet, paths_to_stdout):
 
 
 @cli.command("serve")
-@click.option(
+@library_default(
     "--host",
-    default="127.0.0.1",
-    show_default=True,
+    source="abcgen.serve:run(host)",
     help="Address to listen on; anything but 127.0.0.1/localhost makes the page reachable from other machines.",
 )
-@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="Port to listen on.")
+@library_default("--port", type=click.IntRange(1, 65535), source="abcgen.serve:run(port)", help="Port to listen on.")
 @click.option(
     "--model",
     "model_path",

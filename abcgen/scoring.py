@@ -7,13 +7,16 @@ experiment; nothing here trains, so sampling and evaluation need not import trai
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from abcgen.errors import AbcgenError
-from abcgen.model import CharModel
-from abcgen.vocab import Vocab
+
+if TYPE_CHECKING:  # only the annotations name them: scoring sits below the model and the vocabulary
+    from abcgen.model import CharModel
+    from abcgen.vocab import Vocab
 
 LN2 = math.log(2)  # nats per bit: a loss in nats over LN2 is bits per character
 

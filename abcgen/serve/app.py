@@ -46,6 +46,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from abcgen.errors import AbcgenError
+from abcgen.options import SamplingOptions, check_header_values
 from abcgen.serve.library import Library, title_of
 
 STATIC = Path(__file__).parent / "static"
@@ -215,14 +216,14 @@ def create_app(model=None, library=None, model_name: str = "", allowed_hosts=Non
         seed = int_value(data, "seed", 0, MAX_SEED, None)
         settings: dict = {
             "n": int_value(data, "n", 1, MAX_N, 1),
-            "temperature": float_value(data, "temperature", 0.05, 3.0, 0.8),
+            "temperature": float_value(data, "temperature", 0.05, 3.0, SamplingOptions.temperature),
             "seed": secrets.randbelow(MAX_SEED) if seed is None else seed,
             "meter": choice_value(data, "meter", None),
             "key": choice_value(data, "key", None),
             "title": (text_value(data, "title", MAX_TITLE) or "").strip() or None,
-            "structure": choice_value(data, "structure", "auto") or "auto",
+            "structure": choice_value(data, "structure", SamplingOptions.structure) or SamplingOptions.structure,
             "prime": text_value(data, "prime", MAX_PRIME),
-            "max_chars": int_value(data, "max_chars", *MAX_CHARS, 1500),
+            "max_chars": int_value(data, "max_chars", *MAX_CHARS, SamplingOptions.max_chars),
         }
         if settings["title"] and ("\n" in settings["title"] or "\r" in settings["title"]):
             raise BadRequest("title must be one line")
@@ -319,7 +320,7 @@ def create_app(model=None, library=None, model_name: str = "", allowed_hosts=Non
         if last < first or last - first + 1 > MAX_VARY_BARS:
             raise BadRequest(f"last must be from first to first + {MAX_VARY_BARS - 1}")
         count = int_value(data, "count", 1, 5, 3)
-        temperature = float_value(data, "temperature", 0.05, 3.0, 0.8)
+        temperature = float_value(data, "temperature", 0.05, 3.0, SamplingOptions.temperature)
         seed = int_value(data, "seed", 0, MAX_SEED, None)
         try:
             return JSONResponse(await server.run(vary, server.model, abc, first, last, count, temperature, seed))
@@ -498,7 +499,8 @@ def line(data: dict) -> bytes:
 def validate_generate(model, settings: dict) -> None:
     """The checks generate() makes before it writes anything (AbcgenError on a bad value),
     without writing: so that a bad meter or prime is a 400, not an error inside the stream."""
-    from abcgen.options import check_header_values
+    # Here, not at the top: abcgen.sample and abcgen.structure import torch, which the page's
+    # library and static files need not load.
     from abcgen.sample import read_prime
     from abcgen.structure import check_structure_option
 
