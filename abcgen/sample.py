@@ -370,7 +370,7 @@ class TuneModel:
         return [(s.text, s.cut) for s in streams]
 
     def next_probs(self, logits: torch.Tensor, streams: list[Stream], options: SamplingRun) -> torch.Tensor:
-        """Next-character probabilities: with keep_rhythm, class-tempered in tune bodies
+        """Next-character probabilities: with keep_rhythm, pitch-tempered in tune bodies
         (header values keep the plain temperature)."""
         body = torch.tensor([options.keep_rhythm and s.mode == "body" for s in streams], device=logits.device)
         if body.all():
