@@ -35,6 +35,7 @@ import functools
 import re
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Any, NoReturn
 
 _LENGTHS: dict[tuple[str, int, int], Fraction] = {}  # see _Reader.length
 FIELD_LINE = re.compile(r"^([A-Za-z+]):\s?(.*)$")
@@ -260,10 +261,10 @@ def parse_meter(value: str) -> tuple[Fraction | None, str | None]:
         numerator, denominator = sum(int(n) for n in sums[1].split("+")), int(sums[2])
     elif terms and all(int(d) for _, d in terms):
         denominator = max(int(d) for _, d in terms)
-        numerator = sum(Fraction(int(n), int(d)) for n, d in terms) * denominator
-        if numerator.denominator != 1:
+        total = sum((Fraction(int(n), int(d)) for n, d in terms), Fraction(0)) * denominator
+        if total.denominator != 1:
             raise AbcParseError(f"M:{value} is not a meter (such as 6/8, 3/4, C)")
-        numerator = int(numerator)
+        numerator = int(total)
     else:
         raise AbcParseError(f"M:{value} is not a meter (such as 6/8, 3/4, C)")
     if numerator == 0:
@@ -410,7 +411,7 @@ class _Reader:
 
     # -- errors name the bar being written
 
-    def fail(self, message: str, rule: str = "syntax"):
+    def fail(self, message: str, rule: str = "syntax") -> NoReturn:
         raise AbcParseError(f"bar {len(self.bars) + 1}: {message}", bar=len(self.bars), rule=rule)
 
     def read(self, body: str) -> None:
@@ -586,7 +587,7 @@ class _Reader:
     def on_chord_close(self, match) -> None:
         if self.chord is None:
             self.fail("a ] with no [ before it", rule="bracket")
-        notes, self.chord = self.chord, None
+        notes, self.chord = self.chord or [], None
         if not notes:
             self.fail("an empty chord []")
         keys = frozenset(self.chord_keys(notes))
@@ -877,7 +878,7 @@ def check_tune(text: str, complete: bool = True) -> CheckResult:
     Returns a CheckResult whose `reason` is one short phrase naming the bar and the rule.
     """
     header = header_fields(text)
-    facts = dict(meter=header.get("M"), key=header.get("K"), title=header.get("T"))
+    facts: dict[str, Any] = dict(meter=header.get("M"), key=header.get("K"), title=header.get("T"))
     try:
         tune = read_tune(text, complete)
     except AbcParseError as error:
@@ -935,7 +936,7 @@ def _bar_problem(bar: Bar) -> str:
     denominator = int(bar.meter.split("/")[1]) if bar.meter else 8
     return (
         f"bar {bar.number} has {format_length(bar.duration, denominator)}, "
-        f"meter {bar.meter} asks for {format_length(bar.expected, denominator)}"
+        f"meter {bar.meter} asks for {format_length(bar.expected or Fraction(0), denominator)}"
     )
 
 

@@ -126,7 +126,8 @@ class TrainingThreads:
             return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
         start = time.monotonic()
         time.sleep(0.1)
-        others = (busy_seconds() - before) / (time.monotonic() - start)
+        after = busy_seconds()
+        others = ((after if after is not None else before) - before) / (time.monotonic() - start)
         self.remember()
         return others
 

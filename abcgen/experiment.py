@@ -86,7 +86,7 @@ def parse_archs(text: str) -> list[ArchSpec]:
         if not item:
             continue
         name, *pairs = item.split(":")
-        options = {"arch": name}
+        options: dict[str, object] = {"arch": name}
         for pair in pairs:
             key, sep, value = pair.partition("=")
             if not sep or key in ("arch", "vocab_size") or not hasattr(defaults, key):
@@ -98,7 +98,7 @@ def parse_archs(text: str) -> list[ArchSpec]:
                 options[key] = type(getattr(defaults, key))(value)
             except ValueError:
                 raise AbcgenError(f"--archs: {key} must be a number in {item!r}") from None
-        check_config(replace(defaults, **options))
+        check_config(replace(defaults, **options))  # type: ignore[arg-type]  # each value has its field's type
         specs.append(ArchSpec(item, options))
     if not specs:
         raise AbcgenError("--archs names no architecture; e.g. --archs lstm,gru")
@@ -160,7 +160,9 @@ class Judge:
 
     def measures(self, generated: list[str], mixed: bool) -> dict:
         profile = profile_tunes(generated)
-        copied = originality(profile.sequences, self.mixed_index if mixed else self.index)
+        index = self.mixed_index if mixed else self.index
+        assert index is not None, "a mixed run needs the extra corpus's index"
+        copied = originality(profile.sequences, index)
         return {
             "validity": validity(profile)["valid"],
             "stat_overlap": mean_overlap([row["overlap"] for row in self.rows(profile)]),
@@ -287,7 +289,7 @@ def run_experiment(
     clock = Stopwatch()
     judge = Judge(original, cache, extra)
     say(f"    read in {clock.lap('statistics'):.1f} s")
-    report = {
+    report: dict = {
         "settings": {
             "corpus": str(corpus_path),
             "archs": [s.label for s in specs],
