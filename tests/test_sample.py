@@ -4,6 +4,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from abcgen.abc import check_tune
 from abcgen.cli import cli
 from abcgen.corpus import load_corpus
 from abcgen.errors import AbcgenError
@@ -399,3 +400,25 @@ def test_a_prime_that_ends_in_a_blank_line_does_not_end_the_tune():
 
     assert read_prime("|:GABc|\n\n") == "|:GABc|\n"
     assert read_prime("|:GABc") == "|:GABc"
+
+
+def test_the_command_ends_at_once_with_all_its_output_written(tmp_path, monkeypatch):
+    """`abcgen sample` skips the interpreter's slow teardown of torch (os._exit): what it
+    wrote to a pipe, and to stderr, must all be there, and a failure keeps its status."""
+    import subprocess
+    import sys
+
+    monkeypatch.delenv("ABCGEN_MODEL", raising=False)
+    run = subprocess.run(
+        [sys.executable, "-m", "abcgen", "sample", "-n", "3", "--seed", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    tunes = run.stdout.strip().split("\n\n")
+    assert len(tunes) == 3 and all(check_tune(tune).ok for tune in tunes)
+    failed = subprocess.run(
+        [sys.executable, "-m", "abcgen", "sample", "--top-k", "0"], capture_output=True, text=True, timeout=120
+    )
+    assert failed.returncode == 1 and "--top-k" in failed.stderr
