@@ -142,11 +142,11 @@ def time_limit(n: int) -> float:
     return 30.0 + 2.0 * n
 
 
-def header_plan(title=None, meter=None, length=None, key=None, prime=None) -> list:
+def header_plan(title=None, meter=None, length=None, key=None, prime=None) -> list[tuple[str, str | None]]:
     """Segments that write X:, T:, M:, L:, K: in order, then the body."""
     if prime and prime.lstrip().startswith("X:"):
         return [("fixed", prime), ("body", None)]
-    plan = [("fixed", "X:1\n")]
+    plan: list[tuple[str, str | None]] = [("fixed", "X:1\n")]
     for name, value in (("T", title), ("M", meter), ("L", length), ("K", key)):
         if value:
             plan.append(("fixed", f"{name}:{value}\n"))
@@ -386,10 +386,13 @@ class TuneModel:
         """The structure rules for a tune whose header is written (None under a free meter)."""
         head_end = stream.text.find("\n", stream.text.find("\nK:") + 1) + 1
         head = stream.text[:head_end] if head_end > 0 else stream.text
-        meter = (re.search(r"^M:(.*)$", head, re.M) or [None, "none"])[1].strip()
+        found = re.search(r"^M:(.*)$", head, re.M)
+        meter = found[1].strip() if found else "none"
         if meter.lower() in ("none", ""):
             return None
         structure = choose_structure(options.structure, meter, self.checkpoint.meta.get("forms", {}), options.generator)
+        if structure is None:
+            return None
         rules = BodyRules(structure, head)
         rules.start(len(head))
         rules.replay(stream.text)
@@ -397,11 +400,13 @@ class TuneModel:
 
     def mask_forbidden(self, logits: torch.Tensor, streams: list[Stream], outside: torch.Tensor) -> torch.Tensor:
         """Logits with the characters the structure rules forbid set to -inf."""
-        rows = [(row, s) for row, s in enumerate(streams) if s.rules is not None and not s.forced and s.mode == "body"]
+        rows = [
+            (row, s.rules) for row, s in enumerate(streams) if s.rules is not None and not s.forced and s.mode == "body"
+        ]
         if not rows:
             return logits
         mask = torch.zeros(logits.shape, dtype=torch.bool)
-        mask[[row for row, _ in rows]] = torch.stack([self.mask_row(s.rules, outside) for _, s in rows])
+        mask[[row for row, _ in rows]] = torch.stack([self.mask_row(rules, outside) for _, rules in rows])
         return logits.masked_fill(mask.to(logits.device), float("-inf"))
 
     def mask_row(self, rules: BodyRules, outside: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
 import torch
@@ -106,12 +106,13 @@ def structure_of(tune: str) -> str | None:
     """The structure a tune is written in (`AABB`), or None when it fails the check or has
     a section that is not a whole number of bars."""
     result = check_tune(tune)
-    if not result.ok or not result.tune.sections:
+    if not result.ok or result.tune is None or not result.tune.sections:
         return None
-    counts = [section.bar_count for section in result.tune.sections]
-    if any(count is None or not 1 <= count <= MAX_PART_BARS for count in counts) or len(counts) > MAX_PARTS:
+    sections = result.tune.sections
+    counts = [section.bar_count or 0 for section in sections]
+    if any(not 1 <= count <= MAX_PART_BARS for count in counts) or len(counts) > MAX_PARTS:
         return None
-    return str(Structure(tuple(Part(count, section.repeated) for count, section in zip(counts, result.tune.sections))))
+    return str(Structure(tuple(Part(count, section.repeated) for count, section in zip(counts, sections))))
 
 
 def corpus_forms(tunes: list[str]) -> dict[str, dict[str, int]]:
@@ -271,6 +272,21 @@ class Lexer:
         return blocked
 
 
+GO_ON, CLOSE, SHORTEN, REWRITE = "go on", "close", "shorten", "rewrite"
+
+
+@dataclass(frozen=True)
+class BarEnd:
+    """What the rules say when a bar ends: go on; close the part, writing `closing` in place
+    of the bar line; shorten, cutting the bar at text offset `cut` and closing there; or
+    rewrite the bar, for `reason` ("long": the part ran past its length)."""
+
+    action: str
+    closing: str = ""
+    cut: int = 0
+    reason: str = ""
+
+
 @dataclass
 class BodyRules:
     """The structure rules for one tune being written (see the module doc)."""
@@ -303,58 +319,53 @@ class BodyRules:
     def part_text(self, text: str) -> str:
         return self.head + text[self.part_starts[-1] :]
 
-    def bar_end(self, text: str, may_rewrite: bool = True, bar_start: int | None = None) -> tuple[str, object]:
-        """A bar has just ended with the last character of text (its first bar line
-        character), the bar having begun at text offset bar_start. Returns ("ok", None) to
-        go on, ("close", bar line text) to write the part's closing bar line in place of
-        that character, ("shorten", (offset, bar line text)) to cut the bar at offset and
-        close the part there, or ("rewrite", reason). Once may_rewrite is False (the
-        rewinds are spent), the part is closed as soon as it is long enough, so that
-        repeats still pair."""
-        action, detail = self._bar_end(text, bar_start)
-        if action == "rewrite" and not may_rewrite:
-            action, detail = (
-                ("close", self.closing(self.part == len(self.structure.parts) - 1))
-                if detail == "long"
-                else ("ok", None)
+    def bar_end(self, text: str, may_rewrite: bool = True, bar_start: int | None = None) -> BarEnd:
+        """What to do now that a bar has ended with the last character of text (its first
+        bar line character), the bar having begun at text offset bar_start (see BarEnd).
+        Once may_rewrite is False (the rewinds are spent), the part is closed as soon as it
+        is long enough, so that repeats still pair."""
+        end = self._bar_end(text, bar_start)
+        if end.action == REWRITE and not may_rewrite:
+            end = (
+                BarEnd(CLOSE, closing=self.closing(self.part == len(self.structure.parts) - 1))
+                if end.reason == "long"
+                else BarEnd(GO_ON)
             )
+        if end.action not in (CLOSE, SHORTEN):
+            return end
         # slurs still open end on the part's last note: `(dcB A2):|`
-        if action == "close":
-            detail = ")" * max(self.lexer.slurs, 0) + detail
-        elif action == "shorten":
-            cut, closing = detail
-            left_out = text[cut:-1]
-            slurs = self.lexer.slurs - len(SLUR_OPEN.findall(left_out)) + left_out.count(")")
-            detail = (cut, ")" * max(slurs, 0) + closing)
-        return action, detail
+        left_out = text[end.cut : -1] if end.action == SHORTEN else ""
+        slurs = self.lexer.slurs - len(SLUR_OPEN.findall(left_out)) + left_out.count(")")
+        return replace(end, closing=")" * max(slurs, 0) + end.closing)
 
-    def _bar_end(self, text: str, bar_start: int | None = None) -> tuple[str, object]:
+    def _bar_end(self, text: str, bar_start: int | None = None) -> BarEnd:
         part = self.structure.parts[self.part]
         result = check_tune(self.part_text(text[:-1]) + "|", complete=False)
         if result.tune is None:
-            return "rewrite", result.reason
+            return BarEnd(REWRITE, reason=result.reason or "")
         bars = [bar for bar in result.tune.bars if bar.expected]
-        done = sum((bar.duration / bar.expected for bar in bars), Fraction(0))
-        short_last = bool(bars) and bars[-1].duration < bars[-1].expected
+        done = sum((bar.duration / bar.expected for bar in bars if bar.expected), Fraction(0))
+        short_last = bool(bars) and bars[-1].duration < (bars[-1].expected or 0)
         # the check cannot know yet that a short last bar closes the part: judged below
         if result.bad_bar is not None and not (result.bad_bar == len(result.tune.bars) - 1 and short_last):
-            return "rewrite", "long" if done >= part.bars else result.reason
-        pickup = bars[0].duration / bars[0].expected if len(bars) > 1 and bars[0].may_be_short else Fraction(0)
+            return BarEnd(REWRITE, reason="long" if done >= part.bars else result.reason or "")
+        first = bars[0] if len(bars) > 1 and bars[0].may_be_short else None
+        pickup = first.duration / first.expected if first is not None and first.expected else Fraction(0)
         if done == part.bars or (done == part.bars + pickup and not short_last):
             last = self.part == len(self.structure.parts) - 1
             if text[:-1].rstrip().endswith("-"):  # a tie across a repeat or the tune's end
-                return "rewrite", "long"
+                return BarEnd(REWRITE, reason="long")
             cut = self.pickup_close(text, bar_start, pickup, last) if 0 < pickup < 1 and not short_last else None
             if cut is not None:
-                return "shorten", (cut, self.closing(last))
+                return BarEnd(SHORTEN, closing=self.closing(last), cut=cut)
             if last and not ends_on_tonic(result):
-                return "rewrite", "long"
-            return "close", self.closing(last)
+                return BarEnd(REWRITE, reason="long")
+            return BarEnd(CLOSE, closing=self.closing(last))
         if done > part.bars:
-            return "rewrite", "long"
+            return BarEnd(REWRITE, reason="long")
         if short_last and len(bars) > 1:
-            return "rewrite", "a short bar inside a part"
-        return "ok", None
+            return BarEnd(REWRITE, reason="a short bar inside a part")
+        return BarEnd(GO_ON)
 
     def pickup_close(self, text: str, bar_start: int | None, pickup: Fraction, last: bool) -> int | None:
         """Where to cut a part's full last bar so that, with the pickup it began with, it
@@ -378,9 +389,11 @@ class BodyRules:
             if result.tune is None or not result.tune.bars:
                 continue
             first = result.tune.bars[0]
-            if first.expected and first.duration == first.expected * (1 - pickup):
+            if first.expected is None:
+                return None
+            if first.duration == first.expected * (1 - pickup):
                 return cut if not last or ends_on_tonic(result) else None
-            if first.expected and first.duration < first.expected * (1 - pickup):
+            if first.duration < first.expected * (1 - pickup):
                 return None
         return None
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from abcgen.abc import check_tune
 from abcgen.options import UNIT_LENGTH_VALUE
+from abcgen.structure import CLOSE, REWRITE, SHORTEN
 
 if TYPE_CHECKING:
     import torch
@@ -135,7 +136,7 @@ def watch_bars(stream: Stream, ch: str, snapshot) -> Snapshot | None:
     if stream.cut or watch.rewinds >= MAX_BAR_REWINDS:
         return None
     if stream.done:  # the tune has ended, so its last bar is complete
-        if not watch.starts:  # and it has none: write the body again
+        if not watch.starts and watch.body_start is not None:  # and it has none: write the body again
             stream.text, stream.done = (stream.text + TUNE_END)[: watch.body_start.length], False
             return watch.rewind(watch.body_start, line_start=True)
         result = check_tune(last_bars(stream.text, watch.starts, len(stream.text)))
@@ -168,30 +169,23 @@ def watch_structure(stream: Stream, watch: BarWatch, ch: str, snapshot) -> Snaps
     """Follow the body under the structure rules: at each bar's end, go on, write the
     part's closing bar line, or cut the bar and return the Snapshot to write it from."""
     rules = stream.rules
-    if stream.done:
+    if stream.done or rules is None:
         return None
     ends_bar = ch == "|" and rules.lexer.ends_bar() and not stream.closing
     if ends_bar and watch.starts:
-        action, _ = rules.bar_end(
-            stream.text, may_rewrite=watch.rewinds < MAX_BAR_REWINDS, bar_start=watch.starts[-1].length
-        )
-        if action == "shorten":  # write the bar again as far as the cut, then the closing
-            cut, closing = _
-            target = watch.starts[-1]
-            stream.forced, stream.closing = stream.text[target.length : cut].rstrip() + closing, True
+        end = rules.bar_end(stream.text, may_rewrite=watch.rewinds < MAX_BAR_REWINDS, bar_start=watch.starts[-1].length)
+        if end.action in (SHORTEN, REWRITE):
+            # shorten: write the bar again as far as the cut, then the closing
+            target = watch.starts[-1] if end.action == SHORTEN else watch.rewind_target()
+            if end.action == SHORTEN:
+                stream.forced, stream.closing = stream.text[target.length : end.cut].rstrip() + end.closing, True
             stream.text, stream.done = stream.text[: target.length], False
             rules.replay(stream.text)
             return watch.rewind(target, line_start=stream.text.endswith("\n"))
-        if action == "rewrite":
-            target = watch.rewind_target()
-            stream.text, stream.done = stream.text[: target.length], False
-            rules.replay(stream.text)
-            return watch.rewind(target, line_start=stream.text.endswith("\n"))
-        if action == "close":
-            closing = _
-            stream.text = stream.text[:-1] + closing[0]
-            stream.forced, stream.closing = closing[1:], True
-            ch = closing[0]
+        if end.action == CLOSE:
+            stream.text = stream.text[:-1] + end.closing[0]
+            stream.forced, stream.closing = end.closing[1:], True
+            ch = end.closing[0]
             if stream.form is not None:
                 stream.form_class = stream.form.feed(stream.text)
     rules.lexer.feed(ch)

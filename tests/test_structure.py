@@ -68,24 +68,23 @@ def bar_end_after(body: str, structure: str = "AABB", part_b: int | None = None)
 
 def test_a_part_that_began_with_a_pickup_closes_on_a_short_bar():
     # a quarter-note pickup, 7 bars, then a full last bar: cut after its first 3/4
-    action, text = bar_end_after("d2|" + "GABc d2B2|" * 7 + "B2A2 G2 ^F2|")
-    assert action[0] == "shorten"
-    cut, closing = action[1]
-    assert text[text.rstrip("|").rfind("|") + 1 : cut].rstrip() == "B2A2 G2" and closing.startswith(":|")
-    written = text[: text.rstrip("|").rfind("|") + 1] + "B2A2 G2" + closing + "d2|" + "GABc d2B2|" * 7 + "G6:|"
+    end, text = bar_end_after("d2|" + "GABc d2B2|" * 7 + "B2A2 G2 ^F2|")
+    assert end.action == "shorten"
+    assert text[text.rstrip("|").rfind("|") + 1 : end.cut].rstrip() == "B2A2 G2" and end.closing.startswith(":|")
+    written = text[: text.rstrip("|").rfind("|") + 1] + "B2A2 G2" + end.closing + "d2|" + "GABc d2B2|" * 7 + "G6:|"
     assert check_tune(written).ok and tune_form(written).section_lengths == [8, 8]
     # no note ends at 3/4 of the bar: closed as written
-    assert bar_end_after("d2|" + "GABc d2B2|" * 7 + "B2A3 G3|")[0][0] == "close"
+    assert bar_end_after("d2|" + "GABc d2B2|" * 7 + "B2A3 G3|")[0].action == "close"
     # without a pickup a full last bar closes the part
-    assert bar_end_after("GABc d2B2|" * 8)[0][0] == "close"
+    assert bar_end_after("GABc d2B2|" * 8)[0].action == "close"
 
 
 def test_the_last_part_is_cut_only_where_it_ends_on_the_tonic():
     part_a = "d2|" + "GABc d2B2|" * 7 + "B2A2 G2:|\n|:"
     on_tonic, _ = bar_end_after(part_a + "d2|" + "GABc d2B2|" * 7 + "d2B2 G2 A2|", part_b=len(part_a))
-    assert on_tonic[0] == "shorten" and on_tonic[1][1].startswith(":|")
+    assert on_tonic.action == "shorten" and on_tonic.closing.startswith(":|")
     off_tonic, _ = bar_end_after(part_a + "d2|" + "GABc d2B2|" * 7 + "d2B2 A2 G2|", part_b=len(part_a))
-    assert off_tonic[0] != "shorten"
+    assert off_tonic.action != "shorten"
 
 
 def lexer_after(text: str) -> Lexer:
@@ -118,8 +117,8 @@ def test_the_lexer_keeps_tuplets_lengths_grace_notes_and_chord_symbols_whole():
 
 
 def test_a_slur_still_open_ends_on_the_parts_last_note():
-    action, text = bar_end_after("GABc (d2B2|" + "GABc d2B2|" * 7)
-    assert action == ("close", "):|\n|:")
+    end, text = bar_end_after("GABc (d2B2|" + "GABc d2B2|" * 7)
+    assert (end.action, end.closing) == ("close", "):|\n|:")
     closed = text[:-1] + "):|\n|:" + "GABc d2B2|" * 7 + "G8:|"
     assert check_tune(closed).ok
 
