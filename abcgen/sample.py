@@ -36,7 +36,7 @@ from abcgen.prime import check_prime_structure, prime_closes_parts, read_prime
 from abcgen.scoring import known_tunes, score_text
 from abcgen.shaping import next_char_probs, pitch_mask
 from abcgen.structure import BODY_CHARACTERS, BodyRules, choose_structure
-from abcgen.watch import TUNE_END, BarWatch, Snapshot, watch_bars, watch_header_value
+from abcgen.watch import TUNE_END, BarWatch, Segment, Snapshot, watch_bars, watch_header_value
 
 PRETRAINED = Path(__file__).parent / "pretrained" / "nottingham.pt"
 
@@ -66,10 +66,10 @@ def in_unit_length(tune: str, length: str | None) -> str:
 class Stream:
     """One tune being written: what is still to be forced, and what is done."""
 
-    plan: list  # remaining segments: ("fixed", text) or ("line", None) or ("body", None)
+    plan: list[tuple[Segment, str | None]]  # the segments still to write, with a FIXED one's text
     text: str = ""
     forced: str = ""
-    mode: str = "fixed"
+    mode: Segment = Segment.FIXED
     done: bool = False
     cut: bool = False
     bars: "BarWatch | None" = None  # follows the body, with fix_bars
@@ -85,7 +85,7 @@ class Stream:
             self.done = True
             return
         self.mode, value = self.plan.pop(0)
-        if self.mode == "fixed":
+        if self.mode is Segment.FIXED:
             self.forced = value
             if not value:
                 self.next_segment()
@@ -99,11 +99,11 @@ class Stream:
         self.text += ch
         if self.form is not None:
             self.form_class = self.form.feed(self.text)
-        if self.mode == "fixed" and not self.forced:
+        if self.mode is Segment.FIXED and not self.forced:
             self.next_segment()
-        elif self.mode == "line" and ch == "\n":
+        elif self.mode is Segment.LINE and ch == "\n":
             self.next_segment()
-        elif self.mode == "body" and self.text.endswith(TUNE_END):
+        elif self.mode is Segment.BODY and self.text.endswith(TUNE_END):
             self.text = self.text[: -len(TUNE_END)]
             self.done = True
         if not self.done and len(self.text) >= max_chars:
@@ -112,8 +112,8 @@ class Stream:
 
     def reopen_line(self, length: int):
         """Write the header value that has just ended again, from text[:length]."""
-        self.plan.insert(0, (self.mode, self.forced if self.mode == "fixed" else None))
-        self.mode, self.forced, self.text = "line", "", self.text[:length]
+        self.plan.insert(0, (self.mode, self.forced if self.mode is Segment.FIXED else None))
+        self.mode, self.forced, self.text = Segment.LINE, "", self.text[:length]
 
 
 @dataclass
@@ -142,19 +142,19 @@ def time_limit(n: int) -> float:
     return 30.0 + 2.0 * n
 
 
-def header_plan(title=None, meter=None, length=None, key=None, prime=None) -> list[tuple[str, str | None]]:
+def header_plan(title=None, meter=None, length=None, key=None, prime=None) -> list[tuple[Segment, str | None]]:
     """Segments that write X:, T:, M:, L:, K: in order, then the body."""
     if prime and prime.lstrip().startswith("X:"):
-        return [("fixed", prime), ("body", None)]
-    plan: list[tuple[str, str | None]] = [("fixed", "X:1\n")]
+        return [(Segment.FIXED, prime), (Segment.BODY, None)]
+    plan: list[tuple[Segment, str | None]] = [(Segment.FIXED, "X:1\n")]
     for name, value in (("T", title), ("M", meter), ("L", length), ("K", key)):
         if value:
-            plan.append(("fixed", f"{name}:{value}\n"))
+            plan.append((Segment.FIXED, f"{name}:{value}\n"))
         else:
-            plan += [("fixed", f"{name}:"), ("line", None)]
+            plan += [(Segment.FIXED, f"{name}:"), (Segment.LINE, None)]
     if prime:
-        plan.append(("fixed", prime))
-    plan.append(("body", None))
+        plan.append((Segment.FIXED, prime))
+    plan.append((Segment.BODY, None))
     return plan
 
 
@@ -322,7 +322,7 @@ class TuneModel:
                 break
             for i in active:
                 stream = streams[i]
-                if stream.mode == "body" and stream.rules is None and options.structure and not stream.bars:
+                if stream.mode is Segment.BODY and stream.rules is None and options.structure and not stream.bars:
                     stream.rules = self.body_rules(stream, options)
             logits = self.mask_forbidden(logits, [streams[i] for i in active], outside)
             probs = self.next_probs(logits, [streams[i] for i in active], options)
@@ -333,14 +333,14 @@ class TuneModel:
                 stream = streams[i]
                 mode, before = stream.mode, len(stream.text)  # forced text is never rewritten
                 chars.append(stream.feed(vocab.chars[s], options.max_chars))
-                if options.fix_bars and mode in ("body", "line"):
+                if options.fix_bars and mode in (Segment.BODY, Segment.LINE):
 
                     def snapshot(row=row, before=before):
                         return Snapshot(
                             before, model.select_state(state, torch.tensor([row], device=device)), logits[row]
                         )
 
-                    if mode == "body":
+                    if mode is Segment.BODY:
                         target = watch_bars(stream, chars[-1], snapshot)
                         chars[-1] = stream.text[-1] if stream.text and target is None else chars[-1]
                     else:
@@ -372,7 +372,7 @@ class TuneModel:
     def next_probs(self, logits: torch.Tensor, streams: list[Stream], options: SamplingRun) -> torch.Tensor:
         """Next-character probabilities: with keep_rhythm, pitch-tempered in tune bodies
         (header values keep the plain temperature)."""
-        body = torch.tensor([options.keep_rhythm and s.mode == "body" for s in streams], device=logits.device)
+        body = torch.tensor([options.keep_rhythm and s.mode is Segment.BODY for s in streams], device=logits.device)
         if body.all():
             return next_char_probs(logits, options.temperature, options.top_k, self.pitches, options.pitch_top_p)
         probs = next_char_probs(logits, options.temperature, options.top_k)
@@ -401,7 +401,9 @@ class TuneModel:
     def mask_forbidden(self, logits: torch.Tensor, streams: list[Stream], outside: torch.Tensor) -> torch.Tensor:
         """Logits with the characters the structure rules forbid set to -inf."""
         rows = [
-            (row, s.rules) for row, s in enumerate(streams) if s.rules is not None and not s.forced and s.mode == "body"
+            (row, s.rules)
+            for row, s in enumerate(streams)
+            if s.rules is not None and not s.forced and s.mode is Segment.BODY
         ]
         if not rows:
             return logits

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import TYPE_CHECKING
 
 from abcgen.abc import check_tune
@@ -36,6 +37,23 @@ LINE_TRIES = 8  # tries at a header value the model writes (M:, L:, K:)
 BETWEEN_BARS = set("|:]0123456789 \t\n\\")
 MUSIC_LETTERS = set("ABCDEFGabcdefgzxZ")
 BODY_METER_OR_LENGTH = re.compile(r"(^|\[)[ML]:", re.M)
+
+
+class Segment(Enum):
+    """What a stream is writing: text given to it (a header field's name, a value asked for,
+    a prime), a header value the model writes, or the tune body."""
+
+    FIXED = "fixed"
+    LINE = "line"
+    BODY = "body"
+
+
+class Spot(Enum):
+    """Where a BarWatch stands in a tune body."""
+
+    BETWEEN = "between bars"
+    BAR = "in a bar"
+    FIELD = "in a field line"
 
 
 @dataclass
@@ -61,7 +79,7 @@ class BarWatch:
     starts: list = field(default_factory=list)  # a Snapshot at each bar's first character
     rewinds: int = 0
     tries_here: int = 0  # rewinds to the current last start
-    mode: str = "between"  # or "bar", or "field" (a field line in the body)
+    spot: Spot = Spot.BETWEEN
     depth: int = 0  # [ brackets open inside the bar
     in_quote: bool = False  # inside a "chord symbol"
     bracket: Snapshot | None = None  # taken at a [ between bars until it is decided
@@ -73,9 +91,9 @@ class BarWatch:
         snapshot() gives the model as it was before ch; it is called only when needed.
         """
         started = None
-        if self.mode == "field":
-            self.mode = "between" if ch == "\n" else "field"
-        elif self.mode == "between":
+        if self.spot is Spot.FIELD:
+            self.spot = Spot.BETWEEN if ch == "\n" else Spot.FIELD
+        elif self.spot is Spot.BETWEEN:
             started = self.between(ch, snapshot)
         else:
             self.in_bar(ch)
@@ -87,15 +105,15 @@ class BarWatch:
             bracket, self.bracket = self.bracket, None
             if ch.isdigit() or ch == "|":
                 return None
-            self.mode, self.depth = "bar", 1
+            self.spot, self.depth = Spot.BAR, 1
             self.in_bar(ch)
             return bracket
         if ch == "[":
             self.bracket = snapshot()
         elif self.line_start and ch.isalpha() and ch not in MUSIC_LETTERS:
-            self.mode = "field"
+            self.spot = Spot.FIELD
         elif ch not in BETWEEN_BARS:
-            self.mode, self.depth = "bar", 0
+            self.spot, self.depth = Spot.BAR, 0
             self.in_bar(ch)
             return snapshot()
         return None
@@ -108,7 +126,7 @@ class BarWatch:
         elif ch == "]" and self.depth:
             self.depth -= 1
         elif ch in "|:" and not self.depth:
-            self.mode = "between"
+            self.spot = Spot.BETWEEN
 
     def rewind_target(self) -> Snapshot:
         """Where to write again from: the start of the last bar, or of the bar before it
@@ -121,7 +139,7 @@ class BarWatch:
 
     def rewind(self, to: Snapshot, line_start: bool) -> Snapshot:
         """Start the bar that begins at `to` again (line_start: at the start of a line)."""
-        self.mode, self.bracket, self.in_quote, self.depth = "between", None, False, 0
+        self.spot, self.bracket, self.in_quote, self.depth = Spot.BETWEEN, None, False, 0
         self.line_start = line_start
         self.rewinds += 1
         return to
@@ -214,7 +232,7 @@ def watch_header_value(stream: Stream, snapshot, meta: dict) -> Snapshot | None:
     training tunes used (M:4/8, M:A/4, L:1/7), return the Snapshot to write it again from."""
     if stream.line_start is None:
         stream.line_start = snapshot()
-    if stream.mode == "line" or stream.done:
+    if stream.mode is Segment.LINE or stream.done:
         return None
     start, stream.line_start = stream.line_start, None
     line = stream.text[start.length :].strip()

@@ -11,7 +11,7 @@ from abcgen.errors import AbcgenError
 from abcgen.sample import SamplingRun, Stream, TuneModel, close_cut_tune, header_plan, load_model
 from abcgen.shaping import next_char_probs, pitch_mask, pitch_nucleus
 from abcgen.train import TrainConfig, train
-from abcgen.watch import Snapshot, header_value_ok, watch_bars
+from abcgen.watch import Segment, Snapshot, header_value_ok, watch_bars
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +227,7 @@ HEADER = "X:1\nT:T\nM:3/4\nL:1/8\nK:G\n"
 
 def write_body(body: str, done: bool = False) -> tuple[Stream, object]:
     """Feed body to a bar watch as a sampler would; stop at the first rewind."""
-    stream = Stream(plan=[], text=HEADER, mode="body")
+    stream = Stream(plan=[], text=HEADER, mode=Segment.BODY)
     for ch in body:
         stream.text += ch
         target = watch_bars(stream, ch, lambda: Snapshot(len(stream.text) - 1, None, None))
@@ -266,7 +266,7 @@ def test_a_last_bar_too_long_is_written_again_when_the_tune_ends():
 
 
 def test_a_tune_that_ends_before_its_first_bar_is_written_again():
-    stream = Stream(plan=[], text=HEADER, mode="body")
+    stream = Stream(plan=[], text=HEADER, mode=Segment.BODY)
     stream.feed("\n", max_chars=1000)  # a blank line: the model ends the tune at once
     assert stream.done and stream.text == HEADER[:-1]
     target = watch_bars(stream, "\n", lambda: Snapshot(len(HEADER), None, None))
