@@ -63,7 +63,7 @@ def in_unit_length(tune: str, length: str | None) -> str:
 
 
 @dataclass
-class Stream:
+class Draft:
     """One tune being written: what is still to be forced, and what is done."""
 
     plan: list[tuple[Segment, str | None]]  # the segments still to write, with a FIXED one's text
@@ -91,7 +91,7 @@ class Stream:
                 self.next_segment()
 
     def feed(self, sampled: str, max_chars: int) -> str:
-        """The character this stream takes this step (forced or sampled)."""
+        """The character this draft takes this step (forced or sampled)."""
         if self.forced:
             ch, self.forced = self.forced[0], self.forced[1:]
         else:
@@ -303,11 +303,11 @@ class TuneModel:
         model, vocab = self.model, self.vocab
         device = next(model.parameters()).device
         model.eval()
-        streams = [
-            Stream(plan=list(plan), form=FormTracker(model.config.form, model.config.form_count)) for _ in range(n)
+        drafts = [
+            Draft(plan=list(plan), form=FormTracker(model.config.form, model.config.form_count)) for _ in range(n)
         ]
-        for stream in streams:
-            stream.next_segment()
+        for draft in drafts:
+            draft.next_segment()
         active = list(range(n))
         fallback = vocab.index.get(" ", 0)
         # The training text separates tunes by a blank line: start as if after one.
@@ -318,21 +318,21 @@ class TuneModel:
         while active:
             if options.out_of_time():
                 for i in active:
-                    streams[i].done = streams[i].cut = True
+                    drafts[i].done = drafts[i].cut = True
                 break
             for i in active:
-                stream = streams[i]
-                if stream.mode is Segment.BODY and stream.rules is None and options.structure and not stream.bars:
-                    stream.rules = self.body_rules(stream, options)
-            logits = self.mask_forbidden(logits, [streams[i] for i in active], outside)
-            probs = self.next_probs(logits, [streams[i] for i in active], options)
+                draft = drafts[i]
+                if draft.mode is Segment.BODY and draft.rules is None and options.structure and not draft.bars:
+                    draft.rules = self.body_rules(draft, options)
+            logits = self.mask_forbidden(logits, [drafts[i] for i in active], outside)
+            probs = self.next_probs(logits, [drafts[i] for i in active], options)
             sampled = torch.multinomial(probs.cpu(), 1, generator=options.generator)
             sampled = sampled.squeeze(1).tolist()
             chars, rewinds = [], {}
             for row, (i, s) in enumerate(zip(active, sampled)):
-                stream = streams[i]
-                mode, before = stream.mode, len(stream.text)  # forced text is never rewritten
-                chars.append(stream.feed(vocab.chars[s], options.max_chars))
+                draft = drafts[i]
+                mode, before = draft.mode, len(draft.text)  # forced text is never rewritten
+                chars.append(draft.feed(vocab.chars[s], options.max_chars))
                 if options.fix_bars and mode in (Segment.BODY, Segment.LINE):
 
                     def snapshot(row=row, before=before):
@@ -341,15 +341,15 @@ class TuneModel:
                         )
 
                     if mode is Segment.BODY:
-                        target = watch_bars(stream, chars[-1], snapshot)
-                        chars[-1] = stream.text[-1] if stream.text and target is None else chars[-1]
+                        target = watch_bars(draft, chars[-1], snapshot)
+                        chars[-1] = draft.text[-1] if draft.text and target is None else chars[-1]
                     else:
-                        target = watch_header_value(stream, snapshot, self.checkpoint.meta)
+                        target = watch_header_value(draft, snapshot, self.checkpoint.meta)
                     if target is not None:
                         rewinds[i] = target
             if options.progress is not None:
-                options.progress([s.text for s in streams])
-            keep = [row for row, i in enumerate(active) if not streams[i].done]
+                options.progress([s.text for s in drafts])
+            keep = [row for row, i in enumerate(active) if not drafts[i].done]
             if not keep:
                 break
             if len(keep) < len(active):
@@ -357,7 +357,7 @@ class TuneModel:
                 active = [active[row] for row in keep]
                 chars = [chars[row] for row in keep]
             ids = torch.tensor(
-                [[vocab.index.get(c, fallback) + len(vocab) * streams[i].form_class] for c, i in zip(chars, active)],
+                [[vocab.index.get(c, fallback) + len(vocab) * drafts[i].form_class] for c, i in zip(chars, active)],
                 device=device,
             )
             logits, state = model.step(ids, state)
@@ -367,12 +367,12 @@ class TuneModel:
                 state = replace_rows(model, state, {row: t.state for row, t in rows.items()}, len(active))
                 for row, target in rows.items():
                     logits[row] = target.logits
-        return [(s.text, s.cut) for s in streams]
+        return [(s.text, s.cut) for s in drafts]
 
-    def next_probs(self, logits: torch.Tensor, streams: list[Stream], options: SamplingRun) -> torch.Tensor:
+    def next_probs(self, logits: torch.Tensor, drafts: list[Draft], options: SamplingRun) -> torch.Tensor:
         """Next-character probabilities: with keep_rhythm, pitch-tempered in tune bodies
         (header values keep the plain temperature)."""
-        body = torch.tensor([options.keep_rhythm and s.mode is Segment.BODY for s in streams], device=logits.device)
+        body = torch.tensor([options.keep_rhythm and s.mode is Segment.BODY for s in drafts], device=logits.device)
         if body.all():
             return next_char_probs(logits, options.temperature, options.top_k, self.pitches, options.pitch_top_p)
         probs = next_char_probs(logits, options.temperature, options.top_k)
@@ -382,10 +382,10 @@ class TuneModel:
             )
         return probs
 
-    def body_rules(self, stream: Stream, options: SamplingRun) -> BodyRules | None:
+    def body_rules(self, draft: Draft, options: SamplingRun) -> BodyRules | None:
         """The structure rules for a tune whose header is written (None under a free meter)."""
-        head_end = stream.text.find("\n", stream.text.find("\nK:") + 1) + 1
-        head = stream.text[:head_end] if head_end > 0 else stream.text
+        head_end = draft.text.find("\n", draft.text.find("\nK:") + 1) + 1
+        head = draft.text[:head_end] if head_end > 0 else draft.text
         found = re.search(r"^M:(.*)$", head, re.M)
         meter = found[1].strip() if found else "none"
         if meter.lower() in ("none", ""):
@@ -395,14 +395,14 @@ class TuneModel:
             return None
         rules = BodyRules(structure, head)
         rules.start(len(head))
-        rules.replay(stream.text)
+        rules.replay(draft.text)
         return rules
 
-    def mask_forbidden(self, logits: torch.Tensor, streams: list[Stream], outside: torch.Tensor) -> torch.Tensor:
+    def mask_forbidden(self, logits: torch.Tensor, drafts: list[Draft], outside: torch.Tensor) -> torch.Tensor:
         """Logits with the characters the structure rules forbid set to -inf."""
         rows = [
             (row, s.rules)
-            for row, s in enumerate(streams)
+            for row, s in enumerate(drafts)
             if s.rules is not None and not s.forced and s.mode is Segment.BODY
         ]
         if not rows:

@@ -25,7 +25,7 @@ from abcgen.structure import CLOSE, REWRITE, SHORTEN
 if TYPE_CHECKING:
     import torch
 
-    from abcgen.sample import Stream
+    from abcgen.sample import Draft
 
 
 TUNE_END = "\n\n"
@@ -40,7 +40,7 @@ BODY_METER_OR_LENGTH = re.compile(r"(^|\[)[ML]:", re.M)
 
 
 class Segment(Enum):
-    """What a stream is writing: text given to it (a header field's name, a value asked for,
+    """What a draft is writing: text given to it (a header field's name, a value asked for,
     a prime), a header value the model writes, or the tune body."""
 
     FIXED = "fixed"
@@ -145,25 +145,25 @@ class BarWatch:
         return to
 
 
-def watch_bars(stream: Stream, ch: str, snapshot) -> Snapshot | None:
+def watch_bars(draft: Draft, ch: str, snapshot) -> Snapshot | None:
     """Follow the body as ch is added. When a bar turns out to have the wrong length,
     cut it from the text and return the Snapshot to write it again from."""
-    watch = stream.bars = stream.bars or BarWatch(body_start=snapshot())
-    if stream.rules is not None and not stream.cut:
-        return watch_structure(stream, watch, ch, snapshot)
-    if stream.cut or watch.rewinds >= MAX_BAR_REWINDS:
+    watch = draft.bars = draft.bars or BarWatch(body_start=snapshot())
+    if draft.rules is not None and not draft.cut:
+        return watch_structure(draft, watch, ch, snapshot)
+    if draft.cut or watch.rewinds >= MAX_BAR_REWINDS:
         return None
-    if stream.done:  # the tune has ended, so its last bar is complete
+    if draft.done:  # the tune has ended, so its last bar is complete
         if not watch.starts and watch.body_start is not None:  # and it has none: write the body again
-            stream.text, stream.done = (stream.text + TUNE_END)[: watch.body_start.length], False
+            draft.text, draft.done = (draft.text + TUNE_END)[: watch.body_start.length], False
             return watch.rewind(watch.body_start, line_start=True)
-        result = check_tune(last_bars(stream.text, watch.starts, len(stream.text)))
+        result = check_tune(last_bars(draft.text, watch.starts, len(draft.text)))
     else:
         begun = watch.step(ch, snapshot)
         if begun is None or (watch.starts and watch.starts[-1].length == begun.length):
             return None
         if watch.starts:
-            result = check_tune(last_bars(stream.text, watch.starts, begun.length), complete=False)
+            result = check_tune(last_bars(draft.text, watch.starts, begun.length), complete=False)
         if not watch.starts or not bars_fail(result):
             watch.starts.append(begun)
             watch.tries_here = 0
@@ -179,41 +179,41 @@ def watch_bars(stream: Stream, ch: str, snapshot) -> Snapshot | None:
             return None
         watch.tries_here = BAR_TRIES
     target = watch.rewind_target()
-    stream.text, stream.done = stream.text[: target.length], False
-    return watch.rewind(target, line_start=stream.text.endswith("\n"))
+    draft.text, draft.done = draft.text[: target.length], False
+    return watch.rewind(target, line_start=draft.text.endswith("\n"))
 
 
-def watch_structure(stream: Stream, watch: BarWatch, ch: str, snapshot) -> Snapshot | None:
+def watch_structure(draft: Draft, watch: BarWatch, ch: str, snapshot) -> Snapshot | None:
     """Follow the body under the structure rules: at each bar's end, go on, write the
     part's closing bar line, or cut the bar and return the Snapshot to write it from."""
-    rules = stream.rules
-    if stream.done or rules is None:
+    rules = draft.rules
+    if draft.done or rules is None:
         return None
-    ends_bar = ch == "|" and rules.lexer.ends_bar() and not stream.closing
+    ends_bar = ch == "|" and rules.lexer.ends_bar() and not draft.closing
     if ends_bar and watch.starts:
-        end = rules.bar_end(stream.text, may_rewrite=watch.rewinds < MAX_BAR_REWINDS, bar_start=watch.starts[-1].length)
+        end = rules.bar_end(draft.text, may_rewrite=watch.rewinds < MAX_BAR_REWINDS, bar_start=watch.starts[-1].length)
         if end.action in (SHORTEN, REWRITE):
             # shorten: write the bar again as far as the cut, then the closing
             target = watch.starts[-1] if end.action == SHORTEN else watch.rewind_target()
             if end.action == SHORTEN:
-                stream.forced, stream.closing = stream.text[target.length : end.cut].rstrip() + end.closing, True
-            stream.text, stream.done = stream.text[: target.length], False
-            rules.replay(stream.text)
-            return watch.rewind(target, line_start=stream.text.endswith("\n"))
+                draft.forced, draft.closing = draft.text[target.length : end.cut].rstrip() + end.closing, True
+            draft.text, draft.done = draft.text[: target.length], False
+            rules.replay(draft.text)
+            return watch.rewind(target, line_start=draft.text.endswith("\n"))
         if end.action == CLOSE:
-            stream.text = stream.text[:-1] + end.closing[0]
-            stream.forced, stream.closing = end.closing[1:], True
+            draft.text = draft.text[:-1] + end.closing[0]
+            draft.forced, draft.closing = end.closing[1:], True
             ch = end.closing[0]
-            if stream.form is not None:
-                stream.form_class = stream.form.feed(stream.text)
+            if draft.form is not None:
+                draft.form_class = draft.form.feed(draft.text)
     rules.lexer.feed(ch)
     begun = watch.step(ch, snapshot)
     if begun is not None and not (watch.starts and watch.starts[-1].length == begun.length):
         watch.starts.append(begun)
         watch.tries_here = 0
-    if stream.closing and not stream.forced:
-        stream.closing = False
-        rules.closed(len(stream.text))
+    if draft.closing and not draft.forced:
+        draft.closing = False
+        rules.closed(len(draft.text))
     return None
 
 
@@ -227,21 +227,21 @@ def bars_fail(result) -> bool:
     return not result.ok and result.rule in LOCAL_RULES
 
 
-def watch_header_value(stream: Stream, snapshot, meta: dict) -> Snapshot | None:
+def watch_header_value(draft: Draft, snapshot, meta: dict) -> Snapshot | None:
     """Follow a header value the model writes. When it ends and is not one the model's
     training tunes used (M:4/8, M:A/4, L:1/7), return the Snapshot to write it again from."""
-    if stream.line_start is None:
-        stream.line_start = snapshot()
-    if stream.mode is Segment.LINE or stream.done:
+    if draft.line_start is None:
+        draft.line_start = snapshot()
+    if draft.mode is Segment.LINE or draft.done:
         return None
-    start, stream.line_start = stream.line_start, None
-    line = stream.text[start.length :].strip()
-    field_name = stream.text[: start.length].rstrip(":").rsplit("\n", 1)[-1]
-    if header_value_ok(field_name, line, meta) or stream.line_tries >= LINE_TRIES:
-        stream.line_tries = 0
+    start, draft.line_start = draft.line_start, None
+    line = draft.text[start.length :].strip()
+    field_name = draft.text[: start.length].rstrip(":").rsplit("\n", 1)[-1]
+    if header_value_ok(field_name, line, meta) or draft.line_tries >= LINE_TRIES:
+        draft.line_tries = 0
         return None
-    stream.line_tries += 1
-    stream.reopen_line(start.length)
+    draft.line_tries += 1
+    draft.reopen_line(start.length)
     return start
 
 

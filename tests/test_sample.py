@@ -8,7 +8,7 @@ from abcgen.abc import check_tune
 from abcgen.cli import cli
 from abcgen.corpus import load_corpus
 from abcgen.errors import AbcgenError
-from abcgen.sample import SamplingRun, Stream, TuneModel, close_cut_tune, header_plan, load_model
+from abcgen.sample import Draft, SamplingRun, TuneModel, close_cut_tune, header_plan, load_model
 from abcgen.shaping import next_char_probs, pitch_mask, pitch_nucleus
 from abcgen.train import TrainConfig, train
 from abcgen.watch import Segment, Snapshot, header_value_ok, watch_bars
@@ -84,13 +84,13 @@ def test_max_chars_cuts_after_last_complete_bar():
 
 
 def test_stream_follows_its_plan():
-    stream = Stream(plan=header_plan(title="T1", meter=None, length="1/8", key="G"))
-    stream.next_segment()
+    draft = Draft(plan=header_plan(title="T1", meter=None, length="1/8", key="G"))
+    draft.next_segment()
     for ch in "X:1\nT:T1\nM:" + "3/4\n" + "L:1/8\nK:G\n" + "abc\n\nzzz":
-        if not stream.done:
-            stream.feed(ch, max_chars=1000)
-    assert stream.done and not stream.cut
-    assert stream.text == "X:1\nT:T1\nM:3/4\nL:1/8\nK:G\nabc"
+        if not draft.done:
+            draft.feed(ch, max_chars=1000)
+    assert draft.done and not draft.cut
+    assert draft.text == "X:1\nT:T1\nM:3/4\nL:1/8\nK:G\nabc"
 
 
 def test_check_regenerates_failing_tunes(tiny_model, monkeypatch):
@@ -225,53 +225,53 @@ def test_shipped_model_writes_tunes_that_pass_the_check(monkeypatch):
 HEADER = "X:1\nT:T\nM:3/4\nL:1/8\nK:G\n"
 
 
-def write_body(body: str, done: bool = False) -> tuple[Stream, object]:
+def write_body(body: str, done: bool = False) -> tuple[Draft, object]:
     """Feed body to a bar watch as a sampler would; stop at the first rewind."""
-    stream = Stream(plan=[], text=HEADER, mode=Segment.BODY)
+    draft = Draft(plan=[], text=HEADER, mode=Segment.BODY)
     for ch in body:
-        stream.text += ch
-        target = watch_bars(stream, ch, lambda: Snapshot(len(stream.text) - 1, None, None))
+        draft.text += ch
+        target = watch_bars(draft, ch, lambda: Snapshot(len(draft.text) - 1, None, None))
         if target is not None:
-            return stream, target
+            return draft, target
     if done:
-        stream.done = True
-        return stream, watch_bars(stream, "\n", None)
-    return stream, None
+        draft.done = True
+        return draft, watch_bars(draft, "\n", None)
+    return draft, None
 
 
 def test_bar_watch_finds_where_bars_begin():
     body = 'D|"G"GAB [GB]2d|\nP:B\n[1 e2d B2G:|[2 A6||[M:2/4]'
-    stream, target = write_body(body)
+    draft, target = write_body(body)
     assert target is None
     # The pickup, a bar after a chord symbol, after a field line and an ending, after
     # a second ending, and at an inline meter change.
-    assert [s.length - len(HEADER) for s in stream.bars.starts] == [0, 2, 24, 36, 40]
+    assert [s.length - len(HEADER) for s in draft.bars.starts] == [0, 2, 24, 36, 40]
 
 
 def test_a_bar_of_the_wrong_length_is_written_again_from_its_start():
-    stream, target = write_body("GAB c2d|e2d B2|A")
+    draft, target = write_body("GAB c2d|e2d B2|A")
     assert target is not None and target.length == len(HEADER + "GAB c2d|")
-    assert stream.text == HEADER + "GAB c2d|"
+    assert draft.text == HEADER + "GAB c2d|"
 
 
 def test_bars_of_the_right_length_are_kept():
     for body in ("D|GAB c2d|e2d B2|]", "GAB c2d|e2d B2:|\n|:B2|c6|", "GAB c2d|z6|z6|"):
-        stream, target = write_body(body + "A", done=False)
+        draft, target = write_body(body + "A", done=False)
         assert target is None, body
 
 
 def test_a_last_bar_too_long_is_written_again_when_the_tune_ends():
-    stream, target = write_body("GAB c2d|e2d B2G A|]", done=True)
-    assert target is not None and stream.text == HEADER + "GAB c2d|" and not stream.done
+    draft, target = write_body("GAB c2d|e2d B2G A|]", done=True)
+    assert target is not None and draft.text == HEADER + "GAB c2d|" and not draft.done
 
 
 def test_a_tune_that_ends_before_its_first_bar_is_written_again():
-    stream = Stream(plan=[], text=HEADER, mode=Segment.BODY)
-    stream.feed("\n", max_chars=1000)  # a blank line: the model ends the tune at once
-    assert stream.done and stream.text == HEADER[:-1]
-    target = watch_bars(stream, "\n", lambda: Snapshot(len(HEADER), None, None))
+    draft = Draft(plan=[], text=HEADER, mode=Segment.BODY)
+    draft.feed("\n", max_chars=1000)  # a blank line: the model ends the tune at once
+    assert draft.done and draft.text == HEADER[:-1]
+    target = watch_bars(draft, "\n", lambda: Snapshot(len(HEADER), None, None))
     assert target is not None and target.length == len(HEADER)
-    assert stream.text == HEADER and not stream.done
+    assert draft.text == HEADER and not draft.done
 
 
 def test_an_ending_inside_a_bar_is_left_to_the_whole_tune_check():
@@ -279,9 +279,9 @@ def test_an_ending_inside_a_bar_is_left_to_the_whole_tune_check():
     # kept, and the whole tune's check refuses the [2 that has no [1.
     from abcgen.abc import check_tune
 
-    stream, target = write_body("GAB c2d|e2d [2B2|A2B c2d|e2d c3|]", done=True)
+    draft, target = write_body("GAB c2d|e2d [2B2|A2B c2d|e2d c3|]", done=True)
     assert target is None
-    assert check_tune(stream.text).rule == "ending"
+    assert check_tune(draft.text).rule == "ending"
 
 
 def test_header_values_the_training_tunes_never_used_are_refused():
