@@ -18,7 +18,15 @@ from typing import Any
 import click
 
 from abcgen.errors import AbcgenError
-from abcgen.options import DEVICE_NAMES, EVALUATION_TUNES, PRECISIONS, SAMPLING_DEVICE, OptionError, SamplingOptions
+from abcgen.options import (
+    DEVICE_NAMES,
+    EVALUATION_TUNES,
+    PRECISIONS,
+    SAMPLE_TUNES,
+    SAMPLING_DEVICE,
+    OptionError,
+    SamplingOptions,
+)
 
 
 class AbcgenGroup(click.Group):
@@ -354,8 +362,8 @@ TRAIN_CONFIG, MODEL_CONFIG = "abcgen.train:TrainConfig.", "abcgen.model:ModelCon
     metavar="MODEL",
     help="Fine-tune: start from this trained model (a .pt file, or `shipped` for the model "
     "in the package) instead of random weights; it decides the architecture, size and "
-    "form inputs, and small-collection defaults apply (--lr 3e-3 --epochs 40 --patience 4 "
-    "--batch-size 8 --weight-decay 0).",
+    "form inputs, and the defaults for small collections apply (abcgen.finetune's "
+    "FINETUNE_DEFAULTS: a higher learning rate, a smaller batch, early stopping; the README lists them).",
 )
 @click.option("--resume", is_flag=True, help="Continue the run saved in OUT/last.pt.")
 @click.option("--force", is_flag=True, help="Replace a model already in OUT.")
@@ -605,7 +613,7 @@ FORMATS_OPTION = library_default(
 
 @cli.command()
 @sampling_options
-@click.option("-n", "--num", type=int, default=1, show_default=True, help="How many tunes.")
+@click.option("-n", "--num", type=int, default=SAMPLE_TUNES, show_default=True, help="How many tunes.")
 @click.option(
     "--max-chars",
     type=int,

@@ -136,3 +136,4 @@ def check_header_values(**values: str | None) -> None:
 
 SAMPLING_DEVICE = "cpu"  # where sample and evaluate run: a step is a few small matrix products
 EVALUATION_TUNES = 200  # tunes that evaluate and experiment sample per model
+SAMPLE_TUNES = 1  # tunes that `abcgen sample` writes
