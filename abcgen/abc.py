@@ -971,13 +971,17 @@ def tune_form(text: str) -> Form:
     result = check_tune(text)
     if result.tune is None:
         return Form(result.rule not in ("repeat", "ending"), [], False)
-    return Form(True, _lengths(result.tune), _ends_on_tonic(result.tune))
+    return Form(True, _lengths(result.tune), ends_on_tonic(result.tune))
 
 
 def _lengths(tune: Tune) -> list[int | None]:
     return [s.bar_count for s in tune.sections]
 
 
-def _ends_on_tonic(tune: Tune) -> bool:
+def ends_on_tonic(tune: Tune, keyless: bool = False) -> bool:
+    """Whether the last note is the tonic of the key in force; keyless: the answer for a key
+    with no tonic (K:none), which the sampler's rules accept and the Form count does not."""
     last = next((bar for bar in reversed(tune.bars) if bar.pitches), None)
-    return last is not None and last.tonic is not None and last.pitches[-1] % 12 == last.tonic
+    if last is None:
+        return False
+    return keyless if last.tonic is None else last.pitches[-1] % 12 == last.tonic

@@ -37,7 +37,7 @@ from fractions import Fraction
 
 import torch
 
-from abcgen.abc import check_tune
+from abcgen.abc import check_tune, ends_on_tonic
 from abcgen.errors import AbcgenError
 
 DEFAULT_STRUCTURE = "AABB"
@@ -358,7 +358,7 @@ class BodyRules:
             cut = self.pickup_close(text, bar_start, pickup, last) if 0 < pickup < 1 and not short_last else None
             if cut is not None:
                 return BarEnd(SHORTEN, closing=self.closing(last), cut=cut)
-            if last and not ends_on_tonic(result):
+            if last and not ends_on_tonic(result.tune, keyless=True):
                 return BarEnd(REWRITE, reason="long")
             return BarEnd(CLOSE, closing=self.closing(last))
         if done > part.bars:
@@ -392,7 +392,7 @@ class BodyRules:
             if first.expected is None:
                 return None
             if first.duration == first.expected * (1 - pickup):
-                return cut if not last or ends_on_tonic(result) else None
+                return cut if not last or ends_on_tonic(result.tune, keyless=True) else None
             if first.duration < first.expected * (1 - pickup):
                 return None
         return None
@@ -410,8 +410,3 @@ class BodyRules:
             self.finished = True
         else:
             self.part_starts.append(offset)
-
-
-def ends_on_tonic(result) -> bool:
-    last = next((bar for bar in reversed(result.tune.bars) if bar.pitches), None)
-    return last is not None and (last.tonic is None or last.pitches[-1] % 12 == last.tonic)
