@@ -49,7 +49,7 @@ def bf16_supported(device: torch.device) -> bool:
 # Architectures whose recurrent layers have no fused kernel on the CPU: torch runs its GRU
 # there as two small matrix products per time step (oneDNN's fused RNN serves only the LSTM),
 # and bf16 autocast adds a cast of the weights at every step: 3-4x slower than the LSTM
-# under bf16 (issue 16), so `auto` keeps them in fp32 on the CPU (bench/RESULTS.md).
+# under bf16 (issue 16), so `auto` keeps them in fp32 on the CPU (bench/results/scale.md).
 NO_FUSED_BF16_ON_CPU = ("gru",)
 
 
@@ -74,7 +74,7 @@ TORCH_THREADS = torch.get_num_threads()
 # A core counts as free when other processes use less than this much of it: a second
 # thread is worth 1.1-1.2x on an idle 2-core machine, but when another process holds a
 # core, torch's threads wait on each other and training runs 6-34x slower than on one
-# thread (bench/RESULTS.md), so a core half used by others is not free.
+# thread (bench/results/scale.md), so a core half used by others is not free.
 FREE_BELOW = 0.2
 
 

@@ -426,7 +426,7 @@ def _music21_reads_chord(name: str) -> bool:
 
 # The longest tune exported: music21 holds about 60 kB a bar (a 5,000-bar reel peaks near
 # 450 MB, with its MusicXML and engraving), so that a tune within both limits stays well
-# under 1 GB of memory and a few minutes of work. See bench/RESULTS.md, issue 18.
+# under 1 GB of memory and a few minutes of work. See bench/results/time-memory.md.
 MAX_TUNE_BARS = 5_000
 MAX_TUNE_CHARACTERS = 100_000  # for a tune whose bars are few but very long
 _BAR_LINE = re.compile(r"::|:*\|+\]?:*|\[\|")

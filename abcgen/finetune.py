@@ -26,9 +26,9 @@ SHIPPED = "shipped"
 SHIPPED_PATH = Path(__file__).parent / "pretrained" / "nottingham.pt"
 
 # Training settings for a small collection started from a trained model, measured on
-# 20 and 50 O'Neill's tunes from the shipped model by bench/finetune.py (bench/RESULTS.md,
-# "Fine-tuning and named corpora"). Early stopping on the collection's own validation
-# tunes ends most runs well before `epochs`.
+# 20 and 50 O'Neill's tunes from the shipped model by bench/finetune.py
+# (bench/results/finetune.md). Early stopping on the collection's own validation tunes ends
+# most runs well before `epochs`.
 FINETUNE_DEFAULTS = dict(lr=3e-3, epochs=40, patience=4, batch_size=8, weight_decay=0.0, warmup_steps=10)
 
 # The model options that the starting model decides (an option that differs is refused).

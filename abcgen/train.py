@@ -41,7 +41,7 @@ from abcgen.vocab import Vocab
 class TrainConfig:
     epochs: int | None = 30
     max_time: float | None = None
-    batch_size: int = 4  # 4 streams: about 3x the updates of 16 in the same time on a CPU (bench/RESULTS.md)
+    batch_size: int = 4  # 4 streams: about 3x the updates of 16 in the same time on a CPU (bench/results/scale.md)
     seq_len: int = 128
     lr: float = 6e-3
     weight_decay: float = 0.1  # AdamW's decoupled decay of the weight matrices

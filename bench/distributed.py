@@ -13,7 +13,7 @@
         (made with pickle.dump(load_corpus(PATH), file)), so that the GPU machine needs
         neither music21 nor the corpus files.
 
-Prints one JSON object per measurement; the figures go to bench/RESULTS.md by hand, with
+Prints one JSON object per measurement; the figures go to bench/results/scale.md by hand, with
 the command and the card (or CPU) that gave them.
 """
 

@@ -20,7 +20,7 @@ the test tunes); training tunes come after those (the 20 are the first of the 50
   the test tunes on evaluate's statistics rows (overlap), their validity, and copying
   (4+ bars from a tune the model trained on: the N tunes, and Nottingham for (a) and (c)).
 
-Timings depend on the machine and its load; the figures go to bench/RESULTS.md.
+Timings depend on the machine and its load; the figures go to bench/results/finetune.md.
 """
 
 import argparse
