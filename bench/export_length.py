@@ -7,13 +7,16 @@ Each tune repeats an 8-bar strain with chord symbols, a pickup, repeats and endi
 seconds per stage (parse, midi, musicxml, svg), per 1,000 bars (linear time keeps that column
 flat) and the peak memory of the process so far. --profile BARS shows the functions that take
 the most time (cProfile). --checkout DIR times the abcgen of another checkout, e.g. the last
-commit's: `git archive HEAD | tar -x -C /tmp/before`, then `--checkout /tmp/before`.
+commit's: `git archive HEAD | tar -x -C /tmp/before`, then `--checkout /tmp/before`; this
+script then runs itself again in a fresh process with that checkout on PYTHONPATH.
 """
 
 import argparse
 import cProfile
+import os
 import pstats
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -59,19 +62,23 @@ def time_stages(bars: int, formats) -> dict[str, float]:
     return seconds
 
 
+def in_checkout(checkout: Path, args: argparse.Namespace) -> int:
+    """Runs this script again, without --checkout, in a fresh process that imports abcgen from
+    `checkout`: run as a file from there, with the checkout first on PYTHONPATH."""
+    argv = ["--bars", args.bars, "--formats", args.formats] + (["--profile", str(args.profile)] if args.profile else [])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(checkout), os.environ.get("PYTHONPATH")])))
+    return subprocess.run([sys.executable, __file__, *argv], cwd=checkout, env=env).returncode
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bars", default="100,1000,5000", help="tune lengths in bars")
     parser.add_argument("--formats", default="midi,musicxml", help="stages after parse: midi,musicxml,svg")
     parser.add_argument("--profile", type=int, help="profile one export of this many bars")
-    parser.add_argument(
-        "--checkout",
-        type=Path,
-        default=Path(__file__).resolve().parents[1],
-        help="the abcgen checkout to time (default: this one)",
-    )
+    parser.add_argument("--checkout", type=Path, help="the abcgen checkout to time (default: this one)")
     args = parser.parse_args()
-    sys.path.insert(0, str(args.checkout.resolve()))
+    if args.checkout:
+        sys.exit(in_checkout(args.checkout.resolve(), args))
     formats = args.formats.split(",")
     if args.profile:
         profiler = cProfile.Profile()

@@ -1,6 +1,6 @@
 """Why the GRU trains slower than the LSTM on a CPU, in each precision.
 
-    .venv/bin/python bench/gru_precision.py [--steps 10]
+    .venv/bin/python -m bench.gru_precision [--steps 10]
 
 Times a training step (batch 16 x 128 characters, abcgen's CharRNN over the default
 inputs) of the LSTM and the GRU in fp32 and, where the CPU computes bf16 natively, under
@@ -9,16 +9,13 @@ kernel is one operator per layer, an unfused one a few per time step.
 """
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from abcgen.device import bf16_supported  # noqa: E402
-from abcgen.model import ModelConfig, build_model  # noqa: E402
+from abcgen.device import bf16_supported
+from abcgen.model import ModelConfig, build_model
 
 VOCAB, BATCH, SEQ = 90, 16, 128
 

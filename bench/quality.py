@@ -1,6 +1,6 @@
 """Validation bits per character after the same wall time: abcgen against a strong reference.
 
-    .venv/bin/python bench/quality.py [CORPUS] [--seconds 300] [--side both|abcgen|reference]
+    .venv/bin/python -m bench.quality [CORPUS] [--seconds 300] [--side both|abcgen|reference]
                                       [--set lr=8e-3 --set dropout=0.1 ...] [--threads N]
 
 abcgen trains its default model with `abcgen.train.train` and `--max-time SECONDS`, which
@@ -28,14 +28,13 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from abcgen.corpus import load_corpus  # noqa: E402
-from abcgen.model import ModelConfig  # noqa: E402
-from abcgen.scoring import LN2, known_tunes, make_streams, score_text  # noqa: E402
-from abcgen.train import TrainConfig, train  # noqa: E402
-from abcgen.vocab import Vocab  # noqa: E402
-from bench.common import corpus_path  # noqa: E402
-from bench.train_speed import BATCH, Reference, make_stepper  # noqa: E402
+from abcgen.corpus import load_corpus
+from abcgen.model import ModelConfig
+from abcgen.scoring import LN2, known_tunes, make_streams, score_text
+from abcgen.train import TrainConfig, train
+from abcgen.vocab import Vocab
+from bench.common import corpus_path
+from bench.train_speed import BATCH, Reference, make_stepper
 
 
 def train_reference(corpus, vocab, val_ids, seconds):
@@ -79,7 +78,7 @@ def parse_sets(pairs):
 def parallel(args):
     """Both sides at once, each a process of this script on one thread."""
     base = (
-        [sys.executable, __file__]
+        [sys.executable, "-m", "bench.quality"]
         + ([args.corpus] if args.corpus else [])
         + ["--seconds", str(args.seconds), "--threads", "1"]
         + [f"--set={pair}" for pair in args.set]

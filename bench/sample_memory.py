@@ -1,6 +1,6 @@
 """Peak memory and time of sampling and scoring, per architecture, as `abcgen experiment` does.
 
-    .venv/bin/python bench/sample_memory.py [CORPUS] [--seconds 20] [-n 200] [--archs lstm,gru,...]
+    .venv/bin/python -m bench.sample_memory [CORPUS] [--seconds 20] [-n 200] [--archs lstm,gru,...]
 
 For each architecture: train it for --seconds on the corpus (as the experiment does, models
 kept in --out so that a second call reuses them), then in a fresh process load the model,
@@ -17,9 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from abcgen.experiment import DEFAULT_ARCHS  # noqa: E402
-from bench.common import corpus_path  # noqa: E402
+from abcgen.experiment import DEFAULT_ARCHS
+from bench.common import corpus_path
 
 
 def peak_mb() -> float:
@@ -84,7 +83,7 @@ def main():
                 log=lambda message: None,
             )
         run = subprocess.run(
-            [sys.executable, __file__, "-n", str(args.n), "--child", str(out / "best.pt"), corpus],
+            [sys.executable, "-m", "bench.sample_memory", "-n", str(args.n), "--child", str(out / "best.pt"), corpus],
             capture_output=True,
             text=True,
             check=True,

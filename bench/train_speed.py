@@ -1,6 +1,6 @@
 """Training throughput: abcgen's training step against a plain one-hot reference.
 
-    .venv/bin/python bench/train_speed.py [CORPUS] [--steps N]
+    .venv/bin/python -m bench.train_speed [CORPUS] [--steps N]
 
 All train a 2x128 LSTM on the same Nottingham training split with the same batch
 (64 streams) and sequence length (128), Adam, in one process, alternating rounds so
@@ -11,20 +11,18 @@ and with characters only; each in the precision `--precision auto` picks here.
 """
 
 import argparse
-import sys
 import time
 
 import torch
 from torch import nn
 
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
-from abcgen.corpus import load_corpus  # noqa: E402
-from abcgen.device import use_bf16  # noqa: E402
-from abcgen.form import FORM_BLOCKS, encode_text  # noqa: E402
-from abcgen.model import ModelConfig, build_model  # noqa: E402
-from abcgen.scoring import make_streams  # noqa: E402
-from abcgen.vocab import Vocab  # noqa: E402
-from bench.common import corpus_path  # noqa: E402
+from abcgen.corpus import load_corpus
+from abcgen.device import use_bf16
+from abcgen.form import FORM_BLOCKS, encode_text
+from abcgen.model import ModelConfig, build_model
+from abcgen.scoring import make_streams
+from abcgen.vocab import Vocab
+from bench.common import corpus_path
 
 BATCH, SEQ = 64, 128
 

@@ -1,6 +1,6 @@
 """Training speed on a loaded machine: torch's thread count against the cores left free.
 
-    .venv/bin/python bench/train_threads.py [CORPUS] [--seconds 20] [--load 0,1]
+    .venv/bin/python -m bench.train_threads [CORPUS] [--seconds 20] [--load 0,1]
 
 For each load (that many busy-looping processes started beside training, each taking a
 whole core), trains the default model for --seconds with 1 thread, with torch's own count
@@ -16,11 +16,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from abcgen.corpus import load_corpus  # noqa: E402
-from abcgen.device import TORCH_THREADS  # noqa: E402
-from abcgen.train import TrainConfig, train  # noqa: E402
-from bench.common import corpus_path  # noqa: E402
+from abcgen.corpus import load_corpus
+from abcgen.device import TORCH_THREADS
+from abcgen.train import TrainConfig, train
+from bench.common import corpus_path
 
 
 def speed(corpus, seconds: float, threads: int | None) -> tuple[float, list]:
