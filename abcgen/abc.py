@@ -378,6 +378,10 @@ def read_tune(text: str, complete: bool = True) -> Tune:
     return reader.finish(complete)
 
 
+# What a tie joins: a note's (letter, octave), or a chord's set of (octave, pitch class).
+_NoteKey = tuple[str, int] | frozenset[tuple[int, int]]
+
+
 class _Reader:
     """Walks the tokens of a body, building bars and sections and enforcing the rules."""
 
@@ -403,8 +407,8 @@ class _Reader:
         self.slurs = 0
         self.tuplet_left, self.tuplet_ratio = 0, Fraction(1)
         self.broken_next: Fraction | None = None
-        self.tie_from: tuple | None = None  # (letter, octave) or a chord's set, after a `-`
-        self.last_pitch_key: tuple | None = None
+        self.tie_from: _NoteKey | None = None  # after a `-`
+        self.last_pitch_key: _NoteKey | None = None
         self.last_bar_symbol = ""
         self.measure_rests = 0
         self.pitched = 0  # notes with a pitch so far
@@ -446,7 +450,7 @@ class _Reader:
             self.fail(f"{name}: is not a field a tune body may hold", rule="field")
         self.apply_field(name, value)
 
-    def on_inline(self, match) -> None:
+    def on_inline(self, match: re.Match[str]) -> None:
         name, value = match["inline_name"], match["inline_value"].strip()
         if name not in INLINE_FIELDS:
             self.fail(f"[{name}:] is not an inline field", rule="field")
@@ -466,7 +470,7 @@ class _Reader:
 
     # -- spacing and comments
 
-    def on_newline(self, match) -> None:
+    def on_newline(self, match: re.Match[str]) -> None:
         self.tuplet_check("the end of a line")
         self.line += 1
 
@@ -476,29 +480,29 @@ class _Reader:
         if self.tuplet_left:
             self.fail(f"a tuplet with {self.tuplet_left} note(s) still to come at {where}", rule="bracket")
 
-    def on_space(self, match) -> None:
+    def on_space(self, match: re.Match[str]) -> None:
         if self.chord is not None:
             self.fail("a space inside a chord [ ]")
 
-    def on_comment(self, match) -> None:
+    def on_comment(self, match: re.Match[str]) -> None:
         pass
 
-    def on_continuation(self, match) -> None:
+    def on_continuation(self, match: re.Match[str]) -> None:
         pass
 
-    def on_symbol(self, match) -> None:
+    def on_symbol(self, match: re.Match[str]) -> None:
         text = match["symbol"][1:-1]
         if not CHORD_SYMBOL.fullmatch(text) and text[:1] not in ANNOTATION_MARKS:
             self.fail(f'{match["symbol"]} is not a chord symbol the ABC tools know (such as "Am7" or "D/F#")')
 
-    def on_decoration(self, match) -> None:
+    def on_decoration(self, match: re.Match[str]) -> None:
         pass
 
     on_shorthand = on_decoration
 
     # -- notes
 
-    def on_note(self, match) -> None:
+    def on_note(self, match: re.Match[str]) -> None:
         octave = (1 if match["letter"].islower() else 0) + match["octave"].count("'") - match["octave"].count(",")
         if ("'" in match["octave"] and match["letter"].isupper()) or (
             "," in match["octave"] and match["letter"].islower()
@@ -554,18 +558,18 @@ class _Reader:
             self.fail(f"a note of length zero ({text!r})")
         return value * self.unit * 4
 
-    def on_rest(self, match) -> None:
+    def on_rest(self, match: re.Match[str]) -> None:
         self.tie_check(None)
         self.add_note(None, self.length(match["rest_length"]), None)
 
-    def on_measure_rest(self, match) -> None:
+    def on_measure_rest(self, match: re.Match[str]) -> None:
         if self.notes or self.chord is not None:
             self.fail("a multi-bar rest (Z) must fill its bar alone")
         self.measure_rests = int(match["measures"] or 1)
         if self.measure_rests == 0:
             self.fail("a multi-bar rest of zero bars")
 
-    def add_note(self, pitch: int | None, length: Fraction, key) -> None:
+    def add_note(self, pitch: int | None, length: Fraction, key: _NoteKey | None) -> None:
         if self.grace:
             return
         if self.broken_next is not None:
@@ -579,12 +583,12 @@ class _Reader:
         self.last_pitch_key = key
         self.pitched += pitch is not None
 
-    def on_chord_open(self, match) -> None:
+    def on_chord_open(self, match: re.Match[str]) -> None:
         if self.chord is not None:
             self.fail("a chord inside a chord")
         self.chord = []
 
-    def on_chord_close(self, match) -> None:
+    def on_chord_close(self, match: re.Match[str]) -> None:
         if self.chord is None:
             self.fail("a ] with no [ before it", rule="bracket")
         notes, self.chord = self.chord or [], None
@@ -595,16 +599,16 @@ class _Reader:
         multiplier = self.length(match["chord_length"]) / (self.unit * 4)
         self.add_note(max(pitch for pitch, _ in notes), notes[0][1] * multiplier, keys)
 
-    def chord_keys(self, notes) -> list:
+    def chord_keys(self, notes: list[tuple[int, Fraction]]) -> list[tuple[int, int]]:
         return [(pitch // 12, pitch % 12) for pitch, _ in notes]
 
-    def on_grace(self, match) -> None:
+    def on_grace(self, match: re.Match[str]) -> None:
         opening = match["grace"].startswith("{")
         if opening == self.grace:
             self.fail("a grace note group inside another" if opening else "a } with no { before it", rule="bracket")
         self.grace = opening
 
-    def on_slur(self, match) -> None:
+    def on_slur(self, match: re.Match[str]) -> None:
         if match["slur"] == "(":
             self.slurs += 1
         elif self.slurs == 0:
@@ -612,7 +616,7 @@ class _Reader:
         else:
             self.slurs -= 1
 
-    def on_tuplet(self, match) -> None:
+    def on_tuplet(self, match: re.Match[str]) -> None:
         if self.tuplet_left:  # abc2midi "nested tuples", abcm2ps "Bad nested tuplet"
             self.fail("a tuplet inside a tuplet", rule="bracket")
         p = int(match["tuplet_p"])
@@ -626,7 +630,7 @@ class _Reader:
         r = int(match["tuplet_r"]) if match["tuplet_r"] else p
         self.tuplet_left, self.tuplet_ratio = r, Fraction(q, p)
 
-    def on_broken(self, match) -> None:
+    def on_broken(self, match: re.Match[str]) -> None:
         if not self.notes or self.grace:
             self.fail(f"{match['broken']!r} with no note before it")
         dots = len(match["broken"])
@@ -636,14 +640,14 @@ class _Reader:
         self.notes[-1] = (pitch, length * first)
         self.broken_next = second
 
-    def on_tie(self, match) -> None:
+    def on_tie(self, match: re.Match[str]) -> None:
         if self.tie_from is not None:
             self.fail("two ties (--) in a row", rule="tie")
         if self.last_pitch_key is None or not self.notes:
             self.fail("a tie (-) with no note before it", rule="tie")
         self.tie_from = self.last_pitch_key
 
-    def tie_check(self, key) -> None:
+    def tie_check(self, key: _NoteKey | None) -> None:
         """A note or chord after a tie: it must be the same pitch (a chord: share a note)."""
         if self.tie_from is None or self.grace:
             return
@@ -666,7 +670,7 @@ class _Reader:
 
     # -- bar lines, endings and sections
 
-    def on_bar(self, match) -> None:
+    def on_bar(self, match: re.Match[str]) -> None:
         if self.chord is not None or self.grace:
             self.fail("a bar line inside a chord or a grace note group", rule="bracket")
         self.tuplet_check("a bar line")
@@ -685,7 +689,7 @@ class _Reader:
         if match["bar_ending"]:
             self.start_ending(match["bar_ending"])
 
-    def on_ending(self, match) -> None:
+    def on_ending(self, match: re.Match[str]) -> None:
         if self.chord is not None:
             self.fail("an ending inside a chord")
         if self.notes:  # an ending may start in the middle of a bar (ABC 2.1 4.9)
@@ -823,7 +827,7 @@ _SUBGROUPS = {
 }
 
 
-def _kind(match) -> str:
+def _kind(match: re.Match[str]) -> str:
     return next(name for name, value in match.groupdict().items() if value is not None and name not in _SUBGROUPS)
 
 
@@ -835,8 +839,9 @@ def _section_length(section: Section, bars: list[Bar]) -> Fraction:
     """Bars in a section: the common part and its first ending, as fractions of full bars;
     also notes how much longer its last ending is than its first."""
 
-    def length(indices):
-        return sum((bars[i].duration / bars[i].expected for i in indices if bars[i].expected), Fraction(0))
+    def length(indices: list[int]) -> Fraction:
+        measured = ((bars[i].duration, bars[i].expected) for i in indices)
+        return sum((duration / whole for duration, whole in measured if whole), Fraction(0))
 
     if section.endings:
         section.last_ending = length(section.endings[-1]) - length(section.endings[0])

@@ -31,6 +31,7 @@ import hashlib
 import re
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -180,7 +181,7 @@ def rescale_lengths(line: str, factor: Fraction) -> str:
     if factor == 1:
         return line
 
-    def rescale(match):
+    def rescale(match: re.Match[str]) -> str:
         if match["skip"]:
             return match["skip"]
         if match["note"]:
@@ -250,7 +251,7 @@ def has_notes(line: str) -> bool:
     return bool(NOTE.search(CHORD_SYMBOL.sub("", line)))
 
 
-def tune_lines(lines: list[str]):
+def tune_lines(lines: list[str]) -> Iterator[tuple[str | None, str]]:
     """The first voice's lines of a tune, stripped, blank lines and comments left out:
     (field name, value) for a field (Y: read as P:, a comment after a value cut), or
     (None, line) for music."""

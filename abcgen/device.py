@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from typing import Any
 
 import torch
 
@@ -112,7 +113,7 @@ class TrainingThreads:
         self.previous = torch.get_num_threads()
         self.fixed = fixed or (self.previous if os.environ.get("OMP_NUM_THREADS") else None)
         self.most = max(1, min(TORCH_THREADS, cpu_cores() // max(1, processes)))
-        self.mark = None
+        self.mark: tuple[float | None, float, float] | None = None  # (busy, own CPU, wall) seconds
         if self.fixed:
             torch.set_num_threads(self.fixed)
         else:
@@ -131,35 +132,36 @@ class TrainingThreads:
         self.remember()
         return others
 
-    def remember(self):
+    def remember(self) -> None:
         self.mark = (busy_seconds(), time.process_time(), time.monotonic())
 
-    def set(self, others: float):
+    def set(self, others: float) -> None:
         taken = max(0, math.ceil(others - FREE_BELOW))  # cores others hold, in part or whole
         torch.set_num_threads(max(1, min(self.most, cpu_cores() - taken)))
 
     def update(self) -> int:
         """Choose again from what other processes used since the last choice (the machine's
         busy time less this process's own); returns the thread count now in use."""
-        if not self.fixed and self.mark is not None and self.mark[0] is not None:
+        if not self.fixed and self.mark is not None:
             busy, own, wall = self.mark
             seconds = time.monotonic() - wall
-            if seconds > 0.5:
-                self.set(max(0.0, (busy_seconds() - busy) - (time.process_time() - own)) / seconds)
+            now = busy_seconds() if busy is not None and seconds > 0.5 else None
+            if busy is not None and now is not None:
+                self.set(max(0.0, (now - busy) - (time.process_time() - own)) / seconds)
                 self.remember()
         return torch.get_num_threads()
 
-    def restore(self):
+    def restore(self) -> None:
         torch.set_num_threads(self.previous)
 
-    def __enter__(self):
+    def __enter__(self) -> TrainingThreads:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.restore()
 
 
-def cpu_tensors(obj):
+def cpu_tensors(obj: Any) -> Any:
     """obj (nested dicts, lists and tuples of tensors and plain data) with every tensor on
     the CPU: what a checkpoint holds, whatever device trained it."""
     if isinstance(obj, torch.Tensor):

@@ -26,14 +26,22 @@ import signal
 import sys
 import tempfile
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from abcgen.device import pick_device
 from abcgen.errors import AbcgenError
+
+if TYPE_CHECKING:  # types only: abcgen.train imports this module, and is imported back only in launch_training
+    from abcgen.corpus import Corpus
+    from abcgen.train import TrainConfig, TrainResult
+
+T = TypeVar("T")
 
 # How long a rank waits for the others in one collective operation (rank 0 scoring the
 # validation tunes keeps the others waiting) before giving up.
@@ -109,7 +117,7 @@ class World:
 
     # -- agreeing
 
-    def _tensor(self, values) -> torch.Tensor:
+    def _tensor(self, values: list[float]) -> torch.Tensor:
         device = self.device if dist.get_backend() == "nccl" else "cpu"
         return torch.tensor(values, dtype=torch.float64, device=device)
 
@@ -130,11 +138,11 @@ class World:
         collective(dist.all_reduce, both, op=dist.ReduceOp.MAX)
         return int(both[0].item()) or None, both[1].item()
 
-    def from_main(self, compute):
+    def from_main(self, compute: Callable[[], T]) -> T:
         """compute() run on rank 0 alone, its result (or AbcgenError) given to every rank."""
         if not self.distributed:
             return compute()
-        box = [None]
+        box: list[Any] = [None]
         if self.main:
             try:
                 box[0] = ("ok", compute())
@@ -146,7 +154,7 @@ class World:
             raise AbcgenError(value)
         return value
 
-    def gather(self, obj) -> list | None:
+    def gather(self, obj: Any) -> list | None:
         """Every rank's obj, in rank order, on rank 0 (None on the others)."""
         if not self.distributed:
             return [obj]
@@ -155,7 +163,7 @@ class World:
         return found
 
 
-def collective(operation, *args, **kwargs):
+def collective(operation: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     try:
         return operation(*args, **kwargs)
     except (RuntimeError, ValueError, ConnectionError) as error:
@@ -226,7 +234,7 @@ def join(device_name: str) -> World:
     return found
 
 
-def leave():
+def leave() -> None:
     global _WORLD
     if _WORLD.owned and dist.is_initialized():
         dist.destroy_process_group()
@@ -243,7 +251,7 @@ def should_report(error: AbcgenError, world_: World | None = None) -> bool:
 # ---------------------------------------------------------------- abcgen train --nproc N
 
 
-def launch(nproc: int, entry, args: tuple) -> dict:
+def launch(nproc: int, entry: Callable[..., Any], args: tuple) -> dict:
     """Run entry(*args) in nproc processes on this machine, with the environment torchrun
     gives its workers (RANK, WORLD_SIZE, MASTER_ADDR, ...), through torchrun's own elastic
     launcher; returns {rank: entry's result}. The launcher's ChildFailedError (a process
@@ -297,7 +305,7 @@ def launch(nproc: int, entry, args: tuple) -> dict:
             signal.signal(sig, handler)
 
 
-def describe_failure(failures: dict, nproc: int, last=None) -> TrainingFailed:
+def describe_failure(failures: dict, nproc: int, last: str | os.PathLike[str] | None = None) -> TrainingFailed:
     """The one line for workers that failed: which one, and how, when no worker said it."""
     saved = (
         f"; resume from the last epoch saved in {last} with --resume"
@@ -321,16 +329,16 @@ def describe_failure(failures: dict, nproc: int, last=None) -> TrainingFailed:
 
 def launch_training(
     nproc: int,
-    corpus,
-    out_dir,
+    corpus: Corpus | str | Path,
+    out_dir: str | Path,
     model_config: dict | None = None,
-    config=None,
+    config: TrainConfig | None = None,
     resume: bool = False,
     force: bool = False,
     progress: bool = True,
-    init=None,
-    worker=None,
-):
+    init: str | Path | None = None,
+    worker: Callable[..., Any] | None = None,
+) -> TrainResult:
     """abcgen.train.train in nproc processes on this machine (DDP; gloo on CPUs, NCCL on
     GPUs): returns rank 0's TrainResult. Raises TrainingInterrupted after Ctrl-C or SIGTERM
     (last.pt written once), TrainingFailed when a process failed or died. worker: what each
@@ -373,12 +381,21 @@ def launch_training(
     return rest[0]
 
 
-def _train_worker(corpus, out_dir, model_config, config, resume, force, progress, init=None):
+def _train_worker(
+    corpus: Corpus | str | Path,
+    out_dir: Path,
+    model_config: dict | None,
+    config: TrainConfig,
+    resume: bool,
+    force: bool,
+    progress: bool,
+    init: str | Path | None = None,
+) -> tuple:
     """One process of launch_training: rank 0 returns the result; errors are said once."""
     from abcgen.train import TrainingInterrupted, train  # here: abcgen.train imports this module
 
     try:
-        options = {"init": init} if init is not None else {}
+        options: dict[str, Any] = {"init": init} if init is not None else {}
         return (
             "done",
             train(corpus, out_dir, model_config, config, resume=resume, force=force, progress=progress, **options),

@@ -15,6 +15,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -323,7 +324,9 @@ def _progress_bar(files: list[RemoteFile], label: str, enabled: bool) -> tqdm:
     )
 
 
-def _fetch_file(session, remote: RemoteFile, url: str, dest: Path, policy: _Policy, bar) -> None:
+def _fetch_file(
+    session: requests.Session, remote: RemoteFile, url: str, dest: Path, policy: _Policy, bar: tqdm
+) -> None:
     """Fetch one file into dest/<name>.part, retrying transient failures, then rename it."""
     part = dest / (remote.name + ".part")
     try:
@@ -349,7 +352,7 @@ def _message(remote: RemoteFile, url: str, failure: _Failure, attempts: int) -> 
     return f"cannot download {remote.name} from {url}: {failure.cause}{tried}; {failure.hint}"
 
 
-def _stream(session, remote: RemoteFile, url: str, part: Path, policy: _Policy, bar) -> None:
+def _stream(session: requests.Session, remote: RemoteFile, url: str, part: Path, policy: _Policy, bar: tqdm) -> None:
     """One attempt: write the body into `part` and check its size and sha256."""
     digest = hashlib.sha256()
     received = 0
@@ -379,7 +382,7 @@ def _stream(session, remote: RemoteFile, url: str, part: Path, policy: _Policy, 
         )
 
 
-def _check_status(response) -> None:
+def _check_status(response: requests.Response) -> None:
     if response.status_code == 200:
         return
     status = f"HTTP {response.status_code} {response.reason or ''}".strip()
@@ -415,7 +418,7 @@ def _explain(error: requests.RequestException, url: str, policy: _Policy) -> _Fa
     return _Failure(f"{type(error).__name__}: {_innermost(error)}")
 
 
-def _chain(error: BaseException):
+def _chain(error: BaseException) -> Iterator[BaseException]:
     """The error and everything behind it: causes, contexts, urllib3 reasons, wrapped args."""
     seen: list[BaseException] = []
     pending = [error]

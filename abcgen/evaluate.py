@@ -30,19 +30,26 @@ import os
 import statistics as stats
 import time
 from collections import Counter, defaultdict
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Callable
 
 from tqdm import tqdm
 
 from abcgen import abctools
 from abcgen.abc import Tune, check_tune, failure_kind, key_name, tune_form
-from abcgen.corpus import load_corpus
+from abcgen.corpus import Corpus, load_corpus
 from abcgen.errors import AbcgenError
 from abcgen.files import write_bytes_atomic, write_text_atomic
 from abcgen.options import EVALUATION_TUNES, SamplingOptions, check_count
+
+if TYPE_CHECKING:  # types only: torch and matplotlib stay off the statistics' path
+    from matplotlib.figure import Figure
+
+    from abcgen.sample import TuneModel
 
 CACHE_VERSION = 1  # bump whenever tune_features, bar_sequence or abcgen.abc.read_tune change
 COPY_BARS = 4  # a tune that shares this many consecutive bars with a training tune copies it
@@ -107,7 +114,7 @@ def _bin_label(value: int, width: int) -> str:
     return f"{low}-{low + width - 1}"
 
 
-def ordered_labels(feature: str, labels) -> list[str]:
+def ordered_labels(feature: str, labels: Iterable[str]) -> list[str]:
     """Labels in reading order: scale degrees, then numbers by value, then the rest by name."""
     if feature == "pitch_class":
         return [degree for degree in DEGREES if degree in set(labels)]
@@ -130,7 +137,7 @@ def _label_value(label: str) -> float:
 # ---------------------------------------------------------------- distances between histograms
 
 
-def _shares(counts: Counter, labels, alpha: float = 0.0) -> dict[str, float]:
+def _shares(counts: Counter, labels: Collection[str], alpha: float = 0.0) -> dict[str, float]:
     total = sum(counts.values()) + alpha * len(labels)
     return {label: (counts.get(label, 0) + alpha) / total for label in labels}
 
@@ -212,7 +219,7 @@ def profile_tunes(tunes: list[str], progress: bool = False, desc: str = "reading
     return profile
 
 
-def _progress(items, enabled: bool, desc: str):
+def _progress(items: list[str], enabled: bool, desc: str) -> Iterable[str]:
     if not enabled:
         return items
     return tqdm(items, desc=desc, unit="tune", leave=False)
@@ -267,7 +274,7 @@ class TrainingIndex:
         return best
 
     @staticmethod
-    def _run_length(ours, start, theirs, position) -> int:
+    def _run_length(ours: tuple[BarToken, ...], start: int, theirs: tuple[BarToken, ...], position: int) -> int:
         length = 1
         while (
             start + length < len(ours)
@@ -334,7 +341,7 @@ def cache_dir() -> Path:
     return Path(base) / "abcgen"
 
 
-def corpus_profile(corpus, cache: Path | None = None, progress: bool = False) -> CorpusProfile:
+def corpus_profile(corpus: Corpus, cache: Path | None = None, progress: bool = False) -> CorpusProfile:
     """The profile of a loaded Corpus, read from the cache when its fingerprint is there.
 
     cache: the cache folder (default cache_dir()); a file that cannot be read is rebuilt.
@@ -453,8 +460,8 @@ def evaluate_tunes(generated: list[str], train: list[str], val: list[str]) -> di
 
 
 def evaluate_model(
-    corpus_path,
-    model_path=None,
+    corpus_path: str | Path,
+    model_path: str | Path | None = None,
     n: int = EVALUATION_TUNES,
     options: SamplingOptions | None = None,
     *,
@@ -462,7 +469,7 @@ def evaluate_model(
     cache: Path | None = None,
     log: Callable[[str], None] | None = None,
     progress: bool = False,
-    **settings,
+    **settings: Any,
 ) -> dict:
     """Sample n tunes (no check, no retries) and compare them with the corpus at corpus_path.
 
@@ -520,7 +527,7 @@ def evaluate_model(
     return report
 
 
-def score_test_split(model, tunes: list[str]) -> tuple[dict | None, str | None]:
+def score_test_split(model: TuneModel, tunes: list[str]) -> tuple[dict | None, str | None]:
     """The model's loss on the test tunes and a note on what was left out: (None, why)
     when none can be scored (no test tunes, or all hold characters the model never saw),
     so that the rest of the report still comes out."""
@@ -544,11 +551,11 @@ def score_test_split(model, tunes: list[str]) -> tuple[dict | None, str | None]:
 # ---------------------------------------------------------------- output
 
 
-def _number(value, digits: int = 3) -> str:
+def _number(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def _percent(value) -> str:
+def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1%}"
 
 
@@ -654,12 +661,12 @@ def _originality_lines(original: dict) -> list[str]:
     return lines
 
 
-def write_json(report: dict, path) -> None:
+def write_json(report: dict, path: str | os.PathLike[str]) -> None:
     """The report as JSON, written atomically."""
     write_text_atomic(path, json.dumps(report, indent=2) + "\n")
 
 
-def require_matplotlib():
+def require_matplotlib() -> ModuleType:
     """matplotlib's pyplot with a file-only backend, or an error that says how to install it."""
     try:
         import matplotlib
@@ -671,7 +678,7 @@ def require_matplotlib():
     return plt
 
 
-def write_plots(report: dict, directory) -> list[Path]:
+def write_plots(report: dict, directory: str | os.PathLike[str]) -> list[Path]:
     """One small PNG per feature (generated against training, validation as dots), and one
     of the longest copied runs. Returns the paths written."""
     plt = require_matplotlib()
@@ -682,7 +689,7 @@ def write_plots(report: dict, directory) -> list[Path]:
     return paths
 
 
-def _save(plt, figure, path: Path) -> Path:
+def _save(plt: ModuleType, figure: Figure, path: Path) -> Path:
     figure.tight_layout()
     png = io.BytesIO()
     figure.savefig(png, dpi=72, format="png")
@@ -691,7 +698,7 @@ def _save(plt, figure, path: Path) -> Path:
     return path
 
 
-def _plot_feature(plt, row: dict, directory: Path) -> Path:
+def _plot_feature(plt: ModuleType, row: dict, directory: Path) -> Path:
     labels = row["labels"]
     figure, axes = plt.subplots(figsize=(max(4.0, 0.28 * len(labels) + 1.5), 2.8))
     positions = range(len(labels))
@@ -724,7 +731,7 @@ def _plot_feature(plt, row: dict, directory: Path) -> Path:
     return _save(plt, figure, directory / f"{row['feature']}.png")
 
 
-def _plot_copied_runs(plt, original: dict, directory: Path) -> Path:
+def _plot_copied_runs(plt: ModuleType, original: dict, directory: Path) -> Path:
     figure, axes = plt.subplots(figsize=(4.5, 2.8))
     for name, color in (("generated", "#d2691e"), ("validation", "#9aa7b8")):
         runs = original[name]["longest_copied_run"]

@@ -25,6 +25,7 @@ import re
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from abcgen.errors import AbcgenError
 from abcgen.evaluate import (
     COPY_BARS,
     TrainingIndex,
+    TuneSetProfile,
     corpus_profile,
     originality,
     profile_tunes,
@@ -155,7 +157,7 @@ class Judge:
             "identical": copied["share_identical"],
         }
 
-    def rows(self, profile):
+    def rows(self, profile: TuneSetProfile) -> list[dict]:
         return statistics_rows(profile, self.profile)
 
     def measures(self, generated: list[str], mixed: bool) -> dict:
@@ -171,9 +173,9 @@ class Judge:
         }
 
 
-def mean_overlap(values) -> float | None:
-    values = [v for v in values if v is not None]
-    return sum(values) / len(values) if values else None
+def mean_overlap(values: Iterable[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else None
 
 
 # ---------------------------------------------------------------- one run
@@ -248,17 +250,17 @@ def format_stages(laps: dict) -> str:
 
 
 def run_experiment(
-    corpus_path,
+    corpus_path: str | Path,
     archs: str = DEFAULT_ARCHS,
     budget: float = 300,
     seeds: int = 1,
-    out_dir="runs/experiment",
+    out_dir: str | Path = "runs/experiment",
     corpus_mix: str | None = None,
     n: int = EVALUATION_TUNES,
     temperature: float = SamplingOptions.temperature,
     train_options: dict | None = None,
     cache: Path | None = None,
-    log=None,
+    log: Callable[[str], None] | None = None,
 ) -> dict:
     """Train and judge every architecture (x seed, x corpus variant); returns the report
     that results.json holds, and writes results.md beside it after every run.
@@ -368,7 +370,7 @@ def summarise(runs: list[dict]) -> list[dict]:
     return rows
 
 
-def format_value(value, kind: str) -> str:
+def format_value(value: float | None, kind: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     if kind == "int":
@@ -432,7 +434,7 @@ def markdown_report(report: dict) -> str:
     )
 
 
-def write_report(report: dict, out_dir: Path):
+def write_report(report: dict, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_dir / "results.json", json.dumps(report, indent=2) + "\n")
     write_text_atomic(out_dir / "results.md", markdown_report(report))

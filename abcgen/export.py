@@ -37,10 +37,13 @@ import sys
 import tempfile
 import threading
 import unicodedata
+from collections.abc import Collection, Generator, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from tqdm import tqdm
 
@@ -48,6 +51,15 @@ from abcgen.abc import AbcParseError, header_fields, parse_meter, split_tunes
 from abcgen.corpus import INLINE_VOICE, VOICE_FIELD, decode_text, first_voice_only, normalise_chord
 from abcgen.errors import AbcgenError
 from abcgen.files import write_bytes_atomic as write_atomic
+
+if TYPE_CHECKING:  # types only: music21, mido and verovio are imported where they are used
+    import mido
+    import verovio
+    from music21 import base, chord, clef, harmony, note, spanner, stream, tempo
+
+T = TypeVar("T")
+# what converting one tune gives: (outputs, None, warnings), or (None, why it failed, warnings)
+_Converted = tuple[dict[str, list[bytes]] | None, str | None, list[str]]
 
 FORMATS = ("midi", "musicxml", "svg", "pdf")
 DEFAULT_FORMATS = ("midi", "musicxml", "svg")
@@ -208,7 +220,7 @@ def _prepare(abc: str) -> tuple[str, list[str], list[str]]:
     return header + body.rstrip("\n") + "\n", warnings, state.endings
 
 
-def _first_voice(abc: str, state) -> str:
+def _first_voice(abc: str, state: _BodyState) -> str:
     """The tune with its first voice only (as abcgen.corpus keeps it), and a warning, when it
     has V: fields: music21 loses the notes of voices named in the header, and sounds the
     strains of [V:] blocks at once."""
@@ -279,7 +291,7 @@ _BODY_TOKEN = re.compile(
 )
 
 
-def _prepare_token(match, state: _BodyState) -> str:
+def _prepare_token(match: re.Match[str], state: _BodyState) -> str:
     kind, text = match.lastgroup, match[0]
     if kind == "field":
         return f"{_GUARD}\n{_prepare_field(text, state)}" if text[0] in "KMQ" else _prepare_field(text, state)
@@ -361,7 +373,7 @@ def _tempo_field(value: str, state: _BodyState) -> str:
 _REPEAT_END = re.compile(r":\||::")
 
 
-def _prepare_ending(match, state: _BodyState) -> str:
+def _prepare_ending(match: re.Match[str], state: _BodyState) -> str:
     """An ending music21 reads: `[1` when a repeat closes it (it spans up to the :|), else
     `[2` (one bar, like a last ending); the number written goes into state.endings."""
     numbers, bar = match["ending_numbers"], match["ending_bar"]
@@ -452,7 +464,7 @@ def _refuse_too_long(abc: str) -> None:
         )
 
 
-def parse_tune(tune: TuneText, warnings: list[str] | None = None):
+def parse_tune(tune: TuneText, warnings: list[str] | None = None) -> stream.Score:
     """Read one tune into a music21 Score (after prepare_abc); warnings go into the list.
 
     Accidentals carry to the end of the bar (ABC 2.1; music21 defaults to ABC 1.3, where
@@ -486,7 +498,7 @@ _TRANSLATION_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def _linear_translation():
+def _linear_translation() -> Iterator[None]:
     """music21's ABC translation with its two whole-part passes made linear in tune length,
     and its chord symbols made once per name.
 
@@ -503,7 +515,7 @@ def _linear_translation():
 
     with _TRANSLATION_LOCK:
         originals = translate.reBar, translate.harmony
-        translate.reBar, translate.harmony = _rebar, _CachedHarmony
+        translate.reBar, translate.harmony = _rebar, _CachedHarmony  # type: ignore[assignment]  # a stand-in module
         try:
             yield
         finally:
@@ -529,7 +541,7 @@ class _CachedHarmony:
 
 
 @functools.lru_cache(maxsize=1024)
-def _chord_symbol(name: str):
+def _chord_symbol(name: str) -> harmony.ChordSymbol | ValueError:
     """music21's ChordSymbol of this name, never put into a stream, or the ValueError it raised."""
     from music21 import harmony
 
@@ -539,7 +551,7 @@ def _chord_symbol(name: str):
         return error
 
 
-def _rebar(part, *, inPlace=False):
+def _rebar(part: stream.Part, *, inPlace: bool = False) -> stream.Part | None:
     """What music21's reBar does (split each bar longer than its meter; the rest of it
     becomes a bar of its own with a meter that fits), over a list instead of an iterator.
 
@@ -576,11 +588,11 @@ def _rebar(part, *, inPlace=False):
             renumber += 1
             part.insert(common.opFrac(first.offset + first.highestTime), rest)
             measures.insert(index + 1, rest)
-    part.makeBeams = functools.partial(_make_beams, part)
+    part.makeBeams = functools.partial(_make_beams, part)  # type: ignore[method-assign]  # for this part only
     return part if not inPlace else None
 
 
-def _make_beams(part, **_) -> None:
+def _make_beams(part: stream.Part, **_: Any) -> None:
     """Beams and stem directions as music21's makeBeams sets them, in one walk of the part:
     the meter and clef in force are carried along instead of looked up for each bar, and
     the beams of a rhythm met before are taken from _BEAMS (tunes repeat their rhythms, and
@@ -657,7 +669,7 @@ def _make_beams(part, **_) -> None:
 _BEAMS: dict[tuple, list[tuple]] = {}
 
 
-def _set_stems(group, group_clef) -> None:
+def _set_stems(group: list[note.NotRest], group_clef: clef.Clef | None) -> None:
     """music21's rule: stems of a beam group point the way the clef gives for its pitches,
     except notes whose stems are set already, when all of those agree."""
     if group_clef is None:
@@ -675,7 +687,7 @@ def _set_stems(group, group_clef) -> None:
             element.stemDirection = direction
 
 
-def _number_endings(part, endings: list[str]) -> None:
+def _number_endings(part: stream.Part, endings: list[str]) -> None:
     """Give the endings their numbers as written: prepare_abc wrote `[3` as `[1` or `[2`."""
     from music21 import spanner
 
@@ -687,7 +699,7 @@ def _number_endings(part, endings: list[str]) -> None:
             bracket.number = numbers
 
 
-def _tidy_measures(part) -> None:
+def _tidy_measures(part: stream.Part) -> None:
     """Undo what music21 does to bars that ABC does not mean (see the functions called)."""
     from music21 import stream
     from music21.stream.makeNotation import makeAccidentalsInMeasureStream
@@ -701,7 +713,7 @@ def _tidy_measures(part) -> None:
     makeAccidentalsInMeasureStream(part)
 
 
-def _unshare_elements(measures) -> None:
+def _unshare_elements(measures: list[stream.Measure]) -> None:
     # Splitting a bar that is too long, music21 puts one time signature into two bars.
     seen = set()
     for measure in measures:
@@ -711,7 +723,7 @@ def _unshare_elements(measures) -> None:
             seen.add(id(element))
 
 
-def _number_bars(measures) -> None:
+def _number_bars(measures: list[stream.Measure]) -> None:
     """A pickup is bar 0 (<measure implicit="yes"> in MusicXML); otherwise count from 1.
     music21 numbers a full first bar 0 as well."""
     from music21 import stream
@@ -725,7 +737,7 @@ def _number_bars(measures) -> None:
             measure.number += 1
 
 
-def _drop_doubled_barlines(measures) -> None:
+def _drop_doubled_barlines(measures: list[stream.Measure]) -> None:
     # music21 gives a || at the end of a line to both bars around it: it would be drawn twice.
     from music21 import bar
 
@@ -736,7 +748,7 @@ def _drop_doubled_barlines(measures) -> None:
 
 
 @contextlib.contextmanager
-def _quiet_stderr():
+def _quiet_stderr() -> Iterator[None]:
     # music21 prints its warnings straight to stderr; they would break the one-line messages.
     with contextlib.redirect_stderr(io.StringIO()):
         yield
@@ -750,7 +762,7 @@ def _one_line(error: Exception) -> str:
 # ---- MIDI --------------------------------------------------------------------------------------
 
 
-def to_midi(score, chords: bool = False) -> bytes:
+def to_midi(score: stream.Score, chords: bool = False) -> bytes:
     """A standard MIDI file of the tune as played: repeats and endings expanded (play_order),
     grace notes sounded, tied notes joined, the tempo from Q: or default_tempo(); with
     chords=True a further track holds the chord symbols.
@@ -801,7 +813,7 @@ class _Sound:
     tie: str | None = None
 
 
-def _perform(measure, start: Fraction, sounds: list, marks: dict) -> None:
+def _perform(measure: stream.Measure, start: Fraction, sounds: list, marks: dict) -> None:
     """Add the measure's notes to sounds, and its meters, keys and tempi to marks, at start.
 
     Chord symbols stay out: they are the accompaniment's. Grace notes get GRACE_LENGTH
@@ -829,7 +841,7 @@ def _perform(measure, start: Fraction, sounds: list, marks: dict) -> None:
             graces = []
 
 
-def _sound(element, start: Fraction, length: Fraction, sounds: list) -> None:
+def _sound(element: note.Note | chord.Chord, start: Fraction, length: Fraction, sounds: list) -> None:
     tie = element.tie.type if element.tie is not None else None
     for pitch in element.pitches:
         if not 0 <= pitch.ps <= 127:  # music21's pitch.midi would move it by octaves in silence
@@ -858,13 +870,15 @@ def _join_ties(sounds: list) -> list:
     return joined
 
 
-def _is_chord_symbol(element) -> bool:
+def _is_chord_symbol(element: base.Music21Object) -> bool:
     from music21 import harmony
 
     return isinstance(element, harmony.Harmony)
 
 
-def _accompany(measure, start: Fraction, current, accompaniment: list):
+def _accompany(
+    measure: stream.Measure, start: Fraction, current: harmony.Harmony | None, accompaniment: list
+) -> harmony.Harmony | None:
     """Add the measure's chords to the accompaniment: each chord symbol held until the next,
     the one in force struck again at the bar line. Returns the chord symbol in force."""
     from music21 import harmony
@@ -890,7 +904,7 @@ def _voicing(figure: str) -> tuple[int, ...]:
     return tuple(pitch.midi + 12 * octaves for pitch in pitches)
 
 
-def default_tempo(score):
+def default_tempo(score: stream.Score) -> tempo.MetronomeMark:
     """The MetronomeMark for a tune without Q:, from its first meter (see DEFAULT_TEMPI)."""
     from music21 import duration, meter, tempo
 
@@ -909,7 +923,7 @@ _MAJOR_KEYS = "Cb Gb Db Ab Eb Bb F C G D A E B F# C#".split()
 _MINOR_KEYS = [name + "m" for name in "Ab Eb Bb F C G D A E B F# C# G# D# A#".split()]
 
 
-def _conductor_track(marks: dict):
+def _conductor_track(marks: dict) -> mido.MidiTrack:
     """Track 1 of the file: tempi, key signatures and meters, in time order. A mark MIDI
     cannot hold is left out (a tempo in words only, over 7 sharps or flats, a meter's
     numerator over 255 or a denominator no power of 2), a tempo slower than it holds is its
@@ -938,7 +952,7 @@ def _conductor_track(marks: dict):
     return _track(events)
 
 
-def _note_track(name: str, channel: int, program: int, sounds: list):
+def _note_track(name: str, channel: int, program: int, sounds: list) -> mido.MidiTrack:
     """A track of notes: its name, its instrument, then note on and off, offs first."""
     import mido
 
@@ -962,7 +976,7 @@ def _note_track(name: str, channel: int, program: int, sounds: list):
     return _track(events)
 
 
-def _track(events: list):
+def _track(events: list) -> mido.MidiTrack:
     """A mido track from (tick, order, message class, type, attributes): sorted by time, then
     order, then as given; it ends a quarter note after its last event, as music21's do.
 
@@ -979,7 +993,7 @@ def _track(events: list):
     return track
 
 
-def play_order(part) -> list:
+def play_order(part: stream.Part) -> list[stream.Measure]:
     """The part's measures in the order they are played, repeats and endings expanded.
 
     One walk along the bars, as abc2midi plays them: a :| goes back to the |: before it
@@ -1016,7 +1030,7 @@ def play_order(part) -> list:
     return order
 
 
-def _repeat_signs(measures) -> tuple[set[int], set[int], dict[int, int]]:
+def _repeat_signs(measures: list[stream.Measure]) -> tuple[set[int], set[int], dict[int, int]]:
     """The bars that begin with |:, the bars that end with :|, and the times of each :|
     that says how often (from the bar lines on either side of each bar line)."""
     from music21 import bar as barline
@@ -1035,7 +1049,7 @@ def _repeat_signs(measures) -> tuple[set[int], set[int], dict[int, int]]:
     return starts, ends, times
 
 
-def _endings(part, measures) -> tuple[dict[int, set[int]], dict[int, int]]:
+def _endings(part: stream.Part, measures: list[stream.Measure]) -> tuple[dict[int, set[int]], dict[int, int]]:
     """For each bar under an ending bracket, the passes it is played on; and for each bar
     of a run of endings, the number of passes the run asks for (its highest number)."""
     from music21 import spanner
@@ -1091,7 +1105,7 @@ def _start_sections(starts: set[int], ends: set[int], passes_of: dict[int, set[i
 # ---- MusicXML, SVG and PDF ---------------------------------------------------------------------
 
 
-def to_musicxml(score) -> bytes:
+def to_musicxml(score: stream.Score) -> bytes:
     """MusicXML 4.0; the chord symbols become <harmony> elements.
 
     music21's exporter runs with makeNotation off, on the score itself: parse_tune made the
@@ -1121,7 +1135,7 @@ def to_musicxml(score) -> bytes:
     return xml
 
 
-def _complete_notation(score) -> None:
+def _complete_notation(score: stream.Score) -> None:
     """The steps of music21's notation pass that a score from parse_tune still needs, in
     place, on the bars that need them: tuplets completed and bracketed, and notes whose
     length is no single note value (5/8) split into tied notes (they sound the same in
@@ -1144,14 +1158,16 @@ def _complete_notation(score) -> None:
             part.splitAtDurations(recurse=True)
 
 
-def _spanner_index(bundle):
+def _spanner_index(bundle: spanner.SpannerBundle) -> spanner.SpannerBundle:
     """The bundle, with a getBySpannedElement that reads an index of the spanners by the
     elements they span, made once: music21's searches every spanner of the part for each
     element exported, and a tune has a repeat bracket for every ending (quadratic time)."""
     from music21 import spanner
 
     class IndexedSpannerBundle(spanner.SpannerBundle):
-        def getBySpannedElement(self, spannedElement):
+        index: dict[int, list[spanner.Spanner]] | None = None
+
+        def getBySpannedElement(self, spannedElement: base.Music21Object) -> spanner.SpannerBundle:
             if self.index is None:
                 self.index = {}
                 for each in self:
@@ -1167,7 +1183,7 @@ def _spanner_index(bundle):
 
 
 @functools.lru_cache(maxsize=1)
-def _toolkit():
+def _toolkit() -> verovio.toolkit:
     import verovio
 
     verovio.enableLog(verovio.LOG_OFF)
@@ -1234,7 +1250,7 @@ def _lilypond_pdf(program: str, source: Path) -> bytes:
     return _read_output(source.with_suffix(".pdf"), "LilyPond")
 
 
-def _run(command: list[str], name: str, environment=None) -> None:
+def _run(command: list[str], name: str, environment: dict[str, str] | None = None) -> None:
     result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
     if result.returncode:
         raise AbcgenError(f"{name} failed: {_last_line(result.stderr or result.stdout)}")
@@ -1255,7 +1271,7 @@ def _last_line(text: str) -> str:
 
 
 def convert_tune(
-    tune: TuneText, formats=DEFAULT_FORMATS, chords: bool = False, warnings: list[str] | None = None
+    tune: TuneText, formats: Collection[str] = DEFAULT_FORMATS, chords: bool = False, warnings: list[str] | None = None
 ) -> dict[str, list[bytes]]:
     """The bytes of each requested format for one tune (for SVG, one item per page)."""
     score = parse_tune(tune, warnings)
@@ -1275,7 +1291,7 @@ def convert_tune(
     return outputs
 
 
-def check_formats(formats) -> tuple[str, ...]:
+def check_formats(formats: Iterable[str]) -> tuple[str, ...]:
     """Validate format names; pdf fails here, before any work, when no engraver is installed."""
     formats = tuple(dict.fromkeys(name.strip().lower() for name in formats))
     unknown = [name for name in formats if name not in FORMATS]
@@ -1296,8 +1312,8 @@ def output_paths(out_dir: Path, stem: str, name: str, count: int = 1) -> list[Pa
 
 def export_tunes(
     abc_text: str | bytes,
-    out_dir=".",
-    formats=DEFAULT_FORMATS,
+    out_dir: str | os.PathLike[str] = ".",
+    formats: Iterable[str] = DEFAULT_FORMATS,
     force: bool = False,
     chords: bool = False,
     jobs: int | None = 1,
@@ -1331,6 +1347,7 @@ def export_tunes(
             if error:
                 report.failed.append(Failure(tune.number, tune.title, error))
                 continue
+            assert outputs is not None  # no error: converted
             for name, items in outputs.items():
                 for path, data in zip(output_paths(out_dir, stem, name, len(items)), items):
                     write_atomic(path, data)
@@ -1338,7 +1355,7 @@ def export_tunes(
     return report
 
 
-def _convert_safely(tune: TuneText, formats, chords: bool):
+def _convert_safely(tune: TuneText, formats: Collection[str], chords: bool) -> _Converted:
     """(outputs, None, warnings), or (None, reason, warnings): one bad tune must not stop the rest."""
     warnings: list[str] = []
     try:
@@ -1349,7 +1366,9 @@ def _convert_safely(tune: TuneText, formats, chords: bool):
         return None, f"{type(error).__name__}: {_one_line(error)}", warnings
 
 
-def _convert_all(tunes, formats, chords, jobs: int):
+def _convert_all(
+    tunes: list[TuneText], formats: Collection[str], chords: bool, jobs: int
+) -> Generator[_Converted, None, None]:
     """Conversion results in tune order, from `jobs` worker processes or this one.
 
     Close the generator when done with it early (export_tunes does, on any exception): the
@@ -1382,13 +1401,13 @@ def _ignore_interrupts() -> None:
 
 
 @contextlib.contextmanager
-def _exit_on_sigterm():
+def _exit_on_sigterm() -> Iterator[None]:
     """SIGTERM raises SystemExit(143) in the main thread, which unwinds and cleans up."""
     if threading.current_thread() is not threading.main_thread():
         yield  # only the main thread may set a signal handler
         return
 
-    def terminate(number, frame):
+    def terminate(number: int, frame: FrameType | None) -> NoReturn:
         raise SystemExit(128 + number)
 
     previous = signal.signal(signal.SIGTERM, terminate)
@@ -1431,7 +1450,7 @@ def _letters(number: int) -> str:
             return letters
 
 
-def _refuse_existing(out_dir: Path, stems: list[str], formats) -> None:
+def _refuse_existing(out_dir: Path, stems: list[str], formats: Iterable[str]) -> None:
     existing = []
     for stem in stems:
         for name in formats:
@@ -1444,7 +1463,7 @@ def _refuse_existing(out_dir: Path, stems: list[str], formats) -> None:
         raise AbcgenError(f"{files} already, e.g. {existing[0]}: use --force to overwrite, or another --out-dir")
 
 
-def _progress(items, total: int, enabled: bool):
+def _progress(items: Iterable[T], total: int, enabled: bool) -> Iterable[T]:
     if not (enabled and sys.stderr.isatty()):
         return items
     return tqdm(items, total=total, desc="export", unit="tune", file=sys.stderr)

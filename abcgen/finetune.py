@@ -11,8 +11,10 @@ The checkpoint records where it started from (meta["init"]), and `abcgen info` s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -47,7 +49,7 @@ def init_path(init: str | Path) -> Path:
     return SHIPPED_PATH if str(init) == SHIPPED else Path(init)
 
 
-def check_model_options(start: ModelConfig, given: dict, path: Path):
+def check_model_options(start: ModelConfig, given: dict, path: Path) -> None:
     """Refuse, in one line, a model option that contradicts the starting model's."""
     for key in MODEL_OPTIONS:
         if key in given and given[key] != getattr(start, key):
@@ -59,7 +61,9 @@ def check_model_options(start: ModelConfig, given: dict, path: Path):
             )
 
 
-def start_from(init: str | Path, train_text: str, model_config: dict | None = None, log=None):
+def start_from(
+    init: str | Path, train_text: str, model_config: dict | None = None, log: Callable[[str], None] | None = None
+) -> tuple[CharModel, Vocab, dict[str, Any]]:
     """The model to fine-tune, its vocabulary (the starting model's with the characters of
     train_text it lacks; log says which), and the provenance to record: (model, vocab, origin)."""
     path = init_path(init)

@@ -9,6 +9,7 @@ Nothing here imports torch, so the command line can read the defaults and still 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from abcgen.abc import AbcParseError, parse_meter
@@ -45,7 +46,7 @@ def flag(option: str) -> str:
     return "-n" if option == "n" else "--" + option.replace("_", "-")
 
 
-def _named(problem: str, name) -> str:
+def _named(problem: str, name: Callable[[str], str]) -> str:
     return re.sub(r"\{([a-z_]+)\}", lambda match: name(match[1]), problem)
 
 

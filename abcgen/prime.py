@@ -129,7 +129,7 @@ def _spell_broken_rhythm(line: str) -> str:
     """A music line with each broken rhythm written as lengths: A>B -> A3/2B/2,
     A<B -> A/2B3/2, A>>B -> A7/4B/4 (an unreadable length is left as it is)."""
 
-    def spell(match):
+    def spell(match: re.Match[str]) -> str:
         if not match["marks"]:
             return match[0]
         try:

@@ -15,8 +15,11 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import torch
 from torch import nn
@@ -30,7 +33,7 @@ from abcgen.distributed import PeerLost, join as join_world, world as current_wo
 from abcgen.errors import AbcgenError
 from abcgen.finetune import FINETUNE_DEFAULTS, MIN_VALIDATION, recorded_init, start_from
 from abcgen.form import encode_text
-from abcgen.model import ModelConfig, build_model, tree_map
+from abcgen.model import CharModel, ModelConfig, build_model, tree_map
 from abcgen.options import OptionError
 from abcgen.scoring import known_tunes, make_streams, score_text, windows
 from abcgen.structure import corpus_forms
@@ -90,11 +93,11 @@ class TrainResult:
 class StopFlag:
     """Catches SIGINT/SIGTERM during training so the current step can finish."""
 
-    def __init__(self):
-        self.signum = None
-        self.previous = {}
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.previous: dict[int, Any] = {}  # the handlers to put back
 
-    def __enter__(self):
+    def __enter__(self) -> StopFlag:
         for signum in (signal.SIGINT, signal.SIGTERM):
             try:
                 self.previous[signum] = signal.signal(signum, self.catch)
@@ -102,10 +105,10 @@ class StopFlag:
                 pass
         return self
 
-    def catch(self, signum, frame):
+    def catch(self, signum: int, frame: FrameType | None) -> None:
         self.signum = signum
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         for signum, handler in self.previous.items():
             signal.signal(signum, handler)
 
@@ -116,7 +119,7 @@ def lr_factor(step: int, progress: float, config: TrainConfig) -> float:
     return warmup * (config.min_lr_ratio + (1 - config.min_lr_ratio) * cosine)
 
 
-def check_out_dir(out_dir: Path, resume: bool, force: bool):
+def check_out_dir(out_dir: Path, resume: bool, force: bool) -> None:
     existing = [p.name for p in (out_dir / "best.pt", out_dir / "last.pt") if p.exists()]
     if existing and not (resume or force):
         raise AbcgenError(
@@ -127,7 +130,7 @@ def check_out_dir(out_dir: Path, resume: bool, force: bool):
         raise AbcgenError(f"nothing to resume: {out_dir / 'last.pt'} does not exist")
 
 
-def validate(model_config: ModelConfig, config: TrainConfig):
+def validate(model_config: ModelConfig, config: TrainConfig) -> None:
     problems = [
         (config.batch_size < 1, "batch_size", "must be at least 1"),
         (config.seq_len < 1, "seq_len", "must be at least 1"),
@@ -153,7 +156,7 @@ def train(
     resume: bool = False,
     force: bool = False,
     progress: bool = True,
-    log=None,
+    log: Callable[[str], None] | None = None,
     init: str | Path | None = None,
 ) -> TrainResult:
     """Train a model on a corpus and write best.pt, last.pt and metrics.jsonl to out_dir.
@@ -199,7 +202,7 @@ def train(
 HOLD_OUT_FROM, HELD_OUT = 10, 2  # see with_validation_tunes
 
 
-def with_validation_tunes(corpus: Corpus, log, at_least: int = 1) -> tuple[Corpus, bool]:
+def with_validation_tunes(corpus: Corpus, log: Callable[[str], None], at_least: int = 1) -> tuple[Corpus, bool]:
     """The corpus to train on, and whether its validation figures are training loss.
 
     A small corpus's split may leave no training tune (refused in one line), or no
@@ -246,7 +249,7 @@ def with_validation_tunes(corpus: Corpus, log, at_least: int = 1) -> tuple[Corpu
     return replace(corpus, train=train, val=corpus.val + held, dropped=corpus.dropped.copy()), False
 
 
-def make_optimizer(model, config: TrainConfig):
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     """AdamW, decaying only the weight matrices (not biases or norms); plain Adam at decay 0."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
@@ -259,10 +262,19 @@ def make_optimizer(model, config: TrainConfig):
 class Run:
     """Everything a training run carries between steps; saved whole in last.pt."""
 
-    origin = None  # fine-tuning: the starting model's provenance (finetune.start_from)
+    origin: dict[str, Any] | None = None  # fine-tuning: the starting model's provenance (finetune.start_from)
     threads: TrainingThreads | None = None  # the CPU thread choice, set by train()
 
-    def __init__(self, out_dir, corpus, model, vocab, config, device, bf16):
+    def __init__(
+        self,
+        out_dir: Path,
+        corpus: Corpus,
+        model: CharModel,
+        vocab: Vocab,
+        config: TrainConfig,
+        device: torch.device,
+        bf16: bool,
+    ):
         self.out_dir, self.corpus, self.model, self.vocab = out_dir, corpus, model, vocab
         self.forms = corpus_forms(corpus.train)  # what `sample --structure auto` draws from
         self.config, self.device, self.bf16 = config, device, bf16
@@ -286,7 +298,15 @@ class Run:
         self.loss_sum, self.loss_count = 0.0, 0
 
     @classmethod
-    def start(cls, out_dir, corpus, model_config, config, init=None, log=None):
+    def start(
+        cls,
+        out_dir: Path,
+        corpus: Corpus,
+        model_config: dict,
+        config: TrainConfig,
+        init: str | Path | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> Run:
         validate(ModelConfig(vocab_size=1, **model_config), config)
         torch.manual_seed(config.seed)
         vocab = Vocab.from_text(corpus.text("train"))
@@ -306,7 +326,7 @@ class Run:
         return run
 
     @classmethod
-    def resume(cls, out_dir, corpus, config):
+    def resume(cls, out_dir: Path, corpus: Corpus, config: TrainConfig) -> Run:
         last = load_checkpoint(out_dir / "last.pt")
         saved = last.training or {}
         if "optimizer" not in saved:
@@ -370,7 +390,7 @@ class Run:
 
     # -- saving
 
-    def meta(self, metrics=None) -> dict:
+    def meta(self, metrics: dict | None = None) -> dict:
         return {
             "corpus": self.corpus.name,
             "corpus_fingerprint": self.corpus.fingerprint,
@@ -384,13 +404,13 @@ class Run:
             **({"init": self.origin} if self.origin else {}),  # where fine-tuning started
         }
 
-    def save_last(self, metrics=None):
+    def save_last(self, metrics: dict | None = None) -> None:
         # Every rank's recurrent and random states, gathered on rank 0, which alone writes.
         states = self.world.gather(tree_map(lambda t: t.cpu(), self.state))
         rngs = self.world.gather(
             (torch.get_rng_state(), torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None)
         )
-        if not self.world.main:
+        if states is None or rngs is None:  # not rank 0
             return
         training = {
             "config": asdict(self.config),
@@ -484,7 +504,7 @@ class Run:
             return f"no improvement in {self.config.patience} evaluations (early stop)"
         return None
 
-    def loop(self, progress: bool, log) -> TrainResult:
+    def loop(self, progress: bool, log: Callable[[str], None]) -> TrainResult:
         chars_per_step = self.inputs.shape[0] * self.world.size * self.config.seq_len
         total = self.config.epochs * len(self.windows) if self.config.epochs else None
         bar = tqdm(

@@ -3,13 +3,19 @@ form that is stored inside checkpoints."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, SupportsInt
+
 from abcgen.errors import AbcgenError
+
+if TYPE_CHECKING:
+    import torch
 
 
 class Vocab:
     """A fixed, sorted set of characters, each with an integer id."""
 
-    def __init__(self, chars):
+    def __init__(self, chars: Iterable[str]):
         self.chars = sorted(set(chars))
         self.index = {ch: i for i, ch in enumerate(self.chars)}
 
@@ -23,7 +29,7 @@ class Vocab:
     def __contains__(self, ch: str) -> bool:
         return ch in self.index
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, Vocab) and self.chars == other.chars
 
     def unknown(self, text: str) -> list[str]:
@@ -38,10 +44,10 @@ class Vocab:
             raise AbcgenError(f"characters not in the model's vocabulary: {shown}")
         return [self.index[ch] for ch in text]
 
-    def decode(self, ids) -> str:
+    def decode(self, ids: Iterable[SupportsInt]) -> str:
         return "".join(self.chars[int(i)] for i in ids)
 
-    def one_hot(self, text: str):
+    def one_hot(self, text: str) -> torch.Tensor:
         """A (len(text), len(vocab)) float tensor with a single 1 per row."""
         import torch  # here, not at the top: reading a vocabulary needs no torch
 

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import sqlite3
+from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -55,7 +56,7 @@ def title_of(abc: str) -> str:
 class Library:
     """The tunes a musician kept, in one SQLite file (created on first use)."""
 
-    def __init__(self, path=None):
+    def __init__(self, path: str | os.PathLike[str] | None = None):
         self.path = Path(path) if path else default_library_path()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,7 +69,7 @@ class Library:
             ) from None
 
     @contextmanager
-    def connect(self):
+    def connect(self) -> Iterator[sqlite3.Connection]:
         """A connection whose block is one transaction: committed at its end, rolled back on
         an error."""
         with closing(sqlite3.connect(self.path, timeout=10)) as db:
@@ -85,6 +86,7 @@ class Library:
                 "INSERT INTO tunes (title, abc, settings, created, rating, notes) VALUES (?, ?, ?, ?, ?, ?)",
                 (title or title_of(abc), abc, json.dumps(settings or {}, sort_keys=True), created, rating, notes),
             )
+            assert cursor.lastrowid is not None  # an INSERT sets it
             return cursor.lastrowid
 
     def get(self, tune_id: int) -> dict | None:
@@ -144,7 +146,7 @@ class Library:
         return "\n\n".join(tunes) + ("\n" if tunes else "")
 
 
-def _as_dict(row) -> dict:
+def _as_dict(row: sqlite3.Row) -> dict:
     found = dict(row)
     found["settings"] = json.loads(found.get("settings") or "{}")
     return found
