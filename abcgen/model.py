@@ -30,7 +30,9 @@ The architectures (`abcgen train --arch NAME`):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -38,6 +40,10 @@ from torch import nn
 from abcgen.errors import AbcgenError
 from abcgen.form import BARS_PER_BLOCK, FORM_BLOCKS, class_count
 from abcgen.options import OptionError
+
+# A model's state between calls: None before the first, else tensors nested in tuples, as
+# each architecture's docstring says; tree_map and tree_cat walk it whatever its shape.
+State = Any
 
 
 @dataclass
@@ -71,21 +77,21 @@ class CharModel(nn.Module):
         super().__init__()
         self.config = config
 
-    def detach_state(self, state):
+    def detach_state(self, state: State) -> State:
         return tree_map(lambda t: t.detach(), state)
 
-    def select_state(self, state, rows):
+    def select_state(self, state: State, rows: torch.Tensor) -> State:
         """Keep only some batch rows of a state (recurrent states: batch is dim 1)."""
         return tree_map(lambda t: t.index_select(1, rows), state)
 
-    def merge_states(self, states):
+    def merge_states(self, states: list[State] | tuple[State, ...]) -> State:
         """One state from the states of consecutive batch pieces (recurrent: batch is dim 1)."""
         return tree_cat(states, batch_dim=1)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def step(self, ids, state=None):
+    def step(self, ids: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
         """One time step of inference (ids of shape (batch, 1)): what the sampler calls."""
         return self(ids, state)
 
@@ -103,6 +109,7 @@ class CharRNN(CharModel):
     """
 
     cell: type[nn.LSTM] | type[nn.GRU] = nn.LSTM
+    one_hot_table: torch.Tensor  # a buffer, declared for the type checker
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)
@@ -116,7 +123,7 @@ class CharRNN(CharModel):
                 open_forget_gates(layer)  # type: ignore[arg-type]  # the layers are nn.LSTM here
         self._register_load_state_dict_pre_hook(rename_stacked_weights)
 
-    def forward(self, ids, state=None):
+    def forward(self, ids: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
         x = nn.functional.embedding(ids, self.one_hot_table)
         states = []
         for number, layer in enumerate(self.layers):
@@ -125,7 +132,7 @@ class CharRNN(CharModel):
             states.append(layer_state)
         return self.head(self.drop(x)), tree_cat(states, batch_dim=0)
 
-    def step(self, ids, state=None):
+    def step(self, ids: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
         """forward for one time step in eval mode through torch's single-step cell kernels
         (torch.lstm_cell, torch.gru_cell, as nn.LSTMCell uses): a one-step nn.LSTM call
         costs twice as much on a CPU (0.24 against 0.11 ms at batch 1), and a tune is
@@ -139,7 +146,9 @@ class CharRNN(CharModel):
             state = (zeros, zeros) if lstm else zeros
         hs, cs = [], []
         for number, layer in enumerate(self.layers):
-            weights = (layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0)
+            weights = cast(  # torch types a layer's parameters as Tensor | Module
+                "tuple[torch.Tensor, ...]", (layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0)
+            )
             if lstm:
                 x, c = torch.lstm_cell(x, (state[0][number], state[1][number]), *weights)
                 cs.append(c)
@@ -158,14 +167,14 @@ class SequenceDropout(nn.Module):
         super().__init__()
         self.p = p
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
         keep = torch.empty(x.shape[0], 1, x.shape[2], device=x.device).bernoulli_(1 - self.p)
         return x * (keep / (1 - self.p)).to(x.dtype)
 
 
-def rename_stacked_weights(state_dict, prefix, *args):
+def rename_stacked_weights(state_dict: dict[str, torch.Tensor], prefix: str, *args: Any) -> None:
     """Read checkpoints written when CharRNN was one stacked torch RNN (rnn.weight_ih_l1
     is now layers.1.weight_ih_l0)."""
     for key in [k for k in state_dict if k.startswith(prefix + "rnn.")]:
@@ -173,7 +182,7 @@ def rename_stacked_weights(state_dict, prefix, *args):
         state_dict[f"{prefix}layers.{layer}.{name}_l0"] = state_dict.pop(key)
 
 
-def open_forget_gates(lstm: nn.LSTM):
+def open_forget_gates(lstm: nn.LSTM) -> None:
     """Start every forget gate at bias 1 so that memory flows from the first step:
     training leaves the unigram plateau sooner (gates are ordered input, forget, cell, output)."""
     hidden = lstm.hidden_size
@@ -221,12 +230,14 @@ def last(t: torch.Tensor, n: int, dim: int = 1) -> torch.Tensor:
     return t.narrow(dim, size - min(n, size), min(n, size))
 
 
-def select_recurrent(rnn_state, rows):
+def select_recurrent(rnn_state: State, rows: torch.Tensor) -> State:
     """Batch rows of an LSTM/GRU state: a tensor or a pair, batch in dim 1."""
     return tree_map(lambda t: t.index_select(1, rows), rnn_state)
 
 
-def banded_attention(q, k, v, span: int, slopes=None):
+def banded_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, span: int, slopes: torch.Tensor | None = None
+) -> torch.Tensor:
     """Causal attention of the last T = q.shape[2] positions over k, v (batch, heads, S, d).
 
     Each query sees the `span` positions that end at its own, so the cached keys of
@@ -246,12 +257,12 @@ def banded_attention(q, k, v, span: int, slopes=None):
     return nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
-def split_heads(x, heads: int):
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     batch, time, width = x.shape
     return x.view(batch, time, heads, width // heads).transpose(1, 2)
 
 
-def merge_heads(x):
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
     batch, heads, time, size = x.shape
     return x.transpose(1, 2).reshape(batch, time, heads * size)
 
@@ -268,6 +279,8 @@ class LSTMAttention(CharModel):
 
     State: (LSTM state, the last window-1 LSTM outputs (batch, <= window-1, hidden)).
     """
+
+    one_hot_table: torch.Tensor  # a buffer, declared for the type checker
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)
@@ -286,7 +299,7 @@ class LSTMAttention(CharModel):
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(width, config.vocab_size)
 
-    def forward(self, ids, state=None):
+    def forward(self, ids: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
         rnn_state, memory = state if state is not None else (None, None)
         out, rnn_state = self.rnn(nn.functional.embedding(ids, self.one_hot_table), rnn_state)
         seen = out if memory is None else torch.cat([memory.to(out.dtype), out], dim=1)
@@ -301,11 +314,11 @@ class LSTMAttention(CharModel):
         joined = out + self.join(merge_heads(context))
         return self.head(self.drop(joined)), (rnn_state, last(seen, self.config.window - 1))
 
-    def select_state(self, state, rows):
+    def select_state(self, state: State, rows: torch.Tensor) -> State:
         rnn_state, memory = state
         return select_recurrent(rnn_state, rows), memory.index_select(0, rows)
 
-    def merge_states(self, states):
+    def merge_states(self, states: list[State] | tuple[State, ...]) -> State:
         rnn_states, memories = zip(*states)
         return tree_cat(rnn_states, batch_dim=1), tree_cat(memories, batch_dim=0, time_dim=1)
 
@@ -323,6 +336,8 @@ class BiLSTMWindow(CharModel):
     State: the last window-1 ids (the padding id before the text starts).
     """
 
+    one_hot_table: torch.Tensor  # a buffer, declared for the type checker
+
     def __init__(self, config: ModelConfig):
         super().__init__(config)
         self.pad_id = input_count(config)
@@ -338,7 +353,7 @@ class BiLSTMWindow(CharModel):
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(2 * config.hidden, config.vocab_size)
 
-    def forward(self, ids, state=None):
+    def forward(self, ids: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
         batch, time = ids.shape
         size, hidden = self.config.window, self.config.hidden
         recent = state if state is not None else ids.new_full((batch, size - 1), self.pad_id)
@@ -350,10 +365,10 @@ class BiLSTMWindow(CharModel):
         logits = self.head(self.drop(both)).view(batch, time, -1)
         return logits, seen[:, time:]
 
-    def select_state(self, state, rows):
+    def select_state(self, state: State, rows: torch.Tensor) -> State:
         return state.index_select(0, rows)
 
-    def merge_states(self, states):
+    def merge_states(self, states: list[State] | tuple[State, ...]) -> State:
         return torch.cat(states, dim=0)
 
 
@@ -366,6 +381,8 @@ class ConvLSTM(CharModel):
 
     State: (the last kernel-1 ids, the padding id before the text starts; LSTM state).
     """
+
+    one_hot_table: torch.Tensor  # a buffer, declared for the type checker
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)
@@ -382,7 +399,7 @@ class ConvLSTM(CharModel):
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden, config.vocab_size)
 
-    def forward(self, ids, state=None):
+    def forward(self, ids: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
         batch, time = ids.shape
         if state is None:
             state = (ids.new_full((batch, self.config.kernel - 1), self.pad_id), None)
@@ -393,11 +410,11 @@ class ConvLSTM(CharModel):
         out, rnn_state = self.rnn(features, rnn_state)
         return self.head(self.drop(out)), (seen[:, time:], rnn_state)
 
-    def select_state(self, state, rows):
+    def select_state(self, state: State, rows: torch.Tensor) -> State:
         recent, rnn_state = state
         return recent.index_select(0, rows), select_recurrent(rnn_state, rows)
 
-    def merge_states(self, states):
+    def merge_states(self, states: list[State] | tuple[State, ...]) -> State:
         recents, rnn_states = zip(*states)
         return torch.cat(recents, dim=0), tree_cat(rnn_states, batch_dim=1)
 
@@ -423,7 +440,9 @@ class DecoderBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
         self.drop = nn.Dropout(config.dropout)
 
-    def forward(self, x, cache, slopes, context: int):
+    def forward(
+        self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None, slopes: torch.Tensor, context: int
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         heads = slopes.shape[0]
         q, k, v = (split_heads(t, heads) for t in self.qkv(self.norm1(x)).chunk(3, dim=-1))
         if cache is not None:
@@ -454,7 +473,7 @@ class CharTransformer(CharModel):
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden, config.vocab_size)
 
-    def forward(self, ids, state=None):
+    def forward(self, ids: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
         caches = state if state is not None else (None,) * len(self.blocks)
         x = self.drop(self.embed(ids))
         new_caches = []
@@ -463,10 +482,10 @@ class CharTransformer(CharModel):
             new_caches.append(cache)
         return self.head(self.norm(x)), tuple(new_caches)
 
-    def select_state(self, state, rows):
+    def select_state(self, state: State, rows: torch.Tensor) -> State:
         return tree_map(lambda t: t.index_select(0, rows), state)
 
-    def merge_states(self, states):
+    def merge_states(self, states: list[State] | tuple[State, ...]) -> State:
         return tree_cat(states, batch_dim=0, time_dim=2)
 
 
@@ -484,7 +503,7 @@ ARCHITECTURES: dict[str, type[CharModel]] = {
 USES_HEADS = ("lstm-attention", "transformer")
 
 
-def check_config(config: ModelConfig):
+def check_config(config: ModelConfig) -> None:
     """One clear line for an architecture option that cannot work."""
     if config.arch not in ARCHITECTURES:
         names = ", ".join(ARCHITECTURES)
@@ -511,7 +530,7 @@ def build_model(config: ModelConfig) -> CharModel:
     return ARCHITECTURES[config.arch](config)
 
 
-def tree_map(fn, state):
+def tree_map(fn: Callable[[torch.Tensor], torch.Tensor], state: State) -> State:
     """Apply fn to every tensor in a (possibly nested tuple/list) state."""
     if state is None:
         return None
@@ -520,7 +539,7 @@ def tree_map(fn, state):
     return type(state)(tree_map(fn, s) for s in state)
 
 
-def tree_cat(states, batch_dim: int, time_dim: int | None = None):
+def tree_cat(states: list[State] | tuple[State, ...], batch_dim: int, time_dim: int | None = None) -> State:
     """Concatenate states of the same structure along batch_dim.
 
     Memories along time_dim may differ in length when one piece was saved earlier in a
