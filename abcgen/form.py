@@ -25,8 +25,10 @@ from the part's start. A part starts after a section bar line (`:|`, `|:`, `::`,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 BARS_PER_BLOCK = 8
 FORM_BLOCKS = 6  # 0-7 bars, 8-15, ..., 40 or more
@@ -91,18 +93,21 @@ def form_classes(text: str, blocks: int, count: str = "tune") -> list[int]:
     return found
 
 
-def model_inputs(ids: torch.Tensor, text: str, vocab_size: int, blocks: int, count: str = "tune") -> torch.Tensor:
+def input_ids(text: str, vocab, blocks: int, count: str = "tune") -> list[int]:
     """The ids a model reads for a text: the character ids, or with form classes the
     id of each (character, form class) pair, character + vocab_size * class."""
+    ids = vocab.encode(text)
     if not blocks:
         return ids
-    return ids + vocab_size * torch.tensor(form_classes(text, blocks, count), dtype=ids.dtype)
+    return [i + len(vocab) * form for i, form in zip(ids, form_classes(text, blocks, count))]
 
 
 def encode_text(text: str, vocab, blocks: int, count: str = "tune") -> tuple[torch.Tensor, torch.Tensor]:
-    """(model inputs, character ids) of a text."""
-    ids = torch.tensor(vocab.encode(text), dtype=torch.long)
-    return model_inputs(ids, text, len(vocab), blocks, count), ids
+    """(model inputs, character ids) of a text, as tensors."""
+    import torch  # here, not at the top: the sampler reads form classes without torch
+
+    inputs = torch.tensor(input_ids(text, vocab, blocks, count), dtype=torch.long)
+    return inputs, torch.tensor(vocab.encode(text), dtype=torch.long)
 
 
 class FormTracker:

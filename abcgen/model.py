@@ -31,43 +31,19 @@ The architectures (`abcgen train --arch NAME`):
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
 from typing import Any, cast
 
 import torch
 from torch import nn
 
 from abcgen.errors import AbcgenError
-from abcgen.form import BARS_PER_BLOCK, FORM_BLOCKS, class_count
+from abcgen.form import BARS_PER_BLOCK, class_count
+from abcgen.model_config import ModelConfig
 from abcgen.options import OptionError
 
 # A model's state between calls: None before the first, else tensors nested in tuples, as
 # each architecture's docstring says; tree_map and tree_cat walk it whatever its shape.
 State = Any
-
-
-@dataclass
-class ModelConfig:
-    vocab_size: int
-    arch: str = "lstm"
-    hidden: int = 128
-    layers: int = 2
-    dropout: float = 0.25
-    heads: int = 4  # attention heads: lstm-attention, transformer
-    window: int = 16  # characters seen at once: lstm-attention, bilstm-window
-    kernel: int = 3  # convolution width: conv-lstm
-    context: int = 64  # attention span in characters: transformer
-    form: int = FORM_BLOCKS  # blocks of bars told beside each character (form.py); 0: none
-    form_count: str = "tune"  # bars counted from the tune's start or the part's (form.COUNTS)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        data = {"form": 0, **data}  # written before models read form classes
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 class CharModel(nn.Module):
@@ -139,7 +115,10 @@ class CharRNN(CharModel):
         written one character at a time."""
         if self.training or ids.shape[1] != 1:
             return self(ids, state)
-        x = nn.functional.embedding(ids[:, 0], self.one_hot_table)
+        return self.step_inputs(nn.functional.embedding(ids[:, 0], self.one_hot_table), state)
+
+    def step_inputs(self, x: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
+        """step from the input rows x (batch, input_width) instead of ids."""
         lstm = self.cell is nn.LSTM
         if state is None:
             zeros = x.new_zeros(len(self.layers), x.shape[0], self.config.hidden)
@@ -212,7 +191,7 @@ def input_width(config: ModelConfig) -> int:
 
 def input_table(config: ModelConfig, padded: bool = False) -> torch.Tensor:
     """The one-hot row of each input id (character + vocab_size x form class, see
-    form.model_inputs). padded: one more all-zero row, for the padding id input_count,
+    form.input_ids). padded: one more all-zero row, for the padding id input_count,
     which stands for "before the text starts" in models that keep recent ids in their state."""
     classes, vocab = class_count(config.form), config.vocab_size
     parts = [torch.eye(vocab).repeat(classes, 1)]

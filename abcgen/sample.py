@@ -18,25 +18,28 @@ import os
 import re
 import time
 from collections import Counter
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import torch
+import numpy as np
 
 from abcgen.abc import check_tune, failure_kind, parse_unit
-from abcgen.checkpoint import Checkpoint, load_checkpoint
 from abcgen.corpus import normalise_tune, renumber_tune, to_unit_length
-from abcgen.device import TrainingThreads, pick_device
 from abcgen.errors import AbcgenError
-from abcgen.form import FormTracker, encode_text
+from abcgen.form import FormTracker, input_ids
+from abcgen.inference import Exported, Steps, TorchSteps, open_export
 from abcgen.options import SAMPLING_DEVICE, OptionError, SamplingOptions, check_count
 from abcgen.prime import check_prime_structure, prime_closes_parts, read_prime
-from abcgen.scoring import known_tunes, score_text
-from abcgen.shaping import next_char_probs, pitch_mask
+from abcgen.shaping import draw, next_char_probs, pitch_mask
 from abcgen.structure import BODY_CHARACTERS, BodyRules, choose_structure
 from abcgen.watch import TUNE_END, BarWatch, Segment, Snapshot, watch_bars, watch_header_value
+
+if TYPE_CHECKING:
+    from abcgen.checkpoint import Checkpoint
+    from abcgen.model import CharModel
+    from abcgen.model_config import ModelConfig
+    from abcgen.vocab import Vocab
 
 PRETRAINED = Path(__file__).parent / "pretrained" / "nottingham.pt"
 
@@ -47,7 +50,12 @@ def default_model_path() -> Path:
 
 def load_model(path: str | Path | None = None, device: str = SAMPLING_DEVICE) -> TuneModel:
     """The model at path, or ABCGEN_MODEL, or the shipped Nottingham model."""
-    return TuneModel(load_checkpoint(path or default_model_path(), device=pick_device(device)))
+    path = Path(path or default_model_path())
+    exported = open_export(path) if device == "cpu" else None
+    model = TuneModel(exported=exported, path=path, device=device)
+    if exported is None:
+        model.checkpoint  # read now: a missing or damaged file is reported at once
+    return model
 
 
 def in_unit_length(tune: str, length: str | None) -> str:
@@ -126,7 +134,7 @@ class SamplingRun:
     max_chars: int
     fix_bars: bool
     keep_rhythm: bool
-    generator: torch.Generator
+    rng: np.random.Generator
     structure: str | None = None  # a form such as AABB, "auto" or None (see abcgen.structure)
     progress: object = None  # called with the texts written so far after each step (abcgen serve)
     deadline: float | None = None  # time.monotonic() past which tunes are cut where they stand
@@ -178,27 +186,56 @@ def finish_tune(text: str, cut: bool, number: int) -> str:
     return renumber_tune(tune, number)
 
 
-@dataclass
 class TuneModel:
-    """A trained model ready to write tunes: `abcgen.load_model().generate(n=4)`."""
+    """A trained model ready to write tunes: `abcgen.load_model().generate(n=4)`.
 
-    checkpoint: Checkpoint
-    warnings: list = field(default_factory=list)
+    Made from a checkpoint in memory, or from the path of one (read when first needed) and
+    its ONNX export (abcgen.inference), which then writes the tunes without torch: on the
+    CPU, the shipped model's start. Scoring and .model always use the torch checkpoint."""
+
+    def __init__(
+        self,
+        checkpoint: Checkpoint | None = None,
+        *,
+        exported: Exported | None = None,
+        path: Path | None = None,
+        device: str = SAMPLING_DEVICE,
+    ):
+        if checkpoint is not None:
+            self.checkpoint = checkpoint
+        self.exported, self.path, self.device = exported, path, device
+        self.warnings: list[str] = []
+        self.masks: dict = {}  # see mask_row
+
+    @functools.cached_property
+    def checkpoint(self) -> Checkpoint:
+        from abcgen.checkpoint import load_checkpoint  # torch: only when the torch model is needed
+        from abcgen.device import pick_device
+
+        return load_checkpoint(self.path, device=pick_device(self.device))
 
     @property
-    def model(self):
+    def model(self) -> CharModel:
         return self.checkpoint.model
 
     @property
-    def vocab(self):
-        return self.checkpoint.vocab
+    def config(self) -> ModelConfig:
+        return self.exported.config if self.exported else self.checkpoint.config
+
+    @property
+    def vocab(self) -> Vocab:
+        return self.exported.vocab if self.exported else self.checkpoint.vocab
+
+    @property
+    def meta(self) -> dict:
+        return self.exported.meta if self.exported else self.checkpoint.meta
 
     @functools.cached_property
-    def masks(self) -> dict:
-        return {}
+    def steps(self) -> Steps:
+        return self.exported.steps if self.exported else TorchSteps(self.model)
 
     @functools.cached_property
-    def pitches(self) -> torch.Tensor:
+    def pitches(self) -> np.ndarray:
         return pitch_mask(self.vocab.chars)
 
     def generate(
@@ -234,7 +271,7 @@ class TuneModel:
         # anything else it is asked to continue from must be in its vocabulary.
         self.vocab.encode("".join(v for v in (prime, meter, key) if v))
         self.warn_unseen(meter, key, log)
-        generator = torch.Generator().manual_seed(options.seed if options.seed is not None else torch.seed())
+        rng = np.random.default_rng(options.seed)
         structure = options.structure if options.fix_bars and options.structure != "none" else None
         run = SamplingRun(
             options.temperature,
@@ -243,7 +280,7 @@ class TuneModel:
             options.max_chars,
             options.fix_bars,
             options.keep_rhythm,
-            generator,
+            rng,
             structure,
             progress,
             time.monotonic() + seconds,
@@ -264,7 +301,7 @@ class TuneModel:
         return [in_unit_length(finish_tune(text, cut, i), length) for i, (text, cut) in enumerate(tunes, 1)]
 
     def warn_unseen(self, meter, key, log=None):
-        seen = self.checkpoint.meta
+        seen = self.meta
         for name, value, known in (("meter", meter, seen.get("meters")), ("key", key, seen.get("keys"))):
             if value and known and value not in known:
                 self.warnings.append(f"the model has never seen the {name} {value}; expect odd tunes")
@@ -293,28 +330,21 @@ class TuneModel:
                 )
         return tunes
 
-    @torch.no_grad()
     def sample_batch(self, n, plan, options: SamplingRun):
         """Sample n tunes side by side; returns (text, cut at max_chars) pairs."""
-        with one_cpu_thread():
+        with self.steps.running():
             return self._sample_batch(n, plan, options)
 
     def _sample_batch(self, n, plan, options):
-        model, vocab = self.model, self.vocab
-        device = next(model.parameters()).device
-        model.eval()
-        drafts = [
-            Draft(plan=list(plan), form=FormTracker(model.config.form, model.config.form_count)) for _ in range(n)
-        ]
+        steps, vocab, config = self.steps, self.vocab, self.config
+        drafts = [Draft(plan=list(plan), form=FormTracker(config.form, config.form_count)) for _ in range(n)]
         for draft in drafts:
             draft.next_segment()
         active = list(range(n))
         fallback = vocab.index.get(" ", 0)
         # The training text separates tunes by a blank line: start as if after one.
-        start, _ = encode_text(TUNE_END, vocab, model.config.form, model.config.form_count)
-        logits, state = model(start.expand(n, -1).to(device))
-        logits = logits[:, -1]
-        outside = torch.tensor([ch not in BODY_CHARACTERS for ch in vocab.chars])
+        logits, state = steps.start(input_ids(TUNE_END, vocab, config.form, config.form_count), n)
+        outside = np.array([ch not in BODY_CHARACTERS for ch in vocab.chars])
         while active:
             if options.out_of_time():
                 for i in active:
@@ -326,8 +356,7 @@ class TuneModel:
                     draft.rules = self.body_rules(draft, options)
             logits = self.mask_forbidden(logits, [drafts[i] for i in active], outside)
             probs = self.next_probs(logits, [drafts[i] for i in active], options)
-            sampled = torch.multinomial(probs.cpu(), 1, generator=options.generator)
-            sampled = sampled.squeeze(1).tolist()
+            sampled = draw(probs, options.rng).tolist()
             chars, rewinds = [], {}
             for row, (i, s) in enumerate(zip(active, sampled)):
                 draft = drafts[i]
@@ -336,15 +365,13 @@ class TuneModel:
                 if options.fix_bars and mode in (Segment.BODY, Segment.LINE):
 
                     def snapshot(row=row, before=before):
-                        return Snapshot(
-                            before, model.select_state(state, torch.tensor([row], device=device)), logits[row]
-                        )
+                        return Snapshot(before, steps.select(state, [row]), logits[row].copy())
 
                     if mode is Segment.BODY:
                         target = watch_bars(draft, chars[-1], snapshot)
                         chars[-1] = draft.text[-1] if draft.text and target is None else chars[-1]
                     else:
-                        target = watch_header_value(draft, snapshot, self.checkpoint.meta)
+                        target = watch_header_value(draft, snapshot, self.meta)
                     if target is not None:
                         rewinds[i] = target
             if options.progress is not None:
@@ -353,26 +380,24 @@ class TuneModel:
             if not keep:
                 break
             if len(keep) < len(active):
-                state = model.select_state(state, torch.tensor(keep, device=device))
+                state = steps.select(state, keep)
                 active = [active[row] for row in keep]
                 chars = [chars[row] for row in keep]
-            ids = torch.tensor(
-                [[vocab.index.get(c, fallback) + len(vocab) * drafts[i].form_class] for c, i in zip(chars, active)],
-                device=device,
+            ids = np.array(
+                [vocab.index.get(c, fallback) + len(vocab) * drafts[i].form_class for c, i in zip(chars, active)]
             )
-            logits, state = model.step(ids, state)
-            logits = logits[:, -1]
+            logits, state = steps.step(ids, state)
             if rewinds:
                 rows = {row: rewinds[i] for row, i in enumerate(active) if i in rewinds}
-                state = replace_rows(model, state, {row: t.state for row, t in rows.items()}, len(active))
+                state = replace_rows(steps, state, {row: t.state for row, t in rows.items()}, len(active))
                 for row, target in rows.items():
                     logits[row] = target.logits
         return [(s.text, s.cut) for s in drafts]
 
-    def next_probs(self, logits: torch.Tensor, drafts: list[Draft], options: SamplingRun) -> torch.Tensor:
+    def next_probs(self, logits: np.ndarray, drafts: list[Draft], options: SamplingRun) -> np.ndarray:
         """Next-character probabilities: with keep_rhythm, pitch-tempered in tune bodies
         (header values keep the plain temperature)."""
-        body = torch.tensor([options.keep_rhythm and s.mode is Segment.BODY for s in drafts], device=logits.device)
+        body = np.array([options.keep_rhythm and s.mode is Segment.BODY for s in drafts])
         if body.all():
             return next_char_probs(logits, options.temperature, options.top_k, self.pitches, options.pitch_top_p)
         probs = next_char_probs(logits, options.temperature, options.top_k)
@@ -390,7 +415,7 @@ class TuneModel:
         meter = found[1].strip() if found else "none"
         if meter.lower() in ("none", ""):
             return None
-        structure = choose_structure(options.structure, meter, self.checkpoint.meta.get("forms", {}), options.generator)
+        structure = choose_structure(options.structure, meter, self.meta.get("forms", {}), options.rng)
         if structure is None:
             return None
         rules = BodyRules(structure, head)
@@ -398,7 +423,7 @@ class TuneModel:
         rules.replay(draft.text)
         return rules
 
-    def mask_forbidden(self, logits: torch.Tensor, drafts: list[Draft], outside: torch.Tensor) -> torch.Tensor:
+    def mask_forbidden(self, logits: np.ndarray, drafts: list[Draft], outside: np.ndarray) -> np.ndarray:
         """Logits with the characters the structure rules forbid set to -inf."""
         rows = [
             (row, s.rules)
@@ -407,17 +432,17 @@ class TuneModel:
         ]
         if not rows:
             return logits
-        mask = torch.zeros(logits.shape, dtype=torch.bool)
-        mask[[row for row, _ in rows]] = torch.stack([self.mask_row(rules, outside) for _, rules in rows])
-        return logits.masked_fill(mask.to(logits.device), float("-inf"))
+        mask = np.zeros(logits.shape, dtype=bool)
+        mask[[row for row, _ in rows]] = [self.mask_row(rules, outside) for _, rules in rows]
+        return np.where(mask, -np.inf, logits)
 
-    def mask_row(self, rules: BodyRules, outside: torch.Tensor) -> torch.Tensor:
+    def mask_row(self, rules: BodyRules, outside: np.ndarray) -> np.ndarray:
         """The characters one tune may not write next, as a vocabulary mask; the few
         distinct masks are built once (a mask per step and tune cost 40% of sampling)."""
         key = (rules.lexer.in_quote, frozenset(rules.forbidden()))
         row = self.masks.get(key)
         if row is None:
-            row = outside.clone() if not key[0] else torch.zeros_like(outside)
+            row = outside.copy() if not key[0] else np.zeros_like(outside)
             row[[self.vocab.index[ch] for ch in key[1] if ch in self.vocab.index]] = True
             if row.all():  # never leave nothing to choose
                 row[:] = False
@@ -426,6 +451,11 @@ class TuneModel:
 
     def score(self, tunes: list[str]) -> dict:
         """Next-character loss (nats), bits per character and accuracy on some tunes."""
+        # here, not at the top: scoring runs the torch model over whole texts
+        from abcgen.device import TrainingThreads
+        from abcgen.form import encode_text
+        from abcgen.scoring import known_tunes, score_text
+
         usable = known_tunes(tunes, self.vocab)
         if not usable:
             raise AbcgenError("none of these tunes can be scored: all have unknown characters")
@@ -437,27 +467,13 @@ class TuneModel:
         return {"loss": result["loss"], "bpc": result["bpc"], "accuracy": result["acc"], "tunes_scored": len(usable)}
 
 
-def replace_rows(model, state, replacements: dict, batch: int):
+def replace_rows(steps: Steps, state, replacements: dict, batch: int):
     """The batch state with some rows replaced by saved one-row states."""
-    device = next(model.parameters()).device
     pieces, start = [], 0
     for row in sorted(replacements) + [batch]:
         if row > start:
-            pieces.append(model.select_state(state, torch.arange(start, row, device=device)))
+            pieces.append(steps.select(state, list(range(start, row))))
         if row < batch:
             pieces.append(replacements[row])
         start = row + 1
-    return model.merge_states(pieces)
-
-
-@contextmanager
-def one_cpu_thread():
-    """Run on one CPU thread: a sampling step is a few small matrix products, and
-    a second thread costs more in hand-over than it saves (10x slower on a busy
-    2-core machine, measured in bench/RESULTS.md)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+    return steps.merge(pieces)

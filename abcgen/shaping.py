@@ -2,39 +2,67 @@
 tune bodies the temperature applied among the pitches only (keep_rhythm; see
 pitch_tempered), while note lengths and the kind of character that comes next keep the
 model's own odds. Among pitches, the unlikeliest tail is left out (pitch_top_p; see
-pitch_nucleus).
+pitch_nucleus). Probabilities are numpy arrays of shape (rows, vocabulary), one row a tune;
+draw picks a character from each row.
 """
 
 from __future__ import annotations
 
-import torch
+import numpy as np
 
 PITCH_LETTERS = "ABCDEFGabcdefg"
 
 
-def pitch_mask(chars) -> torch.Tensor:
+def pitch_mask(chars: str | list[str]) -> np.ndarray:
     """Which vocabulary characters are pitch letters: the ones the temperature sharpens
     among themselves (see pitch_tempered)."""
-    return torch.tensor([ch in PITCH_LETTERS for ch in chars])
+    return np.array([ch in PITCH_LETTERS for ch in chars])
 
 
-def next_char_probs(logits, temperature, top_k, pitches=None, pitch_top_p=1.0):
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Each row's softmax; a row of nothing but -inf gives NaN, as torch's does."""
+    with np.errstate(invalid="ignore"):
+        exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def normalised(probs: np.ndarray) -> np.ndarray:
+    """Rows scaled to sum to 1; an all-zero row stays zero."""
+    with np.errstate(invalid="ignore"):
+        return np.nan_to_num(probs / probs.sum(axis=-1, keepdims=True), nan=0.0)
+
+
+def next_char_probs(
+    logits: np.ndarray,
+    temperature: float,
+    top_k: int | None,
+    pitches: np.ndarray | None = None,
+    pitch_top_p: float = 1.0,
+) -> np.ndarray:
     """Next-character probabilities: logits/temperature, or with a pitch mask, the
     temperature applied among the pitches only (see pitch_tempered) and the pitches cut to
     their nucleus (see pitch_nucleus)."""
-    logits = logits.float()
+    logits = logits.astype(np.float64)
     if pitches is None:
-        probs = torch.softmax(logits / temperature, dim=-1)
+        probs = softmax(logits / temperature)
     else:
-        probs = pitch_tempered(logits, temperature, pitches.to(logits.device), pitch_top_p)
+        probs = pitch_tempered(logits, temperature, pitches, pitch_top_p)
     if top_k is not None and top_k < probs.shape[-1]:
-        threshold = torch.topk(probs, top_k, dim=-1).values[:, -1:]
-        probs = probs.masked_fill(probs < threshold, 0.0)
-        probs = probs / probs.sum(dim=-1, keepdim=True)
+        threshold = np.partition(probs, -top_k, axis=-1)[:, -top_k:].min(axis=-1, keepdims=True)
+        probs = normalised(np.where(probs < threshold, 0.0, probs))
     return probs
 
 
-def pitch_tempered(logits, temperature, pitches, pitch_top_p=1.0):
+def draw(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One character id from each row of probabilities (inverse transform sampling: the
+    first id whose cumulative probability passes a uniform draw; an id of probability 0
+    is never drawn)."""
+    cumulative = probs.cumsum(axis=-1)
+    target = rng.random((len(probs), 1)) * cumulative[:, -1:]
+    return np.minimum((cumulative <= target).sum(axis=-1), probs.shape[-1] - 1)
+
+
+def pitch_tempered(logits: np.ndarray, temperature: float, pitches: np.ndarray, pitch_top_p: float = 1.0) -> np.ndarray:
     """Whether a pitch comes next, and every other character, at the model's own odds;
     which pitch, sharpened (or flattened) by the temperature.
 
@@ -47,17 +75,17 @@ def pitch_tempered(logits, temperature, pitches, pitch_top_p=1.0):
     the validation tunes -0.060 sharpened, -0.044 at the model's odds; note durations
     -0.030 and -0.012; bench/RESULTS.md).
     """
-    probs = torch.softmax(logits, dim=-1)
-    share = probs[:, pitches].sum(dim=-1, keepdim=True)
+    probs = softmax(logits)
+    share = probs[:, pitches].sum(axis=-1, keepdims=True)
     # every pitch masked (-inf) gives 0/0: the pitches keep no share
-    within = torch.nan_to_num(torch.softmax(logits[:, pitches] / temperature, dim=-1), nan=0.0)
+    within = np.nan_to_num(softmax(logits[:, pitches] / temperature), nan=0.0)
     if pitch_top_p < 1:
         within = pitch_nucleus(within, pitch_top_p)
     probs[:, pitches] = within * share
     return probs
 
 
-def pitch_nucleus(shares, top_p):
+def pitch_nucleus(shares: np.ndarray, top_p: float) -> np.ndarray:
     """The likeliest pitches whose shares (rows summing to 1) add up to top_p, the rest
     left out, renormalised: nucleus sampling (Holtzman et al. 2020) among pitches.
 
@@ -67,7 +95,9 @@ def pitch_nucleus(shares, top_p):
     length (bench/RESULTS.md). Leaving out the tail of each choice brings the range back
     while every common step of a melody stays possible.
     """
-    ordered, order = shares.sort(dim=-1, descending=True)
-    outside = ordered.cumsum(dim=-1) - ordered > top_p
-    kept = shares.scatter(-1, order, ordered.masked_fill(outside, 0.0))
-    return torch.nan_to_num(kept / kept.sum(dim=-1, keepdim=True), nan=0.0)
+    order = np.argsort(-shares, axis=-1, kind="stable")
+    ordered = np.take_along_axis(shares, order, axis=-1)
+    outside = ordered.cumsum(axis=-1) - ordered > top_p
+    kept = np.empty_like(shares)
+    np.put_along_axis(kept, order, np.where(outside, 0.0, ordered), axis=-1)
+    return normalised(kept)

@@ -35,7 +35,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
-import torch
+import numpy as np
 
 from abcgen.abc import check_tune, ends_on_tonic
 from abcgen.errors import AbcgenError
@@ -128,7 +128,7 @@ def corpus_forms(tunes: list[str]) -> dict[str, dict[str, int]]:
     return {meter: dict(counts.most_common()) for meter, counts in forms.items()}
 
 
-def choose_structure(spec: str | None, meter: str, forms: dict, generator: torch.Generator) -> Structure | None:
+def choose_structure(spec: str | None, meter: str, forms: dict, rng: np.random.Generator) -> Structure | None:
     """The structure for one tune: spec itself, or with `auto` one drawn from the forms of
     the training tunes in this meter (their counts as odds), or None for `none`."""
     if spec is None or spec == "none":
@@ -137,8 +137,8 @@ def choose_structure(spec: str | None, meter: str, forms: dict, generator: torch
         return Structure.parse(spec)
     counts = forms.get(meter) or {DEFAULT_STRUCTURE: 1}
     names = list(counts)
-    pick = torch.multinomial(torch.tensor([float(counts[n]) for n in names]), 1, generator=generator)
-    return Structure.parse(names[int(pick)])
+    odds = np.array([counts[name] for name in names], dtype=float)
+    return Structure.parse(names[rng.choice(len(names), p=odds / odds.sum())])
 
 
 def check_structure_option(spec: str | None) -> None:

@@ -23,7 +23,7 @@ from abcgen.options import UNIT_LENGTH_VALUE
 from abcgen.structure import CLOSE, REWRITE, SHORTEN
 
 if TYPE_CHECKING:
-    import torch
+    import numpy as np
 
     from abcgen.sample import Draft
 
@@ -62,7 +62,7 @@ class Snapshot:
 
     length: int  # characters of the tune before that character
     state: object
-    logits: torch.Tensor
+    logits: np.ndarray
 
 
 @dataclass

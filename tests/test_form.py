@@ -1,10 +1,11 @@
 """Form classes: how far into its tune each character is, counted the same way for the
 training text, for evaluation and for the sampler."""
 
+import numpy as np
 import torch
 
 from abcgen.checkpoint import Checkpoint
-from abcgen.form import BARS_PER_BLOCK, FormTracker, Place, encode_text, form_classes, model_inputs
+from abcgen.form import BARS_PER_BLOCK, FormTracker, Place, encode_text, form_classes, input_ids
 from abcgen.model import ModelConfig, build_model, input_table
 from abcgen.sample import SamplingRun, TuneModel, header_plan
 from abcgen.vocab import Vocab
@@ -70,7 +71,7 @@ def test_model_inputs_pair_each_character_with_its_class():
     inputs, ids = encode_text(text, vocab, blocks=6)
     assert torch.equal(inputs % len(vocab), ids)
     assert (inputs // len(vocab)).tolist() == form_classes(text, 6)
-    assert torch.equal(model_inputs(ids, text, len(vocab), blocks=0), ids)
+    assert input_ids(text, vocab, blocks=0) == ids.tolist()
 
 
 def test_input_table_rows_are_the_character_the_block_and_the_bar():
@@ -104,9 +105,7 @@ def test_the_sampler_feeds_the_classes_that_training_uses():
     torch.manual_seed(0)
     recording = Recording(build_model(ModelConfig(vocab_size=len(vocab), hidden=16, layers=1)))
     tune_model = TuneModel(Checkpoint(recording, vocab, {}))
-    options = SamplingRun(
-        0.8, None, 0.9, 600, fix_bars=False, keep_rhythm=True, generator=torch.Generator().manual_seed(3)
-    )
+    options = SamplingRun(0.8, None, 0.9, 600, fix_bars=False, keep_rhythm=True, rng=np.random.default_rng(3))
     [(text, _)] = tune_model.sample_batch(1, header_plan(prime="GABc|" * 18), options)
     fed = torch.cat(recording.seen).tolist()
     assert max(fed) >= 2 * BARS_PER_BLOCK * len(vocab)  # it got past 16 bars

@@ -7,9 +7,11 @@ import gc
 import pytest
 import torch
 
+import abcgen.sample
 from abcgen.checkpoint import Checkpoint
 from abcgen.model import ARCHITECTURES, ModelConfig, build_model
 from abcgen.sample import TuneModel
+from abcgen.shaping import draw
 from abcgen.vocab import Vocab
 
 TINY = dict(hidden=16, layers=2, dropout=0.0, heads=2, window=5, kernel=3, context=6)
@@ -34,16 +36,16 @@ def test_sampling_memory_does_not_grow_with_tune_length(arch, monkeypatch):
     with torch.no_grad():  # no line ends, so no tune ends: every tune runs to max_chars
         model.head.bias[vocab.index["\n"]] = -1e4
     tune_model = TuneModel(Checkpoint(model, vocab, {}))
-    weighed, calls, multinomial = {}, [0], torch.multinomial
+    weighed, calls = {}, [0]
 
-    def weighing_multinomial(*args, **kwargs):  # the sampler draws once per character
+    def weighing_draw(*args, **kwargs):  # the sampler draws once per character
         calls[0] += 1
         if calls[0] in (EARLY, LATE):
             gc.collect()
             weighed[calls[0]] = live_tensor_bytes()
-        return multinomial(*args, **kwargs)
+        return draw(*args, **kwargs)
 
-    monkeypatch.setattr(torch, "multinomial", weighing_multinomial)
+    monkeypatch.setattr(abcgen.sample, "draw", weighing_draw)
     tunes = tune_model.generate(
         n=4,
         seed=0,

@@ -111,7 +111,7 @@ def run(
             "page, write tunes with its CPU and change its tune library. Use --host 127.0.0.1 to keep it local."
         )
     install_page_packages(log)
-    torch.set_num_threads(1)  # a sampling step is small; threads fight on a busy CPU (see sample.one_cpu_thread)
+    torch.set_num_threads(1)  # a sampling step is small; threads fight on a busy CPU (see inference.one_cpu_thread)
     model = load_model(model_path)
     library = Library(library_path)
     name = shown_path(model_path or default_model_path())

@@ -34,8 +34,10 @@ import re
 import secrets
 import threading
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Callable, Iterable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -44,10 +46,16 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from abcgen.errors import AbcgenError
 from abcgen.options import SamplingOptions, check_header_values
 from abcgen.serve.library import Library, title_of
+
+if TYPE_CHECKING:  # types only: the page's library and static files need no torch
+    from abcgen.sample import TuneModel
+
+T = TypeVar("T")
 
 STATIC = Path(__file__).parent / "static"
 PAGE = STATIC / "page"
@@ -164,7 +172,9 @@ def choice_value(data: dict, name: str, default: str | None) -> str | None:
 class Server:
     """What the routes share: the model, the library, the worker threads, running jobs."""
 
-    def __init__(self, model=None, library=None, model_name: str = "", workers: int = 4):
+    def __init__(
+        self, model: TuneModel | None = None, library: Library | None = None, model_name: str = "", workers: int = 4
+    ):
         self.model, self.library, self.model_name = model, library, model_name
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="abcgen-write")
         self.export_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="abcgen-export")
@@ -172,27 +182,33 @@ class Server:
         self.quick_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="abcgen-quick")
         self.jobs: dict[str, threading.Event] = {}
 
-    async def run(self, function, *args, pool=None):
+    async def run(self, function: Callable[..., T], *args: Any, pool: Executor | None = None) -> T:
         return await asyncio.get_running_loop().run_in_executor(pool or self.pool, function, *args)
 
 
-def create_app(model=None, library=None, model_name: str = "", allowed_hosts=None, workers: int = 4) -> Starlette:
+def create_app(
+    model: TuneModel | None = None,
+    library: Library | None = None,
+    model_name: str = "",
+    allowed_hosts: Iterable[str] | None = None,
+    workers: int = 4,
+) -> Starlette:
     """The app over a loaded model (abcgen.sample.TuneModel) and a Library. allowed_hosts:
     the Host names to answer (others get 400; guards against DNS rebinding), None for any."""
     server = Server(model, library, model_name, workers)
 
-    async def index(request):
+    async def index(request: Request) -> Response:
         return FileResponse(PAGE / "index.html", headers={"Cache-Control": "no-cache", "Content-Security-Policy": CSP})
 
-    async def abcjs(request):
+    async def abcjs(request: Request) -> Response:
         if not ABCJS.exists():
             return PlainTextResponse("abcjs is not installed: run `npm ci` in abcgen/serve/static", 404)
         return FileResponse(ABCJS, media_type="text/javascript")
 
-    async def info(request):
+    async def info(request: Request) -> Response:
         from abcgen.export import pdf_engine
 
-        meta = server.model.checkpoint.meta if server.model is not None else {}
+        meta = server.model.meta if server.model is not None else {}
         return JSONResponse(
             {
                 "model": server.model_name,
@@ -229,7 +245,7 @@ def create_app(model=None, library=None, model_name: str = "", allowed_hosts=Non
             raise BadRequest("title must be one line")
         return settings
 
-    async def write(request):
+    async def write(request: Request) -> Response:
         settings = write_settings(await read_json(request))
         if len(server.jobs) >= MAX_JOBS:
             raise BadRequest(f"{MAX_JOBS} tunes are being written already; wait for one to finish", 429)
@@ -237,18 +253,18 @@ def create_app(model=None, library=None, model_name: str = "", allowed_hosts=Non
         server.jobs[job] = cancel
         latest: list = [[]]
 
-        def progress(texts):
+        def progress(texts: list[str]) -> None:
             if cancel.is_set():
                 raise Cancelled()
             latest[0] = texts
 
-        def work():
+        def work() -> tuple[list[str], list[str]]:
             options = {k: v for k, v in settings.items()}
             messages: list[str] = []
             tunes = server.model.generate(progress=progress, log=messages.append, **options)
             return tunes, messages
 
-        async def lines():
+        async def lines() -> AsyncIterator[bytes]:
             from abcgen.serve.music import check_summary
 
             future = asyncio.get_running_loop().run_in_executor(server.pool, work)
@@ -295,20 +311,20 @@ def create_app(model=None, library=None, model_name: str = "", allowed_hosts=Non
             lines(), media_type="application/x-ndjson", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
         )
 
-    async def cancel_job(request):
+    async def cancel_job(request: Request) -> Response:
         event = server.jobs.get(request.path_params["job"])
         if event is None:
             return JSONResponse({"error": "no such generation (it may have finished)"}, 404)
         event.set()
         return JSONResponse({"cancelled": True})
 
-    async def check(request):
+    async def check(request: Request) -> Response:
         from abcgen.serve.music import check_summary
 
         abc = text_value(await read_json(request), "abc", MAX_ABC, required=True)
         return JSONResponse(await server.run(check_summary, abc, pool=server.quick_pool))
 
-    async def vary_route(request):
+    async def vary_route(request: Request) -> Response:
         from abcgen.serve.music import vary
 
         data = await read_json(request)
@@ -327,7 +343,7 @@ def create_app(model=None, library=None, model_name: str = "", allowed_hosts=Non
         except AbcgenError as error:
             raise BadRequest(str(error)) from None
 
-    async def export(request):
+    async def export(request: Request) -> Response:
         name = request.path_params["format"]
         if name not in EXPORT_TYPES:
             raise BadRequest(f"unknown format {name!r}: choose from {', '.join(EXPORT_TYPES)}", 404)
@@ -349,7 +365,7 @@ def create_app(model=None, library=None, model_name: str = "", allowed_hosts=Non
         filename = f"{slugify(title)}.{extension}"
         return Response(body, media_type=media, headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
-    async def engrave(request):
+    async def engrave(request: Request) -> Response:
         abc = text_value(await read_json(request), "abc", MAX_ABC, required=True).strip() + "\n"
         pages, _ = await server.run(convert, abc, "svg", False, pool=server.export_pool)
         return JSONResponse({"pages": [page.decode("utf-8") for page in pages]})
@@ -359,7 +375,7 @@ def create_app(model=None, library=None, model_name: str = "", allowed_hosts=Non
             raise BadRequest("this server has no tune library", 404)
         return server.library
 
-    async def list_tunes(request):
+    async def list_tunes(request: Request) -> Response:
         query = request.query_params.get("q", "")
         if len(query) > MAX_TITLE:
             raise BadRequest(f"q is at most {MAX_TITLE} characters")
@@ -379,7 +395,7 @@ def create_app(model=None, library=None, model_name: str = "", allowed_hosts=Non
             raise BadRequest("title must be one line")
         return fields
 
-    async def add_tune(request):
+    async def add_tune(request: Request) -> Response:
         data = await read_json(request)
         fields = tune_fields(data, new=True)
         settings = data.get("settings") or {}
@@ -388,29 +404,29 @@ def create_app(model=None, library=None, model_name: str = "", allowed_hosts=Non
         tune_id = await server.run(lambda: tune_library().add(settings=settings, **fields), pool=server.quick_pool)
         return JSONResponse(await server.run(tune_library().get, tune_id, pool=server.quick_pool), 201)
 
-    def tune_id(request) -> int:
+    def tune_id(request: Request) -> int:
         try:
             return int(request.path_params["tune_id"])
         except ValueError:
             raise BadRequest("a tune id is a whole number", 404) from None
 
-    async def get_tune(request):
+    async def get_tune(request: Request) -> Response:
         found = await server.run(tune_library().get, tune_id(request), pool=server.quick_pool)
         return JSONResponse(found) if found else JSONResponse({"error": "no such tune"}, 404)
 
-    async def update_tune(request):
+    async def update_tune(request: Request) -> Response:
         fields = tune_fields(await read_json(request), new=False)
         number = tune_id(request)
         if not await server.run(lambda: tune_library().update(number, **fields), pool=server.quick_pool):
             return JSONResponse({"error": "no such tune"}, 404)
         return JSONResponse(await server.run(tune_library().get, number, pool=server.quick_pool))
 
-    async def delete_tune(request):
+    async def delete_tune(request: Request) -> Response:
         if not await server.run(tune_library().delete, tune_id(request), pool=server.quick_pool):
             return JSONResponse({"error": "no such tune"}, 404)
         return JSONResponse({"deleted": True})
 
-    async def tunebook(request):
+    async def tunebook(request: Request) -> Response:
         text = await server.run(tune_library().tunebook, pool=server.quick_pool)
         return Response(
             text,
@@ -418,10 +434,10 @@ def create_app(model=None, library=None, model_name: str = "", allowed_hosts=Non
             headers={"Content-Disposition": 'attachment; filename="tunebook.abc"'},
         )
 
-    async def bad_request(request, error: BadRequest):
+    async def bad_request(request: Request, error: BadRequest) -> Response:
         return JSONResponse({"error": str(error)}, error.status)
 
-    async def unexpected(request, error: Exception):
+    async def unexpected(request: Request, error: Exception) -> Response:
         return JSONResponse({"error": f"the server failed: {type(error).__name__}"}, 500)
 
     routes = [
@@ -447,7 +463,7 @@ def create_app(model=None, library=None, model_name: str = "", allowed_hosts=Non
         middleware.insert(0, Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts)))
 
     @contextlib.asynccontextmanager
-    async def lifespan(app):
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
         for event in list(server.jobs.values()):  # shutting down (Ctrl-C): stop every generation
             event.set()
@@ -465,10 +481,10 @@ class SameOriginOnly:
     browser: an Origin other than this server's, or Sec-Fetch-Site: cross-site; and one with
     a body that is not declared JSON (what a cross-site form or a "simple" request sends)."""
 
-    def __init__(self, app):
+    def __init__(self, app: ASGIApp):
         self.app = app
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in CHANGING:
             problem = self.problem(Request(scope))
             if problem:
@@ -478,7 +494,7 @@ class SameOriginOnly:
         await self.app(scope, receive, send)
 
     @staticmethod
-    def problem(request: Request):
+    def problem(request: Request) -> tuple[int, str] | None:
         origin = request.headers.get("origin")
         host = request.headers.get("host", "")
         if origin is not None and origin not in (f"http://{host}", f"https://{host}"):
@@ -496,7 +512,7 @@ def line(data: dict) -> bytes:
     return (json.dumps(data) + "\n").encode("utf-8")
 
 
-def validate_generate(model, settings: dict) -> None:
+def validate_generate(model: TuneModel | None, settings: dict) -> None:
     """The checks generate() makes before it writes anything (AbcgenError on a bad value),
     without writing: so that a bad meter or prime is a 400, not an error inside the stream."""
     # Here, not at the top: abcgen.sample and abcgen.structure import torch, which the page's
@@ -516,7 +532,7 @@ def validate_generate(model, settings: dict) -> None:
         model.vocab.encode("".join(v for v in (prime, settings["meter"], settings["key"]) if v))
 
 
-def convert(abc: str, name: str, chords: bool):
+def convert(abc: str, name: str, chords: bool) -> tuple[list[bytes] | bytes, str]:
     """(bytes, or a list of SVG pages, and the title) of one tune in one format."""
     from abcgen.export import check_formats, convert_tune, read_tunes
 

@@ -18,6 +18,7 @@ import math
 import re
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from abcgen.abc import FIELD_LINE, TOKEN, check_tune
@@ -160,7 +161,7 @@ def vary(
     """Rewrite bars first..last (indices, inclusive) of a tune: up to `count` candidates,
     best first, each {abc, stretch, score} where score is the mean log-probability per
     character the model gives the rest of the tune after it."""
-    from abcgen.sample import next_char_probs, one_cpu_thread
+    from abcgen.inference import one_cpu_thread
 
     abc = abc.strip()
     check_temperature(temperature)
@@ -178,7 +179,7 @@ def vary(
         raise AbcgenError("the tune needs a header ending in a K: line before its first bar")
     tune_model.vocab.encode(prefix + tail)  # one clear line for characters the model never saw
     bars_wanted = last - first + 1
-    generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
+    rng = np.random.default_rng(seed)
     kept: dict[str, float] = {}
     with torch.no_grad(), one_cpu_thread():  # small steps: threads cost more than they give
         for _ in range(rounds):
@@ -188,8 +189,7 @@ def vary(
                 bars_wanted,
                 tries,
                 temperature,
-                generator,
-                next_char_probs,
+                rng,
                 SamplingOptions.pitch_top_p,
                 cancelled,
             ):
@@ -230,14 +230,14 @@ def write_stretches(
     bars_wanted: int,
     tries: int,
     temperature: float,
-    generator,
-    next_char_probs,
-    pitch_top_p,
+    rng: np.random.Generator,
+    pitch_top_p: float,
     cancelled=None,
 ) -> list[str]:
     """`tries` stretches of bars_wanted bars that the model writes after prefix, each
     without the bar line that closes its last bar (the tune's own bar line stays)."""
     from abcgen.form import Place
+    from abcgen.shaping import draw, next_char_probs
 
     model, vocab = tune_model.model, tune_model.vocab
     device = next(model.parameters()).device
@@ -257,8 +257,8 @@ def write_stretches(
     while active:
         if cancelled is not None and cancelled():
             raise AbcgenError("cancelled")
-        probs = next_char_probs(logits, temperature, None, tune_model.pitches, pitch_top_p)
-        chosen = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).tolist()
+        probs = next_char_probs(logits.float().cpu().numpy(), temperature, None, tune_model.pitches, pitch_top_p)
+        chosen = draw(probs, rng).tolist()
         keep, feed = [], []
         for row, (i, choice) in enumerate(zip(active, chosen)):
             ch = vocab.chars[choice]

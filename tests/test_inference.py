@@ -1,0 +1,98 @@
+"""The sampler's two engines: a checkpoint's ONNX export (ONNX Runtime, no torch) and its
+torch model give the same next-character logits and so the same tunes for a seed; an
+export is used only for the checkpoint it was made from."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from abcgen.checkpoint import load_checkpoint, save_checkpoint
+from abcgen.errors import AbcgenError
+from abcgen.form import input_ids
+from abcgen.inference import OnnxSteps, TorchSteps, export_onnx, export_path, open_export
+from abcgen.model import ModelConfig, build_model
+from abcgen.sample import PRETRAINED, TuneModel, load_model
+from abcgen.vocab import Vocab
+from abcgen.watch import TUNE_END
+
+TEXT = 'X:1\nT:Test\nM:6/8\nL:1/8\nK:G\n|:"G"GAB c2d|e2f g3|[1 d2c B2A:|[2 G3 G2z||\n'
+
+
+def logits_along(steps, ids: list[int], rows: int = 3) -> np.ndarray:
+    """The logits after each input id, read one step at a time (every row alike)."""
+    with steps.running():
+        logits, state = steps.start(ids[:1], rows)
+        seen = [logits]
+        for i in ids[1:]:
+            logits, state = steps.step(np.full(rows, i, dtype=np.int64), state)
+            seen.append(logits)
+    return np.stack(seen)
+
+
+def test_the_shipped_export_is_the_shipped_models():
+    exported = open_export(PRETRAINED)
+    assert exported is not None, "retrained? run: python -m abcgen.inference abcgen/pretrained/nottingham.pt"
+    assert isinstance(exported.steps, OnnxSteps)
+    checkpoint = load_checkpoint(PRETRAINED)
+    assert exported.config == checkpoint.config and exported.vocab.chars == checkpoint.vocab.chars
+    assert exported.meta["forms"] == checkpoint.meta["forms"]
+    ids = input_ids(TUNE_END + TEXT, checkpoint.vocab, checkpoint.config.form, checkpoint.config.form_count)
+    fast, slow = logits_along(exported.steps, ids), logits_along(TorchSteps(checkpoint.model), ids)
+    assert np.abs(fast - slow).max() < 1e-4
+    assert np.abs(np.diff(fast, axis=0)).max() > 1  # the logits move: a state is carried
+
+
+def test_both_engines_write_the_same_tunes_for_a_seed(monkeypatch):
+    monkeypatch.delenv("ABCGEN_MODEL", raising=False)
+    fast = load_model()
+    slow = TuneModel(load_checkpoint(PRETRAINED))
+    assert isinstance(fast.steps, OnnxSteps) and isinstance(slow.steps, TorchSteps)
+    settings = dict(seed=11, structure="AABB", max_chars=500)
+    tunes = fast.generate(4, **settings)
+    assert tunes == slow.generate(4, **settings)
+    assert len(set(tunes)) == 4
+
+
+@pytest.mark.parametrize("arch", ["lstm", "gru"])
+def test_an_export_steps_as_its_checkpoint_and_only_for_it(tmp_path, arch):
+    vocab = Vocab.from_text(TEXT)
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=len(vocab), arch=arch, hidden=24, layers=2, form=6)
+    model = build_model(config).eval()
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, model, vocab, {"meters": ["6/8"]})
+    assert open_export(path) is None  # not exported yet: the torch model writes
+    assert export_onnx(path) == export_path(path)
+    exported = open_export(path)
+    assert exported is not None and exported.meta["meters"] == ["6/8"]
+    ids = input_ids(TEXT, vocab, config.form)
+    fast, slow = logits_along(exported.steps, ids), logits_along(TorchSteps(model), ids)
+    assert np.abs(fast - slow).max() < 1e-4
+    with torch.no_grad():
+        model.head.bias += 1.0
+    save_checkpoint(path, model, vocab, {})  # the checkpoint changed: its old export is stale
+    assert open_export(path) is None
+    assert not isinstance(load_model(path).steps, OnnxSteps)
+
+
+def test_only_recurrent_models_export(tmp_path):
+    vocab = Vocab.from_text(TEXT)
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, build_model(ModelConfig(vocab_size=len(vocab), arch="transformer", hidden=16)), vocab, {})
+    with pytest.raises(AbcgenError, match="only lstm and gru"):
+        export_onnx(path)
+
+
+def test_sampling_the_shipped_model_imports_no_torch():
+    code = (
+        "import sys; import abcgen; "
+        "tunes = abcgen.load_model().generate(2, seed=1); "
+        "assert all(t.startswith('X:') for t in tunes), tunes; "
+        "print(sorted(m for m in ('torch', 'music21') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env={})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
