@@ -12,12 +12,14 @@ page shows verovio's engraving from the server and offers the MIDI file instead 
 from __future__ import annotations
 
 import errno
+import os
 import shutil
 import socket
 import subprocess
 import sys
 import threading
 import webbrowser
+from collections.abc import Callable
 from pathlib import Path
 
 from abcgen.errors import AbcgenError
@@ -29,7 +31,7 @@ __all__ = ["create_app", "run", "Library", "default_library_path", "install_page
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
-def install_page_packages(log=print) -> bool:
+def install_page_packages(log: Callable[[str], None] = print) -> bool:
     """Install the page's JavaScript packages (package.json in abcgen/serve/static) with npm
     when they are missing; True when abcjs is there afterwards."""
     if ABCJS.exists():
@@ -60,7 +62,7 @@ def install_page_packages(log=print) -> bool:
     return ABCJS.exists()
 
 
-def shown_path(path) -> str:
+def shown_path(path: str | os.PathLike[str]) -> str:
     """A path as the musician would type it: relative to here, or from ~, when it can be."""
     path = Path(path).resolve()
     for base, prefix in ((Path.cwd(), ""), (Path.home(), "~/")):
@@ -90,10 +92,10 @@ def check_port(host: str, port: int) -> None:
 def run(
     host: str = "127.0.0.1",
     port: int = 8000,
-    model_path=None,
-    library_path=None,
+    model_path: str | Path | None = None,
+    library_path: str | os.PathLike[str] | None = None,
     open_browser: bool = False,
-    log=None,
+    log: Callable[[str], None] | None = None,
     workers: int = 4,
 ) -> None:
     """Load the model and the library, then serve the page until Ctrl-C."""

@@ -37,7 +37,7 @@ import zipfile
 from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -120,6 +120,12 @@ async def read_json(request: Request) -> dict:
     return data
 
 
+@overload
+def text_value(data: dict, name: str, limit: int, default: str, required: bool = False) -> str: ...
+@overload
+def text_value(data: dict, name: str, limit: int, default: None = None, *, required: Literal[True]) -> str: ...
+@overload
+def text_value(data: dict, name: str, limit: int, default: str | None = None, required: bool = False) -> str | None: ...
 def text_value(data: dict, name: str, limit: int, default: str | None = None, required: bool = False) -> str | None:
     value = data.get(name, default)
     if value is None or value == "":
@@ -133,6 +139,10 @@ def text_value(data: dict, name: str, limit: int, default: str | None = None, re
     return value
 
 
+@overload
+def int_value(data: dict, name: str, low: int, high: int, default: int) -> int: ...
+@overload
+def int_value(data: dict, name: str, low: int, high: int, default: int | None) -> int | None: ...
 def int_value(data: dict, name: str, low: int, high: int, default: int | None) -> int | None:
     value = data.get(name, default)
     if value is None or value == "":
@@ -261,6 +271,7 @@ def create_app(
         def work() -> tuple[list[str], list[str]]:
             options = {k: v for k, v in settings.items()}
             messages: list[str] = []
+            assert server.model is not None, "this server has no model to write with"
             tunes = server.model.generate(progress=progress, log=messages.append, **options)
             return tunes, messages
 
@@ -333,6 +344,7 @@ def create_app(
         last = int_value(data, "last", 0, 10000, first)
         if first is None:
             raise BadRequest("first (the index of the first bar to vary) is required")
+        assert last is not None  # its default is first
         if last < first or last - first + 1 > MAX_VARY_BARS:
             raise BadRequest(f"last must be from first to first + {MAX_VARY_BARS - 1}")
         count = int_value(data, "count", 1, 5, 3)
@@ -355,11 +367,13 @@ def create_app(
             body = abc.encode("utf-8")
             title = _title(abc)
         else:
-            body, title = await server.run(convert, abc, name, chords, pool=server.export_pool)
-            if name == "svg" and len(body) > 1:  # a page per file, in one zip
-                body, media, extension = _zip(body), "application/zip", "zip"
-            elif name == "svg":
-                body = body[0]
+            converted, title = await server.run(convert, abc, name, chords, pool=server.export_pool)
+            if isinstance(converted, bytes):
+                body = converted
+            elif len(converted) > 1:  # svg: a page per file, in one zip
+                body, media, extension = _zip(converted), "application/zip", "zip"
+            else:
+                body = converted[0]
         from abcgen.export import slugify
 
         filename = f"{slugify(title)}.{extension}"
@@ -368,6 +382,7 @@ def create_app(
     async def engrave(request: Request) -> Response:
         abc = text_value(await read_json(request), "abc", MAX_ABC, required=True).strip() + "\n"
         pages, _ = await server.run(convert, abc, "svg", False, pool=server.export_pool)
+        assert isinstance(pages, list)  # svg: a page per item
         return JSONResponse({"pages": [page.decode("utf-8") for page in pages]})
 
     def tune_library() -> Library:
