@@ -4,6 +4,8 @@ Heavy imports (torch, music21, requests) happen inside the commands that need
 them, so `abcgen --help` and `abcgen sample` start quickly.
 """
 
+from __future__ import annotations
+
 import importlib
 import inspect
 import json
@@ -11,9 +13,10 @@ import math
 import os
 import shlex
 import sys
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -28,6 +31,12 @@ from abcgen.options import (
     SamplingOptions,
 )
 
+if TYPE_CHECKING:  # types only: the commands import what they use when they run
+    from abcgen.export import ExportReport
+    from abcgen.train import TrainResult
+
+F = TypeVar("F", bound=Callable[..., Any])  # a command function, under its decorators
+
 
 class AbcgenGroup(click.Group):
     """Turns AbcgenError (and Ctrl-C) into one line on stderr, no traceback.
@@ -35,7 +44,7 @@ class AbcgenGroup(click.Group):
     ABCGEN_DEBUG=1 lets the traceback through.
     """
 
-    def invoke(self, ctx):
+    def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except AbcgenError as error:
@@ -53,7 +62,7 @@ class AbcgenGroup(click.Group):
 
 @click.group(cls=AbcgenGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="abcgen", prog_name="abcgen")
-def cli():
+def cli() -> None:
     """Generate folk tunes in ABC notation with a character-level LSTM."""
 
 
@@ -69,7 +78,7 @@ def main() -> None:
 class QuickExit:
     """Set by a command once its output is written and closed: the process may then end at
     once. The interpreter's own exit frees torch's modules one by one, about 0.5 s of the
-    2.3 s an `abcgen sample -n 1` takes on a 2-core machine (bench/RESULTS.md)."""
+    2.3 s an `abcgen sample -n 1` takes on a 2-core machine (bench/results/wellformed.md)."""
 
     ready = False
 
@@ -83,7 +92,7 @@ def quick_exit(code: object) -> None:
     os._exit(code if isinstance(code, int) else (0 if code is None else 1))
 
 
-def default_of(source: str):
+def default_of(source: str) -> Any:
     """The value at source: "module:Name.attribute", or "module:function(parameter)" for a
     parameter's default."""
     module, _, path = source.partition(":")
@@ -99,19 +108,19 @@ class LibraryDefault(click.Option):
     default_of), looked up when the command runs or shows its help, so that the module
     holding it (and torch) is imported then, not whenever abcgen starts."""
 
-    def __init__(self, *decls, source: str, **attrs):
+    def __init__(self, param_decls: Sequence[str] | None = None, *, source: str, **attrs: Any):
         attrs["show_default"] = True
-        super().__init__(*decls, **attrs)
+        super().__init__(param_decls, **attrs)
         self.source = source
 
-    def get_default(self, ctx, call=True):
+    def get_default(self, ctx: click.Context, call: bool = True) -> Any:
         self.default = default_of(self.source)
         if isinstance(self.default, tuple):  # a list of names, given as one comma-separated value
             self.default = ",".join(self.default)
         return super().get_default(ctx, call=call)
 
 
-def library_default(*decls, source: str, **attrs):
+def library_default(*decls: str, source: str, **attrs: Any) -> Callable[[F], F]:
     return click.option(*decls, cls=LibraryDefault, source=source, **attrs)
 
 
@@ -124,11 +133,11 @@ class LibraryChoice(click.Choice):
         super().__init__(())
 
     @property
-    def choices(self):
+    def choices(self) -> tuple[str, ...]:
         return tuple(default_of(self.source))
 
     @choices.setter
-    def choices(self, value):
+    def choices(self, value: tuple[str, ...]) -> None:
         pass
 
 
@@ -152,7 +161,7 @@ class LibraryChoice(click.Choice):
 )
 @click.option("--force", is_flag=True, help="Fetch every file again, even those already present and verified.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary; errors are still shown.")
-def download_command(name, dest, base_url, force, quiet):
+def download_command(name: str, dest: str | None, base_url: str | None, force: bool, quiet: bool) -> None:
     """Download corpus NAME (default: nottingham) and verify each file's sha256.
 
     Files already present and verified are skipped, so running again fetches only what
@@ -199,7 +208,7 @@ def download_command(name, dest, base_url, force, quiet):
 @click.option(
     "--list", "list_names", is_flag=True, help="List the corpora abcgen knows by name (tunes, source, licence) instead."
 )
-def corpus(path, as_json, dump, list_names):
+def corpus(path: str | None, as_json: bool, dump: str | None, list_names: bool) -> None:
     """Read, normalise and split the tunes in PATH (a folder, an .abc file, - for stdin, or
     a corpus name from --list)."""
     from abcgen.corpus import join_tunes, load_corpus, summary
@@ -230,7 +239,7 @@ def corpus(path, as_json, dump, list_names):
     click.echo("keys        " + ", ".join(f"{k} {n}" for k, n in stats["keys"].items()))
 
 
-def _list_corpora(as_json: bool):
+def _list_corpora(as_json: bool) -> None:
     """The named corpora: one line each (name, tunes, where from), the licence below it."""
     from abcgen.download import known_corpora
 
@@ -370,35 +379,35 @@ TRAIN_CONFIG, MODEL_CONFIG = "abcgen.train:TrainConfig.", "abcgen.model:ModelCon
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or per-epoch lines.")
 @click.pass_context
 def train(
-    ctx,
-    path,
-    out_dir,
-    epochs,
-    max_time,
-    batch_size,
-    seq_len,
-    lr,
-    weight_decay,
-    patience,
-    arch,
-    layers,
-    hidden,
-    dropout,
-    heads,
-    window,
-    kernel,
-    context,
-    form,
-    form_count,
-    precision,
-    seed,
-    device,
-    nproc,
-    init,
-    resume,
-    force,
-    quiet,
-):
+    ctx: click.Context,
+    path: str,
+    out_dir: str | None,
+    epochs: int | None,
+    max_time: float | None,
+    batch_size: int,
+    seq_len: int,
+    lr: float,
+    weight_decay: float,
+    patience: int | None,
+    arch: str,
+    layers: int,
+    hidden: int,
+    dropout: float,
+    heads: int,
+    window: int,
+    kernel: int,
+    context: int,
+    form: bool,
+    form_count: str,
+    precision: str,
+    seed: int,
+    device: str,
+    nproc: int,
+    init: str | None,
+    resume: bool,
+    force: bool,
+    quiet: bool,
+) -> None:
     """Train a character model on the ABC tunes in PATH (a folder, an .abc file, or a corpus
     name from `abcgen corpus --list`)."""
     from abcgen.download import known_corpora
@@ -413,9 +422,9 @@ def train(
             "or name a corpus from `abcgen corpus --list`"
         )
     stem = path if named else (Path(path).resolve().stem or "corpus")
-    out_dir = Path(out_dir or Path("runs") / (f"{stem}-finetuned" if init else stem))
+    out = Path(out_dir or Path("runs") / (f"{stem}-finetuned" if init else stem))
     given = lambda name: ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)  # noqa: E731
-    settings = dict(
+    settings: dict[str, Any] = dict(
         batch_size=batch_size,
         seq_len=seq_len,
         lr=lr,
@@ -425,7 +434,7 @@ def train(
         device=device,
         precision=precision,
     )
-    if init or (resume and recorded_init(out_dir / "last.pt")):  # fine-tuning, or resuming one
+    if init or (resume and recorded_init(out / "last.pt")):  # fine-tuning, or resuming one
         settings.update({key: value for key, value in FINETUNE_DEFAULTS.items() if key != "epochs" and not given(key)})
         default_epochs = FINETUNE_DEFAULTS["epochs"]
     else:
@@ -449,13 +458,14 @@ def train(
         model_config = {key: value for key, value in model_config.items() if given(key)}
     from abcgen.distributed import TrainingFailed, env_world, launch_training, should_report
 
+    training: Callable[..., TrainResult] = run_training
     if nproc > 1:  # the same training, in nproc processes started through torchrun's launcher
-        run_training = partial(launch_training, nproc)
+        training = partial(launch_training, nproc)
     world = env_world()  # under torchrun: this process's rank; rank 0 speaks for all
     try:
-        result = run_training(
+        result = training(
             path,
-            out_dir,
+            out,
             model_config,
             config,
             resume=resume,
@@ -477,7 +487,7 @@ def train(
         if world.main:
             click.echo(
                 f"Stopped; progress saved in {stop.last_path}. Resume with:\n"
-                f"  {launcher} train {shlex.quote(str(path))} --out {shlex.quote(str(out_dir))}"
+                f"  {launcher} train {shlex.quote(str(path))} --out {shlex.quote(str(out))}"
                 f"{limits} --resume",
                 err=True,
             )
@@ -505,7 +515,7 @@ def train(
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the information as one JSON object.")
-def info(model, as_json):
+def info(model: str, as_json: bool) -> None:
     """Show a model's configuration, vocabulary size, parameter count and metrics."""
     from abcgen.checkpoint import load_checkpoint
 
@@ -532,7 +542,7 @@ def info(model, as_json):
 S = SamplingOptions  # its defaults are the command line's
 
 
-def sampling_options(command):
+def sampling_options(command: F) -> F:
     """The options that sample and evaluate share, declared once (as simonw/llm does)."""
     options = [
         click.option(
@@ -591,7 +601,7 @@ def sampling_options(command):
     return command
 
 
-def _split_formats(ctx, param, value):
+def _split_formats(ctx: click.Context, param: click.Parameter, value: str) -> list[str]:
     from abcgen.export import FORMATS
 
     names = [name.strip().lower() for name in value.split(",") if name.strip()]
@@ -660,7 +670,7 @@ def sample(
     formats: list[str],
     force: bool,
     quiet: bool,
-    **settings,
+    **settings: Any,
 ) -> None:
     """Write new tunes as ABC on stdout."""
     from abcgen.sample import load_model
@@ -684,7 +694,7 @@ def sample(
     QuickExit.ready = True
 
 
-def _say(quiet: bool):
+def _say(quiet: bool) -> Callable[[str], None]:
     """The message callback: one line on stderr, or nothing with --quiet."""
     return (lambda message: None) if quiet else (lambda message: click.echo(message, err=True))
 
@@ -714,7 +724,7 @@ def evaluate(
     json_path: str | None,
     plots_dir: str | None,
     quiet: bool,
-    **settings,
+    **settings: Any,
 ) -> None:
     """Sample tunes without the check and compare them with CORPUS: validity, musical
     statistics against the training tunes, and how much they copy from them."""
@@ -868,7 +878,9 @@ def experiment(
     help="Worker processes; 0: one per CPU core when there are many tunes.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress, summary or warnings on stderr.")
-def export_command(input_file, out_dir, formats, force, chords, jobs, quiet):
+def export_command(
+    input_file: IO[bytes], out_dir: str, formats: list[str], force: bool, chords: bool, jobs: int, quiet: bool
+) -> None:
     """Write MIDI, MusicXML and engraved SVG for every tune in INPUT (an .abc file, - for stdin).
 
     Files are named from each tune's X: number and title (003-the-american-dwarf.mid) and
@@ -883,7 +895,7 @@ def export_command(input_file, out_dir, formats, force, chords, jobs, quiet):
     _show_export(report, out_dir, quiet, paths_to_stdout=True)
 
 
-def _show_export(report, out_dir, quiet, paths_to_stdout):
+def _show_export(report: ExportReport, out_dir: str, quiet: bool, paths_to_stdout: bool) -> None:
     """List the written files, warnings and failures; exit 1 when a tune failed."""
     for path in report.written:
         if paths_to_stdout or not quiet:
@@ -931,7 +943,7 @@ def _show_export(report, out_dir, quiet, paths_to_stdout):
     show_default=True,
     help="Open the page in the default web browser.",
 )
-def serve_command(host, port, model_path, library_path, open_browser):
+def serve_command(host: str, port: int, model_path: str | None, library_path: str | None, open_browser: bool) -> None:
     """A local web page to write, hear, read, edit, vary, download and keep tunes.
 
     Prints the address; Ctrl-C stops it. Everything runs on this machine, offline.
@@ -952,7 +964,7 @@ def serve_command(host, port, model_path, library_path, open_browser):
 
 
 @cli.group("library")
-def library_group():
+def library_group() -> None:
     """The tune library that `abcgen serve` keeps (SQLite)."""
 
 
@@ -963,7 +975,7 @@ def library_group():
     type=click.Path(dir_okay=False),
     help="SQLite file of kept tunes.  [default: $ABCGEN_LIBRARY or ~/.local/share/abcgen/library.sqlite3]",
 )
-def library_export(library_path):
+def library_export(library_path: str | None) -> None:
     """Print every kept tune as one ABC tunebook (X:1, X:2, ...) on stdout."""
     from abcgen.serve.library import Library, default_library_path
 

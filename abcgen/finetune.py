@@ -31,7 +31,9 @@ SHIPPED_PATH = Path(__file__).parent / "pretrained" / "nottingham.pt"
 # 20 and 50 O'Neill's tunes from the shipped model by bench/finetune.py
 # (bench/results/finetune.md). Early stopping on the collection's own validation tunes ends
 # most runs well before `epochs`.
-FINETUNE_DEFAULTS = dict(lr=3e-3, epochs=40, patience=4, batch_size=8, weight_decay=0.0, warmup_steps=10)
+FINETUNE_DEFAULTS: dict[str, Any] = dict(
+    lr=3e-3, epochs=40, patience=4, batch_size=8, weight_decay=0.0, warmup_steps=10
+)
 
 # The model options that the starting model decides (an option that differs is refused).
 MODEL_OPTIONS = ("arch", "layers", "hidden", "heads", "window", "kernel", "context", "form", "form_count")
