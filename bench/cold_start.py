@@ -27,7 +27,8 @@ def timed(args: list[str], pythonpath: str | None) -> float:
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
     start = time.perf_counter()
-    subprocess.run([sys.executable, *args], env=env, check=True, stdout=subprocess.DEVNULL)
+    # from the checkout's folder: `python -m` puts the working folder first on the path
+    subprocess.run([sys.executable, *args], env=env, cwd=pythonpath, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
 
 
