@@ -87,6 +87,23 @@ def test_the_last_part_is_cut_only_where_it_ends_on_the_tonic():
     assert off_tonic.action != "shorten"
 
 
+def test_a_parts_last_bars_are_not_left_on_a_staff_line_of_their_own():
+    def rules_after(bars: int, then: str = "") -> BodyRules:
+        body = "GABc d2B2|" * (bars - 3) + "\n" + "GABc d2B2|" * 3
+        rules = BodyRules(Structure.parse("AABB"), HEAD)
+        rules.start(len(HEAD))
+        rules.replay(HEAD + body)
+        assert rules.bar_end(HEAD + body).action == "go on"
+        for ch in then:
+            rules.lexer.feed(ch)
+        return rules
+
+    assert "\n" not in rules_after(4).forbidden()  # 4 bars left of 8
+    assert "\n" in rules_after(6).forbidden()  # 2 left: they would make a line of their own
+    assert "\n" in rules_after(7, then=" ").forbidden()
+    assert rules_after(6, then="\\").forbidden() == BODY_CHARACTERS - {"\n"}  # `\` keeps its line end
+
+
 def lexer_after(text: str) -> Lexer:
     lexer = Lexer()
     for ch in text:
