@@ -34,7 +34,7 @@ class Checkpoint:
         return self.model.config
 
 
-def save_checkpoint(path: Path, model: CharModel, vocab: Vocab, meta: dict, training=None):
+def save_checkpoint(path: Path, model: CharModel, vocab: Vocab, meta: dict, training: dict | None = None) -> None:
     """Write the checkpoint atomically: a temporary file beside it, then a rename."""
     payload = {
         "format": FORMAT,
@@ -49,7 +49,7 @@ def save_checkpoint(path: Path, model: CharModel, vocab: Vocab, meta: dict, trai
     atomic_torch_save(payload, Path(path))
 
 
-def atomic_torch_save(obj, path: Path):
+def atomic_torch_save(obj: object, path: Path) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     write_bytes_atomic(path, buffer.getvalue())
@@ -62,7 +62,7 @@ def _load_problem(error: Exception) -> str:
     return "the file is truncated or corrupt"
 
 
-def load_checkpoint(path, device="cpu") -> Checkpoint:
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
     """Read a checkpoint; any problem with the file becomes one clear AbcgenError."""
     path = Path(path)
     if not path.is_file():

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
+    from abcgen.vocab import Vocab
+
 BARS_PER_BLOCK = 8
 FORM_BLOCKS = 6  # 0-7 bars, 8-15, ..., 40 or more
 MUSIC = set("ABCDEFGabcdefgzxZ")
@@ -61,7 +63,7 @@ class Place:
             return self._next(self.bars + 1, False, self.in_body, head, ch, bar_done=True)
         return self._next(self.bars, music, self.in_body, head, ch)
 
-    def _next(self, bars, music, in_body, head, ch, bar_done=False) -> "Place":
+    def _next(self, bars: int, music: bool, in_body: bool, head: str, ch: str, bar_done: bool = False) -> "Place":
         part, part_bars = self.part, self.part_bars + bar_done
         run = self.run + ch if ch in "|:]" and in_body else ""
         if not run and (":" in self.run or "||" in self.run or "|]" in self.run) and part_bars:
@@ -93,7 +95,7 @@ def form_classes(text: str, blocks: int, count: str = "tune") -> list[int]:
     return found
 
 
-def input_ids(text: str, vocab, blocks: int, count: str = "tune") -> list[int]:
+def input_ids(text: str, vocab: Vocab, blocks: int, count: str = "tune") -> list[int]:
     """The ids a model reads for a text: the character ids, or with form classes the
     id of each (character, form class) pair, character + vocab_size * class."""
     ids = vocab.encode(text)
@@ -102,7 +104,7 @@ def input_ids(text: str, vocab, blocks: int, count: str = "tune") -> list[int]:
     return [i + len(vocab) * form for i, form in zip(ids, form_classes(text, blocks, count))]
 
 
-def encode_text(text: str, vocab, blocks: int, count: str = "tune") -> tuple[torch.Tensor, torch.Tensor]:
+def encode_text(text: str, vocab: Vocab, blocks: int, count: str = "tune") -> tuple[torch.Tensor, torch.Tensor]:
     """(model inputs, character ids) of a text, as tensors."""
     import torch  # here, not at the top: the sampler reads form classes without torch
 

@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from abcgen.vocab import Vocab
 
 PRETRAINED = Path(__file__).parent / "pretrained" / "nottingham.pt"
+Plan = list[tuple[Segment, str | None]]  # the segments of a tune, with a FIXED one's text
 
 
 def default_model_path() -> Path:
@@ -74,7 +75,7 @@ def in_unit_length(tune: str, length: str | None) -> str:
 class Draft:
     """One tune being written: what is still to be forced, and what is done."""
 
-    plan: list[tuple[Segment, str | None]]  # the segments still to write, with a FIXED one's text
+    plan: Plan  # the segments still to write
     text: str = ""
     forced: str = ""
     mode: Segment = Segment.FIXED
@@ -88,13 +89,13 @@ class Draft:
     rules: BodyRules | None = None  # the structure the body is written to (see abcgen.structure)
     closing: bool = False  # the rules are writing a part's closing bar line
 
-    def next_segment(self):
+    def next_segment(self) -> None:
         if not self.plan:
             self.done = True
             return
         self.mode, value = self.plan.pop(0)
         if self.mode is Segment.FIXED:
-            self.forced = value
+            self.forced = value or ""  # a FIXED segment always has its text
             if not value:
                 self.next_segment()
 
@@ -118,7 +119,7 @@ class Draft:
             self.done = self.cut = True
         return ch
 
-    def reopen_line(self, length: int):
+    def reopen_line(self, length: int) -> None:
         """Write the header value that has just ended again, from text[:length]."""
         self.plan.insert(0, (self.mode, self.forced if self.mode is Segment.FIXED else None))
         self.mode, self.forced, self.text = Segment.LINE, "", self.text[:length]
@@ -136,7 +137,8 @@ class SamplingRun:
     keep_rhythm: bool
     rng: np.random.Generator
     structure: str | None = None  # a form such as AABB, "auto" or None (see abcgen.structure)
-    progress: object = None  # called with the texts written so far after each step (abcgen serve)
+    # called with the texts written so far after each step (abcgen serve)
+    progress: Callable[[list[str]], None] | None = None
     deadline: float | None = None  # time.monotonic() past which tunes are cut where they stand
 
     def out_of_time(self) -> bool:
@@ -150,11 +152,17 @@ def time_limit(n: int) -> float:
     return 30.0 + 2.0 * n
 
 
-def header_plan(title=None, meter=None, length=None, key=None, prime=None) -> list[tuple[Segment, str | None]]:
+def header_plan(
+    title: str | None = None,
+    meter: str | None = None,
+    length: str | None = None,
+    key: str | None = None,
+    prime: str | None = None,
+) -> Plan:
     """Segments that write X:, T:, M:, L:, K: in order, then the body."""
     if prime and prime.lstrip().startswith("X:"):
         return [(Segment.FIXED, prime), (Segment.BODY, None)]
-    plan: list[tuple[Segment, str | None]] = [(Segment.FIXED, "X:1\n")]
+    plan: Plan = [(Segment.FIXED, "X:1\n")]
     for name, value in (("T", title), ("M", meter), ("L", length), ("K", key)):
         if value:
             plan.append((Segment.FIXED, f"{name}:{value}\n"))
@@ -212,6 +220,7 @@ class TuneModel:
         from abcgen.checkpoint import load_checkpoint  # torch: only when the torch model is needed
         from abcgen.device import pick_device
 
+        assert self.path is not None  # a model made without a path is given its checkpoint
         return load_checkpoint(self.path, device=pick_device(self.device))
 
     @property
@@ -300,7 +309,7 @@ class TuneModel:
                 log(f"Warning: {self.warnings[-1]}")
         return [in_unit_length(finish_tune(text, cut, i), length) for i, (text, cut) in enumerate(tunes, 1)]
 
-    def warn_unseen(self, meter, key, log=None):
+    def warn_unseen(self, meter: str | None, key: str | None, log: Callable[[str], None] | None = None) -> None:
         seen = self.meta
         for name, value, known in (("meter", meter, seen.get("meters")), ("key", key, seen.get("keys"))):
             if value and known and value not in known:
@@ -308,12 +317,20 @@ class TuneModel:
                 if log:
                     log(f"Warning: {self.warnings[-1]}")
 
-    def regenerate_failures(self, tunes, plan, options, retries, log):
-        pending, failures = list(range(len(tunes))), Counter()
+    def regenerate_failures(
+        self,
+        tunes: list[tuple[str, bool]],
+        plan: Plan,
+        options: SamplingRun,
+        retries: int,
+        log: Callable[[str], None] | None,
+    ) -> list[tuple[str, bool]]:
+        pending = list(range(len(tunes)))
+        failures: Counter[str] = Counter()
         for attempt in range(retries + 1):
             results = {i: check_tune(finish_tune(*tunes[i], number=1)) for i in pending}
             pending = [i for i in pending if not results[i].ok]
-            failures.update(failure_kind(results[i].reason, after_count=True) for i in pending)
+            failures.update(failure_kind(results[i].reason or "failed", after_count=True) for i in pending)
             if not pending or attempt == retries or options.out_of_time():
                 break
             fresh = self.sample_batch(len(pending), plan, options)
@@ -330,12 +347,12 @@ class TuneModel:
                 )
         return tunes
 
-    def sample_batch(self, n, plan, options: SamplingRun):
+    def sample_batch(self, n: int, plan: Plan, options: SamplingRun) -> list[tuple[str, bool]]:
         """Sample n tunes side by side; returns (text, cut at max_chars) pairs."""
         with self.steps.running():
             return self._sample_batch(n, plan, options)
 
-    def _sample_batch(self, n, plan, options):
+    def _sample_batch(self, n: int, plan: Plan, options: SamplingRun) -> list[tuple[str, bool]]:
         steps, vocab, config = self.steps, self.vocab, self.config
         drafts = [Draft(plan=list(plan), form=FormTracker(config.form, config.form_count)) for _ in range(n)]
         for draft in drafts:
@@ -364,7 +381,7 @@ class TuneModel:
                 chars.append(draft.feed(vocab.chars[s], options.max_chars))
                 if options.fix_bars and mode in (Segment.BODY, Segment.LINE):
 
-                    def snapshot(row=row, before=before):
+                    def snapshot(row: int = row, before: int = before) -> Snapshot:
                         return Snapshot(before, steps.select(state, [row]), logits[row].copy())
 
                     if mode is Segment.BODY:
@@ -467,7 +484,7 @@ class TuneModel:
         return {"loss": result["loss"], "bpc": result["bpc"], "accuracy": result["acc"], "tunes_scored": len(usable)}
 
 
-def replace_rows(steps: Steps, state, replacements: dict, batch: int):
+def replace_rows(steps: Steps, state: Any, replacements: dict[int, Any], batch: int) -> Any:
     """The batch state with some rows replaced by saved one-row states."""
     pieces, start = [], 0
     for row in sorted(replacements) + [batch]:

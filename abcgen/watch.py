@@ -16,9 +16,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
-from abcgen.abc import check_tune
+from abcgen.abc import CheckResult, check_tune
 from abcgen.options import UNIT_LENGTH_VALUE
 from abcgen.structure import CLOSE, REWRITE, SHORTEN
 
@@ -61,7 +61,7 @@ class Snapshot:
     """The model just before it wrote a character: what it needs to write it again."""
 
     length: int  # characters of the tune before that character
-    state: object
+    state: Any  # the engine's own (abcgen.inference.Steps)
     logits: np.ndarray
 
 
@@ -76,7 +76,7 @@ class BarWatch:
     """
 
     body_start: Snapshot | None = None  # to write again a tune that ends before any bar
-    starts: list = field(default_factory=list)  # a Snapshot at each bar's first character
+    starts: list[Snapshot] = field(default_factory=list)  # a Snapshot at each bar's first character
     rewinds: int = 0
     tries_here: int = 0  # rewinds to the current last start
     spot: Spot = Spot.BETWEEN
@@ -85,7 +85,7 @@ class BarWatch:
     bracket: Snapshot | None = None  # taken at a [ between bars until it is decided
     line_start: bool = True
 
-    def step(self, ch: str, snapshot) -> Snapshot | None:
+    def step(self, ch: str, snapshot: Callable[[], Snapshot]) -> Snapshot | None:
         """Take the next character; return the Snapshot of a bar that begins with it.
 
         snapshot() gives the model as it was before ch; it is called only when needed.
@@ -100,7 +100,7 @@ class BarWatch:
         self.line_start = ch == "\n"
         return started
 
-    def between(self, ch, snapshot):
+    def between(self, ch: str, snapshot: Callable[[], Snapshot]) -> Snapshot | None:
         if self.bracket is not None:
             bracket, self.bracket = self.bracket, None
             if ch.isdigit() or ch == "|":
@@ -118,7 +118,7 @@ class BarWatch:
             return snapshot()
         return None
 
-    def in_bar(self, ch):
+    def in_bar(self, ch: str) -> None:
         if self.in_quote or ch == '"':
             self.in_quote = self.in_quote != (ch == '"')
         elif ch == "[":
@@ -145,7 +145,7 @@ class BarWatch:
         return to
 
 
-def watch_bars(draft: Draft, ch: str, snapshot) -> Snapshot | None:
+def watch_bars(draft: Draft, ch: str, snapshot: Callable[[], Snapshot]) -> Snapshot | None:
     """Follow the body as ch is added. When a bar turns out to have the wrong length,
     cut it from the text and return the Snapshot to write it again from."""
     watch = draft.bars = draft.bars or BarWatch(body_start=snapshot())
@@ -183,7 +183,7 @@ def watch_bars(draft: Draft, ch: str, snapshot) -> Snapshot | None:
     return watch.rewind(target, line_start=draft.text.endswith("\n"))
 
 
-def watch_structure(draft: Draft, watch: BarWatch, ch: str, snapshot) -> Snapshot | None:
+def watch_structure(draft: Draft, watch: BarWatch, ch: str, snapshot: Callable[[], Snapshot]) -> Snapshot | None:
     """Follow the body under the structure rules: at each bar's end, go on, write the
     part's closing bar line, or cut the bar and return the Snapshot to write it from."""
     rules = draft.rules
@@ -220,14 +220,14 @@ def watch_structure(draft: Draft, watch: BarWatch, ch: str, snapshot) -> Snapsho
 LOCAL_RULES = {"bar length", "syntax", "tie", "bracket", "range"}
 
 
-def bars_fail(result) -> bool:
+def bars_fail(result: CheckResult) -> bool:
     """Whether a check of the last bars found them unreadable or of the wrong length (two
     bars of rests are fine there: the whole tune has notes). Repeats, endings and sections
     span more than two bars: the whole tune's check judges them."""
     return not result.ok and result.rule in LOCAL_RULES
 
 
-def watch_header_value(draft: Draft, snapshot, meta: dict) -> Snapshot | None:
+def watch_header_value(draft: Draft, snapshot: Callable[[], Snapshot], meta: dict) -> Snapshot | None:
     """Follow a header value the model writes. When it ends and is not one the model's
     training tunes used (M:4/8, M:A/4, L:1/7), return the Snapshot to write it again from."""
     if draft.line_start is None:
@@ -256,7 +256,7 @@ def header_value_ok(name: str, value: str, meta: dict) -> bool:
     return bool(value)
 
 
-def last_bars(text: str, starts: list, end: int) -> str:
+def last_bars(text: str, starts: list[Snapshot], end: int) -> str:
     """The header and the last two bars of text[:end]: enough to judge the last bar, as
     the one before it shows the barline that opens it. The whole text when the body
     changes meter or unit length, or is still at its first bar.

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -24,6 +25,10 @@ import torch
 from abcgen.abc import FIELD_LINE, TOKEN, check_tune
 from abcgen.errors import AbcgenError
 from abcgen.options import SamplingOptions, check_temperature
+
+if TYPE_CHECKING:
+    from abcgen.form import Place
+    from abcgen.sample import TuneModel
 
 MUSIC_TOKENS = {"note", "rest", "measure_rest", "chord_open"}
 TOKEN_KINDS = (
@@ -77,7 +82,7 @@ def bar_layout(abc: str) -> list[BarSpan]:
     bars: list[BarSpan] = []
     part, start, last_music, has_music, position, at_line_start = 0, None, 0, False, 0, True
 
-    def close():
+    def close() -> None:
         nonlocal start, has_music
         if start is not None and has_music:
             bars.append(
@@ -85,7 +90,7 @@ def bar_layout(abc: str) -> list[BarSpan]:
             )
         start, has_music = None, False
 
-    def boundary():
+    def boundary() -> None:
         nonlocal part
         if bars and bars[-1].part == part:
             part += 1
@@ -147,7 +152,7 @@ def check_summary(abc: str) -> dict:
 
 
 def vary(
-    tune_model,
+    tune_model: TuneModel,
     abc: str,
     first: int,
     last: int,
@@ -156,7 +161,7 @@ def vary(
     seed: int | None = None,
     tries: int = 12,
     rounds: int = 3,
-    cancelled=None,
+    cancelled: Callable[[], bool] | None = None,
 ) -> dict:
     """Rewrite bars first..last (indices, inclusive) of a tune: up to `count` candidates,
     best first, each {abc, stretch, score} where score is the mean log-probability per
@@ -213,7 +218,7 @@ def vary(
     }
 
 
-def model_ids(tune_model, text: str, place):
+def model_ids(tune_model: TuneModel, text: str, place: Place) -> tuple[list[int], Place]:
     """Model inputs for text read after `place` (abcgen.form.Place); returns (ids, place)."""
     config = tune_model.model.config
     vocab = tune_model.vocab
@@ -225,14 +230,14 @@ def model_ids(tune_model, text: str, place):
 
 
 def write_stretches(
-    tune_model,
+    tune_model: TuneModel,
     prefix: str,
     bars_wanted: int,
     tries: int,
     temperature: float,
     rng: np.random.Generator,
     pitch_top_p: float,
-    cancelled=None,
+    cancelled: Callable[[], bool] | None = None,
 ) -> list[str]:
     """`tries` stretches of bars_wanted bars that the model writes after prefix, each
     without the bar line that closes its last bar (the tune's own bar line stays)."""
@@ -311,7 +316,7 @@ class _BarCounter:
         return self.bars
 
 
-def score_tail(tune_model, head: str, tail: str) -> float:
+def score_tail(tune_model: TuneModel, head: str, tail: str) -> float:
     """Mean log-probability per character (nats) of tail and the tune's end after head."""
     from abcgen.form import Place
 
