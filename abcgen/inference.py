@@ -166,7 +166,7 @@ class TorchSteps:
 def one_cpu_thread() -> Iterator[None]:
     """Run torch on one CPU thread: a sampling step is a few small matrix products, and
     a second thread costs more in hand-over than it saves (10x slower on a busy
-    2-core machine, measured in bench/RESULTS.md)."""
+    2-core machine, measured in bench/results/sampling.md)."""
     import torch
 
     previous = torch.get_num_threads()

@@ -73,7 +73,7 @@ def pitch_tempered(logits: np.ndarray, temperature: float, pitches: np.ndarray, 
     tune endings as the model learned them. Note lengths were sharpened among themselves
     too until a 200-tune comparison showed the rhythm blander for it (notes-per-bar gap to
     the validation tunes -0.060 sharpened, -0.044 at the model's odds; note durations
-    -0.030 and -0.012; bench/RESULTS.md).
+    -0.030 and -0.012; bench/results/wellformed.md).
     """
     probs = softmax(logits)
     share = probs[:, pitches].sum(axis=-1, keepdims=True)
@@ -92,7 +92,7 @@ def pitch_nucleus(shares: np.ndarray, top_p: float) -> np.ndarray:
     A tune writes about 150 pitches, and its range is set by the most extreme one, so
     rare pitches the model gives a few percent add up: at temperature 0.8 without the cut,
     the models' tunes spanned about 2 semitones more than the training tunes of the same
-    length (bench/RESULTS.md). Leaving out the tail of each choice brings the range back
+    length (bench/results/evaluation.md). Leaving out the tail of each choice brings the range back
     while every common step of a melody stays possible.
     """
     order = np.argsort(-shares, axis=-1, kind="stable")
