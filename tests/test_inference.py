@@ -86,11 +86,12 @@ def test_only_recurrent_models_export(tmp_path):
         export_onnx(path)
 
 
-def test_sampling_the_shipped_model_imports_no_torch():
+def test_sampling_and_varying_with_the_shipped_model_import_no_torch():
     code = (
-        "import sys; import abcgen; "
-        "tunes = abcgen.load_model().generate(2, seed=1); "
+        "import sys; import abcgen; from abcgen.serve.music import vary; "
+        "model = abcgen.load_model(); tunes = model.generate(2, seed=1); "
         "assert all(t.startswith('X:') for t in tunes), tunes; "
+        "assert vary(model, tunes[0], 1, 1, count=2, seed=1)['candidates']; "
         "print(sorted(m for m in ('torch', 'music21') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env={})

@@ -99,8 +99,7 @@ def run(
     workers: int = 4,
 ) -> None:
     """Load the model and the library, then serve the page until Ctrl-C."""
-    # Here, not at the top: the page's app and library load without torch and uvicorn.
-    import torch
+    # Here, not at the top: the page's app and library load without the sampler and uvicorn.
     import uvicorn
 
     from abcgen.sample import default_model_path, load_model
@@ -113,8 +112,11 @@ def run(
             "page, write tunes with its CPU and change its tune library. Use --host 127.0.0.1 to keep it local."
         )
     install_page_packages(log)
-    torch.set_num_threads(1)  # a sampling step is small; threads fight on a busy CPU (see inference.one_cpu_thread)
     model = load_model(model_path)
+    if model.exported is None:  # the torch engine: one thread for every request at once (see inference.one_cpu_thread)
+        import torch
+
+        torch.set_num_threads(1)
     library = Library(library_path)
     name = shown_path(model_path or default_model_path())
     allowed = None if host not in LOOPBACK else sorted(LOOPBACK | {"[::1]"})

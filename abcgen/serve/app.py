@@ -530,8 +530,8 @@ def line(data: dict) -> bytes:
 def validate_generate(model: TuneModel | None, settings: dict) -> None:
     """The checks generate() makes before it writes anything (AbcgenError on a bad value),
     without writing: so that a bad meter or prime is a 400, not an error inside the stream."""
-    # Here, not at the top: abcgen.sample and abcgen.structure import torch, which the page's
-    # library and static files need not load.
+    # Here, not at the top: abcgen.sample loads the sampler (numpy, ONNX Runtime), which the
+    # page's library and static files need not load.
     from abcgen.sample import read_prime
     from abcgen.structure import check_structure_option
 

@@ -20,14 +20,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import torch
 
 from abcgen.abc import FIELD_LINE, TOKEN, check_tune
 from abcgen.errors import AbcgenError
 from abcgen.options import SamplingOptions, check_temperature
 
 if TYPE_CHECKING:
-    from abcgen.form import Place
     from abcgen.sample import TuneModel
 
 MUSIC_TOKENS = {"note", "rest", "measure_rest", "chord_open"}
@@ -166,8 +164,6 @@ def vary(
     """Rewrite bars first..last (indices, inclusive) of a tune: up to `count` candidates,
     best first, each {abc, stretch, score} where score is the mean log-probability per
     character the model gives the rest of the tune after it."""
-    from abcgen.inference import one_cpu_thread
-
     abc = abc.strip()
     check_temperature(temperature)
     layout = bar_layout(abc)
@@ -186,7 +182,7 @@ def vary(
     bars_wanted = last - first + 1
     rng = np.random.default_rng(seed)
     kept: dict[str, float] = {}
-    with torch.no_grad(), one_cpu_thread():  # small steps: threads cost more than they give
+    with tune_model.steps.running():
         for _ in range(rounds):
             for stretch in write_stretches(
                 tune_model,
@@ -218,17 +214,6 @@ def vary(
     }
 
 
-def model_ids(tune_model: TuneModel, text: str, place: Place) -> tuple[list[int], Place]:
-    """Model inputs for text read after `place` (abcgen.form.Place); returns (ids, place)."""
-    config = tune_model.model.config
-    vocab = tune_model.vocab
-    ids = []
-    for ch in text:
-        place = place.after(ch)
-        ids.append(vocab.index[ch] + len(vocab) * place.form_class(config.form, config.form_count))
-    return ids, place
-
-
 def write_stretches(
     tune_model: TuneModel,
     prefix: str,
@@ -241,19 +226,17 @@ def write_stretches(
 ) -> list[str]:
     """`tries` stretches of bars_wanted bars that the model writes after prefix, each
     without the bar line that closes its last bar (the tune's own bar line stays)."""
-    from abcgen.form import Place
+    from abcgen.form import Place, input_ids
     from abcgen.shaping import draw, next_char_probs
 
-    model, vocab = tune_model.model, tune_model.vocab
-    device = next(model.parameters()).device
-    model.eval()
-    ids, place = model_ids(tune_model, TUNE_END + prefix, Place())
-    logits, state = model(torch.tensor([ids], device=device))
-    rows = torch.zeros(tries, dtype=torch.long, device=device)
-    state = model.select_state(state, rows)
-    logits = logits[:, -1].expand(tries, -1).clone()
+    steps, vocab, config = tune_model.steps, tune_model.vocab, tune_model.config
+    logits, state = steps.start(input_ids(TUNE_END + prefix, vocab, config.form, config.form_count), tries)
+    logits = logits.copy()
     # a stretch starts with music: not a bar line, space or line break
-    logits[:, [vocab.index[ch] for ch in "|:] \n\\" if ch in vocab.index]] = float("-inf")
+    logits[:, [vocab.index[ch] for ch in "|:] \n\\" if ch in vocab.index]] = -np.inf
+    place = Place()
+    for ch in TUNE_END + prefix:
+        place = place.after(ch)
     texts, places = [""] * tries, [place] * tries
     watchers = [_BarCounter() for _ in range(tries)]
     limit = 80 * bars_wanted + 40
@@ -262,7 +245,7 @@ def write_stretches(
     while active:
         if cancelled is not None and cancelled():
             raise AbcgenError("cancelled")
-        probs = next_char_probs(logits.float().cpu().numpy(), temperature, None, tune_model.pitches, pitch_top_p)
+        probs = next_char_probs(logits, temperature, None, tune_model.pitches, pitch_top_p)
         chosen = draw(probs, rng).tolist()
         keep, feed = [], []
         for row, (i, choice) in enumerate(zip(active, chosen)):
@@ -274,16 +257,14 @@ def write_stretches(
                 done.append(texts[i][:-1].rstrip(" "))
                 continue
             places[i] = places[i].after(ch)
-            config = model.config
             feed.append(choice + len(vocab) * places[i].form_class(config.form, config.form_count))
             keep.append(row)
         if not keep:
             break
         if len(keep) < len(active):
-            state = model.select_state(state, torch.tensor(keep, device=device))
+            state = steps.select(state, keep)
             active = [active[row] for row in keep]
-        logits, state = model.step(torch.tensor(feed, device=device).unsqueeze(1), state)
-        logits = logits[:, -1]
+        logits, state = steps.step(np.array(feed, dtype=np.int64), state)
     return done
 
 
@@ -318,15 +299,17 @@ class _BarCounter:
 
 def score_tail(tune_model: TuneModel, head: str, tail: str) -> float:
     """Mean log-probability per character (nats) of tail and the tune's end after head."""
-    from abcgen.form import Place
+    from abcgen.form import input_ids
+    from abcgen.shaping import softmax
 
-    model = tune_model.model
-    device = next(model.parameters()).device
+    steps, vocab, config = tune_model.steps, tune_model.vocab, tune_model.config
     text = TUNE_END + head + tail + TUNE_END
-    ids, _ = model_ids(tune_model, text, Place())
-    targets = torch.tensor(tune_model.vocab.encode(text), device=device)
-    logits, _ = model(torch.tensor([ids], device=device))
-    log_probs = torch.log_softmax(logits[0].float(), dim=-1)
+    ids = input_ids(text, vocab, config.form, config.form_count)
     begin = len(TUNE_END + head)
-    picked = log_probs[begin - 1 : len(text) - 1].gather(1, targets[begin:].unsqueeze(1))
-    return float(picked.mean())
+    logits, state = steps.start(ids[:begin], 1)
+    total = 0.0
+    for position in range(begin, len(text)):
+        total += math.log(softmax(logits.astype(np.float64))[0, vocab.index[text[position]]])
+        if position + 1 < len(text):
+            logits, state = steps.step(np.array(ids[position : position + 1], dtype=np.int64), state)
+    return total / (len(text) - begin)
