@@ -16,6 +16,7 @@ from abcgen.errors import AbcgenError
 from abcgen.options import SAMPLING_DEVICE, SamplingOptions
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from abcgen.sample import TuneModel
@@ -23,11 +24,13 @@ if TYPE_CHECKING:
 __all__ = ["AbcgenError", "SamplingOptions", "load_model", "__version__"]
 
 
-def load_model(path: str | Path | None = None, device: str = SAMPLING_DEVICE) -> TuneModel:
+def load_model(
+    path: str | Path | None = None, device: str = SAMPLING_DEVICE, log: Callable[[str], None] | None = None
+) -> TuneModel:
     """Load a trained model (the shipped one when path is None) for sampling."""
     from abcgen.sample import load_model as _load_model
 
-    return _load_model(path, device=device)
+    return _load_model(path, device=device, log=log)
 
 
 def __getattr__(name: str) -> str:

@@ -676,7 +676,7 @@ def sample(
     from abcgen.sample import load_model
 
     say = _say(quiet)
-    model = load_model(model_path, device=device)
+    model = load_model(model_path, device=device, log=say)
     tunes = model.generate(num, SamplingOptions(**settings), log=say)
     text = "\n\n".join(tunes) + "\n"
     if output:

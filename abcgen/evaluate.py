@@ -492,7 +492,7 @@ def evaluate_model(
     if not corpus.train:
         raise AbcgenError(f"{corpus_path}: the corpus has no training tunes to compare with")
     profile = corpus_profile(corpus, cache, progress)
-    model = load_model(model_path, device=device)
+    model = load_model(model_path, device=device, log=log)
     log(f"sampling {n} tunes at temperature {options.temperature}...")
     generated = model.generate(n, options)
     log("scoring the test split...")

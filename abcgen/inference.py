@@ -24,7 +24,7 @@ import contextlib
 import hashlib
 import json
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ContextManager, Protocol
@@ -71,9 +71,10 @@ class Exported:
     steps: OnnxSteps
 
 
-def open_export(checkpoint_path: Path) -> Exported | None:
+def open_export(checkpoint_path: Path, log: Callable[[str], None] | None = None) -> Exported | None:
     """The export of the checkpoint at checkpoint_path, or None where there is none that
-    was made from this very file (or where onnxruntime is not installed)."""
+    was made from this very file (or where onnxruntime is not installed); log, if given,
+    hears why an export that is there is not used."""
     onnx_path = export_path(checkpoint_path)
     if not (onnx_path.is_file() and checkpoint_path.is_file()):
         return None
@@ -81,9 +82,21 @@ def open_export(checkpoint_path: Path) -> Exported | None:
         import onnxruntime
     except ImportError:
         return None
-    session = onnxruntime.InferenceSession(str(onnx_path), one_thread(onnxruntime), providers=["CPUExecutionProvider"])
-    record = json.loads(session.get_modelmeta().custom_metadata_map.get(METADATA_KEY, "{}"))
+    again = f"export it again: python -m abcgen.inference {checkpoint_path}"
+    try:
+        session = onnxruntime.InferenceSession(
+            str(onnx_path), one_thread(onnxruntime), providers=["CPUExecutionProvider"]
+        )
+        record = json.loads(session.get_modelmeta().custom_metadata_map.get(METADATA_KEY, "{}"))
+    except Exception as error:  # a truncated file, or one from a newer ONNX than this runtime reads
+        if log:
+            log(f"Warning: {onnx_path} cannot be read ({str(error).strip()[:120]}); sampling through torch; {again}")
+        return None
     if record.get("checkpoint_sha256") != file_sha256(checkpoint_path):
+        if log:
+            log(
+                f"Warning: {onnx_path} was exported from another {checkpoint_path.name}; sampling through torch; {again}"
+            )
         return None
     config = ModelConfig.from_dict(record["config"])
     return Exported(config, Vocab.from_dict(record["vocab"]), record["meta"], OnnxSteps(session, config))
@@ -246,8 +259,13 @@ def main() -> None:
     """python -m abcgen.inference MODEL.pt ...: write each checkpoint's export beside it."""
     import sys
 
+    if len(sys.argv) < 2:
+        sys.exit("usage: python -m abcgen.inference MODEL.pt [MODEL.pt ...]")
     for name in sys.argv[1:]:
-        print(export_onnx(name))
+        try:
+            print(export_onnx(name))
+        except AbcgenError as error:
+            sys.exit(f"Error: {error}")
 
 
 if __name__ == "__main__":

@@ -96,10 +96,12 @@ class SamplingOptions:
             raise OptionError("max_chars", f"must be at least {MIN_MAX_CHARS} (room for a header and a bar)")
         check_header_values(meter=self.meter, key=self.key, title=self.title, length=self.length)
         if self.structure not in (None, "auto", "none"):
-            # Here, not at the top: abcgen.structure imports torch, and "auto" needs no parsing.
+            # Here, not at the top: abcgen.structure is a later module, and "auto" needs no parsing.
             from abcgen.structure import check_structure_option
 
             check_structure_option(self.structure)
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise OptionError("seed", "must be a whole number from 0 up")
         if self.retries < 0:
             raise OptionError("retries", "must be at least 0")
         if self.max_seconds is not None and self.max_seconds <= 0:

@@ -49,10 +49,17 @@ def default_model_path() -> Path:
     return Path(os.environ.get("ABCGEN_MODEL") or PRETRAINED)
 
 
-def load_model(path: str | Path | None = None, device: str = SAMPLING_DEVICE) -> TuneModel:
-    """The model at path, or ABCGEN_MODEL, or the shipped Nottingham model."""
+def load_model(
+    path: str | Path | None = None, device: str = SAMPLING_DEVICE, log: Callable[[str], None] | None = None
+) -> TuneModel:
+    """The model at path, or ABCGEN_MODEL, or the shipped Nottingham model; log, if given,
+    hears a warning about an export beside it that cannot be used (see abcgen.inference)."""
     path = Path(path or default_model_path())
-    exported = open_export(path) if device == "cpu" else None
+    if path.suffix == ".onnx":
+        raise AbcgenError(
+            f"{path} is an export; give its checkpoint ({path.with_suffix('.pt').name}): the export beside it is used"
+        )
+    exported = open_export(path, log) if device == "cpu" else None
     model = TuneModel(exported=exported, path=path, device=device)
     if exported is None:
         model.checkpoint  # read now: a missing or damaged file is reported at once
@@ -298,6 +305,8 @@ class TuneModel:
         if run.structure and prime_closes_parts(prime):
             run.structure = None
             self.warnings.append("the prime writes its own repeat or final bar lines: no structure rules")
+            if log:
+                log(f"Warning: {self.warnings[-1]}")
         tunes = self.sample_batch(n, plan, run)
         if options.check:
             tunes = self.regenerate_failures(tunes, plan, run, options.retries, log)
@@ -401,7 +410,8 @@ class TuneModel:
                 active = [active[row] for row in keep]
                 chars = [chars[row] for row in keep]
             ids = np.array(
-                [vocab.index.get(c, fallback) + len(vocab) * drafts[i].form_class for c, i in zip(chars, active)]
+                [vocab.index.get(c, fallback) + len(vocab) * drafts[i].form_class for c, i in zip(chars, active)],
+                dtype=np.int64,
             )
             logits, state = steps.step(ids, state)
             if rewinds:

@@ -56,7 +56,7 @@ def next_char_probs(
 def draw(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One character id from each row of probabilities (inverse transform sampling: the
     first id whose cumulative probability passes a uniform draw; an id of probability 0
-    is never drawn)."""
+    is never drawn from a row that has any probability; the sampler never leaves a row empty)."""
     cumulative = probs.cumsum(axis=-1)
     target = rng.random((len(probs), 1)) * cumulative[:, -1:]
     return np.minimum((cumulative <= target).sum(axis=-1), probs.shape[-1] - 1)

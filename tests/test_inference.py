@@ -74,8 +74,30 @@ def test_an_export_steps_as_its_checkpoint_and_only_for_it(tmp_path, arch):
     with torch.no_grad():
         model.head.bias += 1.0
     save_checkpoint(path, model, vocab, {})  # the checkpoint changed: its old export is stale
-    assert open_export(path) is None
-    assert not isinstance(load_model(path).steps, OnnxSteps)
+    heard: list[str] = []
+    assert not isinstance(load_model(path, log=heard.append).steps, OnnxSteps)
+    assert len(heard) == 1 and "exported from another model.pt" in heard[0]
+
+
+def test_an_unreadable_export_falls_back_to_torch_with_a_warning(tmp_path):
+    path = tmp_path / "model.pt"
+    path.write_bytes(PRETRAINED.read_bytes())
+    export_path(path).write_bytes(export_path(PRETRAINED).read_bytes()[:700_000])  # cut short
+    heard: list[str] = []
+    model = load_model(path, log=heard.append)
+    assert isinstance(model.steps, TorchSteps) and len(heard) == 1 and "cannot be read" in heard[0]
+    assert model.generate(1, seed=1)[0].startswith("X:1")
+    with pytest.raises(AbcgenError, match="give its checkpoint"):
+        load_model(export_path(path))
+
+
+def test_the_export_command_fails_in_one_line(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "abcgen.inference", str(tmp_path / "missing.pt")], capture_output=True, text=True
+    )
+    assert done.returncode == 1 and done.stderr.strip().splitlines() == [
+        f"Error: model file {tmp_path / 'missing.pt'} does not exist; train one with `abcgen train`"
+    ]
 
 
 def test_only_recurrent_models_export(tmp_path):

@@ -23,6 +23,9 @@ def test_options_are_keyword_only_and_checked():
         SamplingOptions(meter="abc")
     with pytest.raises(AbcgenError, match="structure 'AB1x'"):
         SamplingOptions(structure="AB1x")
+    with pytest.raises(OptionError, match="^seed must be a whole number from 0 up$"):
+        SamplingOptions(seed=-1)
+    assert SamplingOptions(seed=0).seed == 0
     assert dataclasses.replace(SamplingOptions(), temperature=1.2).temperature == 1.2
 
 

@@ -413,7 +413,7 @@ def test_serve_warns_when_it_listens_beyond_this_machine(monkeypatch, tmp_path, 
 
     started = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, host, port, **options: started.update(host=host, port=port))
-    monkeypatch.setattr(abcgen.sample, "load_model", lambda path=None: model)
+    monkeypatch.setattr(abcgen.sample, "load_model", lambda path=None, log=None: model)
     monkeypatch.setattr(abcgen.serve, "install_page_packages", lambda say: True)
     monkeypatch.setattr("torch.set_num_threads", lambda count: None)
     monkeypatch.setattr(abcgen.serve, "check_port", lambda host, port: None)

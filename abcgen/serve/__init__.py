@@ -112,7 +112,7 @@ def run(
             "page, write tunes with its CPU and change its tune library. Use --host 127.0.0.1 to keep it local."
         )
     install_page_packages(log)
-    model = load_model(model_path)
+    model = load_model(model_path, log=log)
     if model.exported is None:  # the torch engine: one thread for every request at once (see inference.one_cpu_thread)
         import torch
 
