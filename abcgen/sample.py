@@ -219,7 +219,7 @@ class TuneModel:
         if checkpoint is not None:
             self.checkpoint = checkpoint
         self.exported, self.path, self.device = exported, path, device
-        self.warnings: list[str] = []
+        self.warnings: list[str] = []  # the last generate() call's (a server's model lives long)
         self.masks: dict = {}  # see mask_row
 
     @functools.cached_property
@@ -272,6 +272,7 @@ class TuneModel:
         whole-tune retry starts a new list); an exception it raises stops the generation.
         """
         options = replace(options, **settings) if options is not None else SamplingOptions(**settings)
+        self.warnings = []
         check_count(n)
         seconds = options.max_seconds if options.max_seconds is not None else time_limit(n)
         meter, key, title, length = options.meter, options.key, options.title, options.length

@@ -77,6 +77,8 @@ def test_unseen_meter_warns(tiny_model):
     model = load_model(tiny_model)
     model.generate(meter="3/2", seed=1, check=False)
     assert any("3/2" in w for w in model.warnings)
+    model.generate(meter="4/4", seed=1, check=False, max_chars=200)  # each call keeps its own warnings
+    assert not any("3/2" in w for w in model.warnings)
 
 
 def test_max_chars_cuts_after_last_complete_bar():
