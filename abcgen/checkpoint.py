@@ -15,7 +15,8 @@ import torch
 from abcgen import __version__
 from abcgen.errors import AbcgenError
 from abcgen.files import write_bytes_atomic
-from abcgen.model import CharModel, ModelConfig, build_model
+from abcgen.model import CharModel, build_model
+from abcgen.model_config import ModelConfig
 from abcgen.vocab import Vocab
 
 FORMAT = "abcgen-checkpoint"

@@ -256,7 +256,7 @@ def _list_corpora(as_json: bool) -> None:
 # ---- train and info
 
 DEVICES = click.Choice(DEVICE_NAMES)
-TRAIN_CONFIG, MODEL_CONFIG = "abcgen.train:TrainConfig.", "abcgen.model:ModelConfig."
+TRAIN_CONFIG, MODEL_CONFIG = "abcgen.train:TrainConfig.", "abcgen.model_config:ModelConfig."
 
 
 @cli.command()

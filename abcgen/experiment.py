@@ -43,7 +43,8 @@ from abcgen.evaluate import (
     validity,
 )
 from abcgen.files import write_text_atomic
-from abcgen.model import ARCHITECTURES, ModelConfig, check_config
+from abcgen.model import ARCHITECTURES, check_config
+from abcgen.model_config import ModelConfig
 from abcgen.options import EVALUATION_TUNES, OptionError, SamplingOptions, check_count, check_temperature
 from abcgen.sample import TuneModel
 from abcgen.scoring import LN2, known_tunes

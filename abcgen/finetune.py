@@ -21,7 +21,8 @@ import torch
 from abcgen.checkpoint import load_checkpoint
 from abcgen.errors import AbcgenError
 from abcgen.form import class_count, encode_text
-from abcgen.model import CharModel, ModelConfig, build_model, input_width
+from abcgen.model import CharModel, build_model, input_width
+from abcgen.model_config import ModelConfig
 from abcgen.vocab import Vocab
 
 SHIPPED = "shipped"

@@ -33,7 +33,8 @@ from abcgen.distributed import PeerLost, join as join_world, world as current_wo
 from abcgen.errors import AbcgenError
 from abcgen.finetune import FINETUNE_DEFAULTS, MIN_VALIDATION, recorded_init, start_from
 from abcgen.form import encode_text
-from abcgen.model import CharModel, ModelConfig, build_model, tree_map
+from abcgen.model import CharModel, build_model, tree_map
+from abcgen.model_config import ModelConfig
 from abcgen.options import OptionError
 from abcgen.scoring import known_tunes, make_streams, score_text, windows
 from abcgen.structure import corpus_forms

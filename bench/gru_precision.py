@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from abcgen.device import bf16_supported
-from abcgen.model import ModelConfig, build_model
+from abcgen.model import build_model
+from abcgen.model_config import ModelConfig
 
 VOCAB, BATCH, SEQ = 90, 16, 128
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from abcgen.corpus import load_corpus
-from abcgen.model import ModelConfig
+from abcgen.model_config import ModelConfig
 from abcgen.scoring import LN2, known_tunes, make_streams, score_text
 from abcgen.train import TrainConfig, train
 from abcgen.vocab import Vocab

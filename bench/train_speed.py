@@ -19,7 +19,8 @@ from torch import nn
 from abcgen.corpus import load_corpus
 from abcgen.device import use_bf16
 from abcgen.form import FORM_BLOCKS, encode_text
-from abcgen.model import ModelConfig, build_model
+from abcgen.model import build_model
+from abcgen.model_config import ModelConfig
 from abcgen.scoring import make_streams
 from abcgen.vocab import Vocab
 from bench.common import corpus_path

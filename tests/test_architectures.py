@@ -11,7 +11,8 @@ from abcgen.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from abcgen.cli import cli
 from abcgen.corpus import load_corpus
 from abcgen.errors import AbcgenError
-from abcgen.model import ARCHITECTURES, ModelConfig, build_model
+from abcgen.model import ARCHITECTURES, build_model
+from abcgen.model_config import ModelConfig
 from abcgen.sample import TuneModel
 from abcgen.train import TrainConfig, train, use_bf16
 from abcgen.vocab import Vocab

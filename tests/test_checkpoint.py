@@ -7,7 +7,8 @@ from click.testing import CliRunner
 from abcgen.checkpoint import load_checkpoint, save_checkpoint
 from abcgen.cli import cli
 from abcgen.errors import AbcgenError
-from abcgen.model import ModelConfig, build_model
+from abcgen.model import build_model
+from abcgen.model_config import ModelConfig
 from abcgen.vocab import Vocab
 
 

@@ -13,7 +13,8 @@ from abcgen.corpus import Corpus, load_corpus
 from abcgen.errors import AbcgenError
 from abcgen.finetune import grow_vocab
 from abcgen.form import FORM_BLOCKS, encode_text
-from abcgen.model import ModelConfig, build_model
+from abcgen.model import build_model
+from abcgen.model_config import ModelConfig
 from abcgen.train import TrainingInterrupted, finetune_config, train, with_validation_tunes
 from abcgen.vocab import Vocab
 from tests.conftest import interrupt_training_at

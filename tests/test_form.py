@@ -6,7 +6,8 @@ import torch
 
 from abcgen.checkpoint import Checkpoint
 from abcgen.form import BARS_PER_BLOCK, FormTracker, Place, encode_text, form_classes, input_ids
-from abcgen.model import ModelConfig, build_model, input_table
+from abcgen.model import build_model, input_table
+from abcgen.model_config import ModelConfig
 from abcgen.sample import SamplingRun, TuneModel, header_plan
 from abcgen.vocab import Vocab
 from abcgen.watch import TUNE_END

@@ -13,7 +13,8 @@ from abcgen.checkpoint import load_checkpoint, save_checkpoint
 from abcgen.errors import AbcgenError
 from abcgen.form import input_ids
 from abcgen.inference import OnnxSteps, TorchSteps, export_onnx, export_path, open_export
-from abcgen.model import ModelConfig, build_model
+from abcgen.model import build_model
+from abcgen.model_config import ModelConfig
 from abcgen.sample import PRETRAINED, TuneModel, load_model
 from abcgen.vocab import Vocab
 from abcgen.watch import TUNE_END

@@ -3,7 +3,8 @@ old checkpoints' weights (see also test_architectures.py for the other architect
 
 import torch
 
-from abcgen.model import ModelConfig, build_model
+from abcgen.model import build_model
+from abcgen.model_config import ModelConfig
 
 
 def test_model_shapes_and_one_hot_equivalence():

@@ -9,7 +9,8 @@ import torch
 
 import abcgen.sample
 from abcgen.checkpoint import Checkpoint
-from abcgen.model import ARCHITECTURES, ModelConfig, build_model
+from abcgen.model import ARCHITECTURES, build_model
+from abcgen.model_config import ModelConfig
 from abcgen.sample import TuneModel
 from abcgen.shaping import draw
 from abcgen.vocab import Vocab
