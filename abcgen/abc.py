@@ -21,6 +21,9 @@ and every bar has the duration its meter asks for:
    ending. A section (the music between repeat signs, double bars and body P:/M:/K: fields,
    each ending counted once) is a whole number of bars: a pickup and the short closing bar
    add up to one. A section of less than a bar (a pickup before `|:`) joins the next one.
+7. Joints: where one section ends and the next begins, a short closing bar and the next
+   section's first bar make one bar, as they are played (`efe d2:|` then `|:A|`), and a
+   full closing bar is followed by a full bar (unless a header P: sets another order).
 
 The reader is a single regular expression over the body plus a small state machine, so a
 check takes about a millisecond whatever the meter, and time grows linearly with length.
@@ -906,6 +909,9 @@ def check_tune(text: str, complete: bool = True) -> CheckResult:
                 rule="section",
                 **facts,
             )
+        joint = _broken_joint(tune)
+        if joint is not None:
+            return CheckResult(False, _joint_problem(*joint), bad_bar=joint[1].number - 1, rule="pickup", **facts)
     return CheckResult(True, **facts)
 
 
@@ -920,6 +926,49 @@ def _broken_section(sections: list[Section]) -> Section | None:
         if not section.whole and (done - pickup).denominator != 1 and done.denominator != 1:
             return section
     return None
+
+
+def _section_edges(section: Section) -> tuple[int, int] | None:
+    """The indices of a section's first bar and of the bar it closes with (its last
+    ending's last), or None when it has no bars."""
+    body = section.bars or (section.endings[0] if section.endings else [])
+    closing = section.endings[-1] if section.endings else section.bars
+    return (body[0], closing[-1]) if body and closing else None
+
+
+def _broken_joint(tune: Tune) -> tuple[Bar, Bar] | None:
+    """The first joint between sections (a bar closing one, the next one's first bar) out
+    of step: a short closing bar and the pickup after it must make one bar, as they are
+    played (`efe d2:|` then `|:A|`); a short bar followed by a full one, or a pickup after
+    a full bar, is a beat lost or gained (abc2midi counts such a joint as one bar of the
+    wrong length). Not judged: a tune whose header P: sets an order to play the parts in,
+    and a joint after endings that begin inside a bar (`BAG [1 A3:|[2 AAB||`)."""
+    if "P" in tune.header:
+        return None
+    sections = tune.sections
+    for section, following in zip(sections, sections[1:]):
+        before, after = _section_edges(section), _section_edges(following)
+        if before is None or after is None or (section.endings and _short(tune, section.bars[-1:])):
+            continue
+        closing, first = tune.bars[before[1]], tune.bars[after[0]]
+        if closing.expected is None or closing.expected != first.expected or closing.meter != first.meter:
+            continue
+        short = closing.duration < closing.expected or first.duration < first.expected
+        if short and closing.duration + first.duration != closing.expected:
+            return closing, first
+    return None
+
+
+def _short(tune: Tune, indices: list[int]) -> bool:
+    return any(bar.expected and bar.duration < bar.expected for bar in (tune.bars[i] for i in indices))
+
+
+def _joint_problem(closing: Bar, first: Bar) -> str:
+    lengths = [format_length(bar.duration, _denominator(bar)) for bar in (closing, first)]
+    return (
+        f"bar {first.number}: the part before closes with a bar of {lengths[0]} and this one begins with "
+        f"{lengths[1]}: a short closing bar and the pickup after it make one bar"
+    )
 
 
 def _bars(length: Fraction) -> str:
@@ -938,11 +987,16 @@ def _bad_bar(tune: Tune) -> int | None:
 
 
 def _bar_problem(bar: Bar) -> str:
-    denominator = int(bar.meter.split("/")[1]) if bar.meter else 8
+    denominator = _denominator(bar)
     return (
         f"bar {bar.number} has {format_length(bar.duration, denominator)}, "
         f"meter {bar.meter} asks for {format_length(bar.expected or Fraction(0), denominator)}"
     )
+
+
+def _denominator(bar: Bar) -> int:
+    """The note value its meter counts in (8 in 6/8), for writing its lengths."""
+    return int(bar.meter.split("/")[1]) if bar.meter else 8
 
 
 def check_tunes(tunes: list[str]) -> list[CheckResult]:

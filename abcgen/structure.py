@@ -16,12 +16,16 @@ While a tune body is written (constrained decoding, see BodyRules):
   (an empty bar), a bar line, line break or `(` while a tuplet still takes notes, a second
   `/` in a length (`A/2/`), more than 4 grace notes, a chord symbol that does not start with
   a root or runs past 8 characters; after the bar that brings a staff line to 32 notes, a
-  line break is the only choice (abcm2ps cannot fit much more on a line);
+  line break is the only choice (abcm2ps cannot fit much more on a line), and before the
+  line holds 6 notes, or with a part's last two bars still to come, none is;
 - when a bar ends, the part so far goes through the strict check (abcgen.abc): a bar of the
   wrong length, a tie between different pitches, a part that runs past its length, a last
   note off the tonic, and the sampler writes that bar again (see sample.watch_bars);
 - a part that began with a pickup and reaches its length with a full bar is cut at the note
-  where, with the pickup, it makes one bar (`d2|...|B2A2 G2:|`), as real tunes close;
+  where, with the pickup, it makes one bar (`d2|...|B2A2 G2:|`), as real tunes close, and
+  the notes cut off begin the next part as its pickup (`|:^F2|`);
+- a part's first bar completes the bar that closed the part before (`efe d2:|` then
+  `|:A|`), or is a full bar after a full one, and is written again until it does;
 - when a part reaches its length, its closing bar line is written for it: `:|` for a
   repeated part, `||` between parts, `|]` at the end, and `|:` opens a repeated part that
   follows another repeat; a slur still open ends on the part's last note (`(dcB A2):|`).
@@ -58,6 +62,9 @@ STAFF_LINE_NOTES = 32
 # of their own, which real tunes seldom have (1-2 bars on 2.5% of the Nottingham training
 # tunes' lines, 12% of sampled ones without this rule) and abcm2ps sets "underfull".
 SHORT_LINE_BARS = 2
+# Nor a line break before a staff line holds this many notes (1% of the training tunes'
+# lines hold fewer): a line of a pickup or a bar or two is one abcm2ps sets "underfull".
+MIN_STAFF_LINE_NOTES = 6
 MAX_CHORD_SYMBOL = 8  # characters: "Bbmaj7/F" is the longest the models write well
 MAX_GRACE_NOTES = 4
 PRINTABLE = set(string.printable)
@@ -289,6 +296,7 @@ class BarEnd:
     closing: str = ""
     cut: int = 0
     reason: str = ""
+    carry: str = ""  # shorten: the notes cut off, written after the closing as the next part's pickup
 
 
 @dataclass
@@ -301,6 +309,7 @@ class BodyRules:
     lexer: Lexer = field(default_factory=Lexer)
     finished: bool = False
     bars_left: Fraction | None = None  # in the part, as the last bar end found (None: unknown)
+    carry: str = ""  # the pickup to write once the part's closing is written (BarEnd.carry)
 
     @property
     def part(self) -> int:
@@ -320,6 +329,8 @@ class BodyRules:
             and lexer.staff_notes < STAFF_LINE_NOTES
         ):
             blocked.add("\n")  # a line break would leave the part's last bars on a line of their own
+        if lexer.staff_notes < MIN_STAFF_LINE_NOTES and lexer.previous != "\\":
+            blocked.add("\n")
         return blocked
 
     def replay(self, text: str) -> None:
@@ -351,7 +362,9 @@ class BodyRules:
         # slurs still open end on the part's last note: `(dcB A2):|`
         left_out = text[end.cut : -1] if end.action == SHORTEN else ""
         slurs = self.lexer.slurs - len(SLUR_OPEN.findall(left_out)) + left_out.count(")")
-        return replace(end, closing=")" * max(slurs, 0) + end.closing)
+        last = self.part == len(self.structure.parts) - 1
+        self.carry = "" if last else pickup_from(left_out)
+        return replace(end, closing=")" * max(slurs, 0) + end.closing, carry=self.carry)
 
     def _bar_end(self, text: str, bar_start: int | None = None) -> BarEnd:
         part = self.structure.parts[self.part]
@@ -364,6 +377,8 @@ class BodyRules:
         # the check cannot know yet that a short last bar closes the part: judged below
         if result.bad_bar is not None and not (result.bad_bar == len(result.tune.bars) - 1 and short_last):
             return BarEnd(REWRITE, reason="long" if done >= part.bars else result.reason or "")
+        if len(bars) == 1 and self.part and bars[0].duration != (bars[0].expected or 0) * self.first_bar_wanted(text):
+            return BarEnd(REWRITE, reason="a first bar out of step with the bar that closed the part before")
         first = bars[0] if len(bars) > 1 and bars[0].may_be_short else None
         pickup = first.duration / first.expected if first is not None and first.expected else Fraction(0)
         if done == part.bars or (done == part.bars + pickup and not short_last):
@@ -382,6 +397,15 @@ class BodyRules:
             return BarEnd(REWRITE, reason="a short bar inside a part")
         self.bars_left = part.bars + (pickup if pickup < 1 else 0) - done  # a full first bar is no pickup
         return BarEnd(GO_ON)
+
+    def first_bar_wanted(self, text: str) -> Fraction:
+        """How much of a bar the current part's first bar holds: what the previous part's
+        closing bar left of one (a pickup, `efe d2:|` then `|:A|`), or a whole bar after a
+        full one: played in turn, the two make one bar (abcgen.abc's joint rule)."""
+        before = check_tune(self.head + text[self.part_starts[-2] : self.part_starts[-1]], complete=False)
+        bars = [bar for bar in before.tune.bars if bar.expected] if before.tune else []
+        closing = bars[-1].duration / bars[-1].expected if bars and bars[-1].expected else Fraction(1)
+        return 1 - closing if closing < 1 else Fraction(1)
 
     def pickup_close(self, text: str, bar_start: int | None, pickup: Fraction, last: bool) -> int | None:
         """Where to cut a part's full last bar so that, with the pickup it began with, it
@@ -420,10 +444,24 @@ class BodyRules:
         following = self.structure.parts[self.part + 1]
         return (":|" if part.repeated else "||") + "\n" + ("|:" if following.repeated and part.repeated else "")
 
-    def closed(self, offset: int) -> None:
-        """The closing bar line has been written up to offset: the next part begins."""
+    def closed(self, offset: int) -> str:
+        """The closing bar line has been written up to offset: the next part begins.
+        Returns the text to write first in it: the notes its closing bar was cut from
+        (BarEnd.carry), or ""."""
         self.bars_left = None
+        carry, self.carry = self.carry, ""
         if self.part == len(self.structure.parts) - 1:
             self.finished = True
-        else:
-            self.part_starts.append(offset)
+            return ""
+        self.part_starts.append(offset)
+        return carry
+
+
+def pickup_from(left_out: str) -> str:
+    """The notes cut from a part's closing bar (`^F2` of `B2A2 G2 ^F2|`) as the next part's
+    pickup (`^F2|`): they are what the closing bar leaves of one bar, and the model wrote
+    them to lead on; "" when they hold a slur, grace notes, a tie or half a chord symbol."""
+    notes = left_out.strip()
+    loose = SLUR_OPEN.search(notes) or set(notes) & set("){}\\\n") or notes.endswith("-")
+    whole = notes.count('"') % 2 == 0 and not loose
+    return notes + "|" if notes and whole else ""

@@ -213,7 +213,7 @@ def watch_structure(draft: Draft, watch: BarWatch, ch: str, snapshot: Callable[[
         watch.tries_here = 0
     if draft.closing and not draft.forced:
         draft.closing = False
-        rules.closed(len(draft.text))
+        draft.forced = rules.closed(len(draft.text))
     return None
 
 

@@ -30,6 +30,14 @@ def figures(tunes):
     for name in ("abc2midi", "abcm2ps", "music21", "all"):
         if name in tools:
             rows[f"error-free: {'all three' if name == 'all' else name}"] = pct(tools[name]["error_free"])
+    for name in ("abc2midi", "abcm2ps"):
+        if name in tools:
+            rows[f"{name} warning-free"] = pct(tools[name]["warning_free"])
+    if "abc2midi" in tools:  # a joint out of step between parts; pickups inside a repeat are usual
+        outside = sum(
+            n for kind, n in tools["abc2midi"]["warnings"].items() if "time units" in kind and "repeat" not in kind
+        )
+        rows["abc2midi: a bar's time units off, outside a repeat"] = pct(outside)
     if "abcjs" in tools:
         rows["abcjs warning-free"] = pct(tools["abcjs"]["warning_free"])
     for key, label in (

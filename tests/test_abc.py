@@ -170,7 +170,7 @@ def test_raw_nottingham_tunes_fail_only_for_what_the_normaliser_repairs_or_drops
     rules = Counter(result.rule for result in map(check_tune, tunes) if not result.ok)
     elapsed = time.perf_counter() - started
     # repeat spellings and missing final bars are repaired; the rest leave the training set
-    assert set(rules) <= {"repeat", "end", "section", "tie", "bar length", "ending", "syntax"}, rules
+    assert set(rules) <= {"repeat", "end", "section", "pickup", "tie", "bar length", "ending", "syntax"}, rules
     assert rules["repeat"] + rules["end"] > 200
     assert elapsed / len(tunes) < 0.05  # a loose guard; the real figure lives in bench/
 
@@ -203,6 +203,9 @@ STRICT_DEFECTS = {
     "grace group never closed": ("{g GAB c2d|e2d B2G|]", "bracket"),
     "no final bar line": ("GAB c2d|e2d B2G|", "end"),
     "section not a whole number of bars": ("GAB c2d|e2d B2G|A2B c2A|G3 G2||d2d e2e|d2B G2B|]", "section"),
+    "a pickup that does not complete the closing bar": ("D|GAB c2d|e2d B2:|\n|:d2|e2d B2G|A2B G2:|", "pickup"),
+    "a full bar after a short closing bar": ("D|GAB c2d|e2d B2:|\n|:d2e B2G|A2B G3:|", "pickup"),
+    "a pickup after a full closing bar": ("GAB c2d|e2d B3:|\n|:D|d2e B2G|A2B G2:|", "pickup"),
     "note beyond the MIDI range": ("C,,,,,,,,2 B c2d|e2d B2G|]", "range"),
     "zero length": ("G/0AB c2d|e2d B2G|]", "syntax"),
     "a length divided by 3": ("G/3A/B c2d|e2d B2G|]", "syntax"),
@@ -236,10 +239,18 @@ def test_the_strict_check_refuses_each_kind_of_defect(name):
         '"G"GAB "D7"c2d|{ag}e2d (B2G)|!trill!A2B ~c2A|+fermata+G3 G3|]',
         "GAB c2d|e2d B2G|\\\nA2B c2A|G3 G3|]",  # a line continuation
         "(3GAB c2d|e2d B2G|z6|Z2|]",  # a tuplet and rests of several bars
+        "D|GAB c2d|e2d B2:|\n|:D|e2d B2G|A2B G2:|",  # each part's pickup completes the bar before
     ],
 )
 def test_the_strict_check_accepts_well_formed_abc(body):
     result = check_tune(tune(body))
+    assert result.ok, result.reason
+
+
+def test_a_header_play_order_leaves_the_joints_between_parts_unjudged():
+    parts = "P:A\nD|GAB c2d|e2d B2||\nP:B\nd2e B2G|A2B G3|]\n"  # B is not played after A
+    assert check_tune(HEAD.format(meter="6/8", key="G") + parts).rule == "pickup"
+    result = check_tune("X:1\nT:Test\nP:AAB\nM:6/8\nL:1/8\nK:G\n" + parts)
     assert result.ok, result.reason
 
 

@@ -19,6 +19,7 @@ from abcgen.structure import (
     Part,
     Structure,
     corpus_forms,
+    pickup_from,
     structure_of,
 )
 
@@ -71,6 +72,7 @@ def test_a_part_that_began_with_a_pickup_closes_on_a_short_bar():
     end, text = bar_end_after("d2|" + "GABc d2B2|" * 7 + "B2A2 G2 ^F2|")
     assert end.action == "shorten"
     assert text[text.rstrip("|").rfind("|") + 1 : end.cut].rstrip() == "B2A2 G2" and end.closing.startswith(":|")
+    assert end.carry == "^F2|"  # the notes cut off lead into the next part as its pickup
     written = text[: text.rstrip("|").rfind("|") + 1] + "B2A2 G2" + end.closing + "d2|" + "GABc d2B2|" * 7 + "G6:|"
     assert check_tune(written).ok and tune_form(written).section_lengths == [8, 8]
     # no note ends at 3/4 of the bar: closed as written
@@ -82,9 +84,31 @@ def test_a_part_that_began_with_a_pickup_closes_on_a_short_bar():
 def test_the_last_part_is_cut_only_where_it_ends_on_the_tonic():
     part_a = "d2|" + "GABc d2B2|" * 7 + "B2A2 G2:|\n|:"
     on_tonic, _ = bar_end_after(part_a + "d2|" + "GABc d2B2|" * 7 + "d2B2 G2 A2|", part_b=len(part_a))
-    assert on_tonic.action == "shorten" and on_tonic.closing.startswith(":|")
+    assert on_tonic.action == "shorten" and on_tonic.closing.startswith(":|") and on_tonic.carry == ""
     off_tonic, _ = bar_end_after(part_a + "d2|" + "GABc d2B2|" * 7 + "d2B2 A2 G2|", part_b=len(part_a))
     assert off_tonic.action != "shorten"
+
+
+def test_a_parts_first_bar_completes_the_bar_that_closed_the_part_before():
+    short_close = "d2|" + "GABc d2B2|" * 7 + "B2A2 G2:|\n|:"  # closes on 3/4 of a bar
+    full_close = "GABc d2B2|" * 8 + ":|\n|:"
+    for before, first, action in [
+        (short_close, "d2|", "go on"),  # the quarter the closing bar left
+        (short_close, "GABc d2B2|", "rewrite"),  # a beat too many when played
+        (short_close, "dB|", "go on"),
+        (short_close, "d|", "rewrite"),
+        (full_close, "GABc d2B2|", "go on"),
+        (full_close, "d2|", "rewrite"),  # a pickup after a full bar: two beats too many
+    ]:
+        end, _ = bar_end_after(before + first, part_b=len(before))
+        assert end.action == action, (before[-12:], first)
+
+
+def test_only_whole_notes_are_carried_into_the_next_part():
+    assert pickup_from(" ^F2") == "^F2|"
+    assert pickup_from('"D7"(3FGA') == '"D7"(3FGA|'  # a chord symbol and a tuplet are whole
+    for cut_off in ("", "  ", "(FG", "F)G", "{g}F", "F2-", '"D7', "F\\\nG"):
+        assert pickup_from(cut_off) == "", cut_off
 
 
 def test_a_parts_last_bars_are_not_left_on_a_staff_line_of_their_own():
@@ -99,6 +123,8 @@ def test_a_parts_last_bars_are_not_left_on_a_staff_line_of_their_own():
         return rules
 
     assert "\n" not in rules_after(4).forbidden()  # 4 bars left of 8
+    assert "\n" in rules_after(4, then="\nG2 A2|").forbidden()  # a line of two notes
+    assert "\n" not in rules_after(4, then="\nGABc d2B2|").forbidden()
     assert "\n" in rules_after(6).forbidden()  # 2 left: they would make a line of their own
     assert "\n" in rules_after(7, then=" ").forbidden()
     assert rules_after(6, then="\\").forbidden() == BODY_CHARACTERS - {"\n"}  # `\` keeps its line end
