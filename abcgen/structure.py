@@ -16,8 +16,8 @@ While a tune body is written (constrained decoding, see BodyRules):
   (an empty bar), a bar line, line break or `(` while a tuplet still takes notes, a second
   `/` in a length (`A/2/`), more than 4 grace notes, a chord symbol that does not start with
   a root or runs past 8 characters; after the bar that brings a staff line to 32 notes, a
-  line break is the only choice (abcm2ps cannot fit much more on a line), and before the
-  line holds 6 notes, or with a part's last two bars still to come, none is;
+  line break is the only choice (abcm2ps cannot fit much more on a line), and inside a
+  bar, before the line holds 6 notes, or with a part's last two bars still to come, none is;
 - when a bar ends, the part so far goes through the strict check (abcgen.abc): a bar of the
   wrong length, a tie between different pitches, a part that runs past its length, a last
   note off the tonic, and the sampler writes that bar again (see sample.watch_bars);
@@ -320,18 +320,21 @@ class BodyRules:
 
     def forbidden(self) -> set[str]:
         blocked = self.lexer.forbidden(self.finished)
-        lexer = self.lexer
-        if (
-            self.bars_left is not None
-            and self.bars_left <= SHORT_LINE_BARS
-            and lexer.after_bar
-            and lexer.previous != "\\"
-            and lexer.staff_notes < STAFF_LINE_NOTES
-        ):
-            blocked.add("\n")  # a line break would leave the part's last bars on a line of their own
-        if lexer.staff_notes < MIN_STAFF_LINE_NOTES and lexer.previous != "\\":
+        if self.lexer.previous != "\\" and not self.line_may_end():
             blocked.add("\n")
+        if self.lexer.music:
+            blocked.add("\\")  # a staff line continued inside a bar
         return blocked
+
+    def line_may_end(self) -> bool:
+        """Whether the model may end the staff line here: right after a bar line (a break
+        inside a bar leaves its bar line, or the part's closing repeat, to begin the next
+        line), once the line holds MIN_STAFF_LINE_NOTES notes, and not with the part's last
+        SHORT_LINE_BARS bars still to come (they would stand on a line of their own)."""
+        lexer = self.lexer
+        if lexer.previous != "|" or lexer.staff_notes < MIN_STAFF_LINE_NOTES:
+            return False
+        return self.bars_left is None or self.bars_left > SHORT_LINE_BARS or lexer.staff_notes >= STAFF_LINE_NOTES
 
     def replay(self, text: str) -> None:
         """Follow the text again after a rewind (parts that began after its end are undone)."""
