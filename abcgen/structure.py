@@ -16,8 +16,9 @@ While a tune body is written (constrained decoding, see BodyRules):
   (an empty bar), a bar line, line break or `(` while a tuplet still takes notes, a second
   `/` in a length (`A/2/`), more than 4 grace notes, a chord symbol that does not start with
   a root or runs past 8 characters; after the bar that brings a staff line to 32 notes, a
-  line break is the only choice (abcm2ps cannot fit much more on a line), and inside a
-  bar, before the line holds 6 notes, or with a part's last two bars still to come, none is;
+  line break is the only choice (abcm2ps cannot fit much more on a line; a part's last two
+  bars join the line up to 48), and inside a bar, before the line holds 6 notes, or with a
+  part's last two bars still to come, none is;
 - when a bar ends, the part so far goes through the strict check (abcgen.abc): a bar of the
   wrong length, a tie between different pitches, a part that runs past its length, a last
   note off the tonic, and the sampler writes that bar again (see sample.watch_bars);
@@ -58,6 +59,9 @@ SLUR_OPEN = re.compile(r"\((?!\d)")
 # many notes: abcm2ps refuses to squeeze much more into a line ("Line too much shrunk"), and
 # the training tunes' lines hold at most about 40.
 STAFF_LINE_NOTES = 32
+# ... except that a part's last SHORT_LINE_BARS bars join the line up to this many notes
+# (abcm2ps fits about 50 eighth notes with their chord symbols, 48 sixteenths).
+MAX_STAFF_LINE_NOTES = 48
 # No staff line break with this many bars or fewer left in the part: they would make a line
 # of their own, which real tunes seldom have (1-2 bars on 2.5% of the Nottingham training
 # tunes' lines, 12% of sampled ones without this rule) and abcm2ps sets "underfull".
@@ -238,8 +242,6 @@ class Lexer:
             return BODY_CHARACTERS - {"\n"}
         # chords ([GB]) and inline fields are left out: the model rarely closes them
         blocked = {"[", ":"} if not self.tuplet[1:] else {"["}
-        if self.previous == "|" and self.staff_notes >= STAFF_LINE_NOTES:
-            return BODY_CHARACTERS - {"\n"}
         if self.after_bar:
             blocked.add("|")  # an empty bar (`|\n|`)
         if self.previous == "|":
@@ -319,6 +321,8 @@ class BodyRules:
         self.part_starts = [offset]
 
     def forbidden(self) -> set[str]:
+        if self.line_must_end():
+            return BODY_CHARACTERS - {"\n"}
         blocked = self.lexer.forbidden(self.finished)
         if self.lexer.previous != "\\" and not self.line_may_end():
             blocked.add("\n")
@@ -332,9 +336,19 @@ class BodyRules:
         line), once the line holds MIN_STAFF_LINE_NOTES notes, and not with the part's last
         SHORT_LINE_BARS bars still to come (they would stand on a line of their own)."""
         lexer = self.lexer
-        if lexer.previous != "|" or lexer.staff_notes < MIN_STAFF_LINE_NOTES:
-            return False
-        return self.bars_left is None or self.bars_left > SHORT_LINE_BARS or lexer.staff_notes >= STAFF_LINE_NOTES
+        return lexer.previous == "|" and lexer.staff_notes >= MIN_STAFF_LINE_NOTES and not self.last_bars()
+
+    def line_must_end(self) -> bool:
+        """Whether the staff line is full: after the bar that brings it to STAFF_LINE_NOTES
+        notes, or with only the part's last bars to come, to MAX_STAFF_LINE_NOTES."""
+        lexer = self.lexer
+        return lexer.previous == "|" and lexer.staff_notes >= (
+            MAX_STAFF_LINE_NOTES if self.last_bars() else STAFF_LINE_NOTES
+        )
+
+    def last_bars(self) -> bool:
+        """Whether only the part's last SHORT_LINE_BARS bars are still to come."""
+        return self.bars_left is not None and self.bars_left <= SHORT_LINE_BARS
 
     def replay(self, text: str) -> None:
         """Follow the text again after a rewind (parts that began after its end are undone)."""

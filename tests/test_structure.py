@@ -144,9 +144,23 @@ def test_no_empty_bar_and_no_staff_line_too_full_for_abcm2ps():
     assert "|" not in lexer_after("GABc d2B2|d").forbidden(False)
     full = "GABc dBAG|" * (STAFF_LINE_NOTES // 8)
     for joined in (full, full[:20] + "\\\n" + full[20:]):  # a continued line is one staff line
-        allowed = {"G", "\n", "\\", " "} - lexer_after(joined).forbidden(False)
+        allowed = {"G", "\n", "\\", " "} - rules_at_end(joined).forbidden()
         assert allowed == {"\n"}, joined
-    assert "G" not in lexer_after(full[:-10] + "\n" + full[-10:]).forbidden(False)
+    assert "G" not in rules_at_end(full[:-10] + "\n" + full[-10:]).forbidden()  # 14 notes: go on
+    two_bars, busy = "GABc dBAG|" * 2 + "\n", "G/A/B/c/ d/B/A/G/ G/A/B/c/ d/B/A/G/|"  # 16 notes
+    last_two = rules_at_end(two_bars + full)  # 6 bars written, the line full at 32 notes
+    assert "G" not in last_two.forbidden() and "\n" in last_two.forbidden()  # the last 2 bars join it
+    assert rules_at_end(two_bars + "GABc dBAG|" * 2 + busy * 2).forbidden() == BODY_CHARACTERS - {"\n"}  # 48
+
+
+def rules_at_end(body: str) -> BodyRules:
+    """The rules after body, its last bar's end judged (an 8-bar part of AABB in 4/4)."""
+    rules = BodyRules(Structure.parse("AABB"), HEAD)
+    rules.start(len(HEAD))
+    rules.replay(HEAD + body)
+    if body.endswith("|"):
+        assert rules.bar_end(HEAD + body).action == "go on"
+    return rules
 
 
 def test_the_lexer_keeps_tuplets_lengths_grace_notes_and_chord_symbols_whole():
