@@ -56,6 +56,7 @@ CHORD_SYMBOL = re.compile(
 ANNOTATION_MARKS = set("^_<>@")
 NOTE_OFFSETS = dict(zip("CDEFGAB", (0, 2, 4, 5, 7, 9, 11)))
 ACCIDENTALS = {"^^": 2, "^": 1, "=": 0, "_": -1, "__": -2}
+GRACE_NOTES, TUNE_END_PLACE = "grace notes", "the end of the tune"  # see _Reader.note_check
 
 # One token of a tune body. The order matters: longer and more specific forms first.
 TOKEN = re.compile(
@@ -415,6 +416,7 @@ class _Reader:
         self.last_bar_symbol = ""
         self.measure_rests = 0
         self.pitched = 0  # notes with a pitch so far
+        self.waiting = ""  # a decoration or grace notes still waiting for their note
 
     # -- errors name the bar being written
 
@@ -483,6 +485,13 @@ class _Reader:
         if self.tuplet_left:
             self.fail(f"a tuplet with {self.tuplet_left} note(s) still to come at {where}", rule="bracket")
 
+    def note_check(self, where: str) -> None:
+        """A shorthand decoration with no note after it before a bar line, or grace notes
+        with none before the tune ends (they may lead over a bar line, `{g}|A`): abc2midi
+        stops with "Malformed note" or "No note found to follow grace notes"."""
+        if self.waiting and (self.waiting != GRACE_NOTES or where == TUNE_END_PLACE):
+            self.fail(f"{self.waiting} with no note to follow, at {where}")
+
     def on_space(self, match: re.Match[str]) -> None:
         if self.chord is not None:
             self.fail("a space inside a chord [ ]")
@@ -499,9 +508,11 @@ class _Reader:
             self.fail(f'{match["symbol"]} is not a chord symbol the ABC tools know (such as "Am7" or "D/F#")')
 
     def on_decoration(self, match: re.Match[str]) -> None:
-        pass
+        pass  # !segno!, !D.C.! and the like may stand before a bar line
 
-    on_shorthand = on_decoration
+    def on_shorthand(self, match: re.Match[str]) -> None:
+        if match[0] != ".":  # abc2midi reads `~|` or `T|` as a malformed note
+            self.waiting = f"a decoration {match[0]}"
 
     # -- notes
 
@@ -575,6 +586,7 @@ class _Reader:
     def add_note(self, pitch: int | None, length: Fraction, key: _NoteKey | None) -> None:
         if self.grace:
             return
+        self.waiting = ""
         if self.broken_next is not None:
             length, self.broken_next = length * self.broken_next, None
         if self.tuplet_left:
@@ -610,6 +622,7 @@ class _Reader:
         if opening == self.grace:
             self.fail("a grace note group inside another" if opening else "a } with no { before it", rule="bracket")
         self.grace = opening
+        self.waiting = self.waiting if opening else GRACE_NOTES
 
     def on_slur(self, match: re.Match[str]) -> None:
         if match["slur"] == "(":
@@ -677,6 +690,7 @@ class _Reader:
         if self.chord is not None or self.grace:
             self.fail("a bar line inside a chord or a grace note group", rule="bracket")
         self.tuplet_check("a bar line")
+        self.note_check("a bar line")
         symbol = match["bar"]
         ends = symbol.startswith(":")
         starts = symbol.endswith(":") and not match["bar_ending"]
@@ -791,6 +805,7 @@ class _Reader:
             if self.tie_from is not None:
                 self.fail("a tie (-) at the end of the tune", rule="tie")
             self.tuplet_check("the end of the tune")
+            self.note_check(TUNE_END_PLACE)
             if self.notes and self.last_bar_symbol:
                 self.fail("the tune does not end with a bar line", rule="end")
             if self.last_bar_symbol not in FINAL_BARS and not self.notes:
@@ -941,20 +956,27 @@ def _broken_joint(tune: Tune) -> tuple[Bar, Bar] | None:
     of step: a short closing bar and the pickup after it must make one bar, as they are
     played (`efe d2:|` then `|:A|`); a short bar followed by a full one, or a pickup after
     a full bar, is a beat lost or gained (abc2midi counts such a joint as one bar of the
-    wrong length). Not judged: a tune whose header P: sets an order to play the parts in,
-    and a joint after endings that begin inside a bar (`BAG [1 A3:|[2 AAB||`)."""
+    wrong length). A bar split by `|:` (`d4 |:e2f2|`) counts as the full bar it makes. Not
+    judged: a tune whose header P: sets an order to play the parts in, and a joint after a
+    one-bar ending that completes a bar begun before it (`BAG [1 A3:|[2 AAB||`)."""
     if "P" in tune.header:
         return None
     sections = tune.sections
     for section, following in zip(sections, sections[1:]):
         before, after = _section_edges(section), _section_edges(following)
-        if before is None or after is None or (section.endings and _short(tune, section.bars[-1:])):
+        split_ending = len(section.endings[-1:][0] if section.endings else []) == 1 and _short(tune, section.bars[-1:])
+        if before is None or after is None or split_ending:
             continue
         closing, first = tune.bars[before[1]], tune.bars[after[0]]
         if closing.expected is None or closing.expected != first.expected or closing.meter != first.meter:
             continue
-        short = closing.duration < closing.expected or first.duration < first.expected
-        if short and closing.duration + first.duration != closing.expected:
+        played = first.duration
+        if following.bars[1:2] and following.bars[0] == after[0]:
+            second = tune.bars[following.bars[1]]
+            if second.meter == first.meter and first.duration + second.duration == first.expected:
+                played = first.expected  # one bar, split by the repeat sign
+        short = closing.duration < closing.expected or played < closing.expected
+        if short and closing.duration + played != closing.expected:
             return closing, first
     return None
 
@@ -965,8 +987,10 @@ def _short(tune: Tune, indices: list[int]) -> bool:
 
 def _joint_problem(closing: Bar, first: Bar) -> str:
     lengths = [format_length(bar.duration, _denominator(bar)) for bar in (closing, first)]
+    if closing.duration == closing.expected:
+        return f"bar {first.number}: a pickup of {lengths[1]} after a full closing bar adds beats"
     return (
-        f"bar {first.number}: the part before closes with a bar of {lengths[0]} and this one begins with "
+        f"bar {first.number}: the part before closes on {lengths[0]} of a bar and this one begins with "
         f"{lengths[1]}: a short closing bar and the pickup after it make one bar"
     )
 

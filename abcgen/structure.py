@@ -55,6 +55,9 @@ PART = re.compile(r"([A-Z])(\d+)?")
 # such as field letters, only begin field lines, which the rules leave out).
 NOTE_END = set("ABCDEFGabcdefgzxZ,'0123456789/]")  # what a length, tie or > may follow
 SLUR_OPEN = re.compile(r"\((?!\d)")
+# A note's pitch with its accidental, or text in which letters are no notes (chord symbols,
+# decorations): to find the accidentals a bar holds for each pitch.
+NOTE_OR_TEXT = re.compile(r'"[^"]*"|![^!]*!|\+[^+]*\+|(\^\^|\^|__|_|=)?([A-Ga-g][,\']*)')
 # A staff line (lines joined by a trailing \\) is ended after the bar that brings it to this
 # many notes: abcm2ps refuses to squeeze much more into a line ("Line too much shrunk"), and
 # the training tunes' lines hold at most about 40.
@@ -380,7 +383,7 @@ class BodyRules:
         left_out = text[end.cut : -1] if end.action == SHORTEN else ""
         slurs = self.lexer.slurs - len(SLUR_OPEN.findall(left_out)) + left_out.count(")")
         last = self.part == len(self.structure.parts) - 1
-        self.carry = "" if last else pickup_from(left_out)
+        self.carry = "" if last else pickup_from(text[bar_start : end.cut] if bar_start is not None else "", left_out)
         return replace(end, closing=")" * max(slurs, 0) + end.closing, carry=self.carry)
 
     def _bar_end(self, text: str, bar_start: int | None = None) -> BarEnd:
@@ -434,24 +437,24 @@ class BodyRules:
         time: it seldom plans the end of a part at the very bar the plan does."""
         if bar_start is None:
             return None
-        for cut in range(len(text) - 2, bar_start, -1):
-            bar = text[bar_start:cut]
-            if (
-                text[cut] not in STARTS_TOKEN
-                or bar.rstrip().endswith("-")
-                or len(SLUR_OPEN.findall(bar)) > bar.count(")")
-            ):
+        share = 1 - pickup
+        for cut in range(bar_start + 1, len(text) - 1):  # the first cut that keeps `share`:
+            if text[cut] not in STARTS_TOKEN:  # before a note's chord symbol, decorations, grace notes
                 continue
+            bar = text[bar_start:cut]
             result = check_tune(self.head + bar + "|", complete=False)
             if result.tune is None or not result.tune.bars:
                 continue
             first = result.tune.bars[0]
-            if first.expected is None:
+            if first.expected is None or first.duration > first.expected * share:
                 return None
-            if first.duration == first.expected * (1 - pickup):
-                return cut if not last or ends_on_tonic(result.tune, keyless=True) else None
-            if first.duration < first.expected * (1 - pickup):
-                return None
+            if (
+                first.duration < first.expected * share
+                or bar.rstrip().endswith("-")
+                or len(SLUR_OPEN.findall(bar)) > bar.count(")")
+            ):
+                continue
+            return cut if not last or ends_on_tonic(result.tune, keyless=True) else None
         return None
 
     def closing(self, last: bool) -> str:
@@ -474,11 +477,22 @@ class BodyRules:
         return carry
 
 
-def pickup_from(left_out: str) -> str:
-    """The notes cut from a part's closing bar (`^F2` of `B2A2 G2 ^F2|`) as the next part's
-    pickup (`^F2|`): they are what the closing bar leaves of one bar, and the model wrote
-    them to lead on; "" when they hold a slur, grace notes, a tie or half a chord symbol."""
+def pickup_from(kept: str, left_out: str) -> str:
+    """The notes cut from a part's closing bar (`^F2` of `B2A2 G2 ^F2|`, `kept` being the
+    rest) as the next part's pickup (`^F2|`): they are what the closing bar leaves of one
+    bar, and the model wrote them to lead on. An accidental written earlier in the bar for
+    one of them is written on it (the new bar line would cancel it); "" when they are
+    rests only, or hold a slur, a tie or half a chord symbol."""
     notes = left_out.strip()
     loose = SLUR_OPEN.search(notes) or set(notes) & set("){}\\\n") or notes.endswith("-")
-    whole = notes.count('"') % 2 == 0 and not loose
-    return notes + "|" if notes and whole else ""
+    if loose or notes.count('"') % 2 or not any(match[2] for match in NOTE_OR_TEXT.finditer(notes)):
+        return ""
+    held = {match[2]: match[1] for match in NOTE_OR_TEXT.finditer(kept) if match[2] and match[1]}
+
+    def spell(match: re.Match[str]) -> str:
+        if not match[2] or match[1]:
+            held.pop(match[2] or "", None)  # its own accidental holds from here
+            return match[0]
+        return held.get(match[2], "") + match[0]
+
+    return NOTE_OR_TEXT.sub(spell, notes) + "|"

@@ -206,6 +206,12 @@ STRICT_DEFECTS = {
     "a pickup that does not complete the closing bar": ("D|GAB c2d|e2d B2:|\n|:d2|e2d B2G|A2B G2:|", "pickup"),
     "a full bar after a short closing bar": ("D|GAB c2d|e2d B2:|\n|:d2e B2G|A2B G3:|", "pickup"),
     "a pickup after a full closing bar": ("GAB c2d|e2d B3:|\n|:D|d2e B2G|A2B G2:|", "pickup"),
+    "a short closing bar after a two-bar ending, then a full bar": (
+        "|:GAB c2d|e2d B2G|BAG [1 A3:|[2 A3|G3 G2||d2e B2G|A2B G3|]",
+        "pickup",
+    ),
+    "a shorthand decoration with no note before a bar line": ("GAB c2d|e2d B2G ~|A2B c2A|G3 G3|]", "syntax"),
+    "grace notes with no note to follow at the end": ("GAB c2d|e2d B2G|A2B c2A|G3 G3{g}|]", "syntax"),
     "note beyond the MIDI range": ("C,,,,,,,,2 B c2d|e2d B2G|]", "range"),
     "zero length": ("G/0AB c2d|e2d B2G|]", "syntax"),
     "a length divided by 3": ("G/3A/B c2d|e2d B2G|]", "syntax"),
@@ -240,6 +246,9 @@ def test_the_strict_check_refuses_each_kind_of_defect(name):
         "GAB c2d|e2d B2G|\\\nA2B c2A|G3 G3|]",  # a line continuation
         "(3GAB c2d|e2d B2G|z6|Z2|]",  # a tuplet and rests of several bars
         "D|GAB c2d|e2d B2:|\n|:D|e2d B2G|A2B G2:|",  # each part's pickup completes the bar before
+        "|:GAB c2d|e2d B3:|\nd3 |:efg|a2g f2e|d3 d3:|",  # a bar split by |: where a part begins
+        "|:GAB c2d|BAG [1 A3:|[2 AAB||d2e B2G|A2B G3|]",  # an ending that completes its bar
+        "GAB c2d{g}|e2d B2G|!segno!|A2B c2A|G3 G3|]",  # grace notes lead over a bar line
     ],
 )
 def test_the_strict_check_accepts_well_formed_abc(body):

@@ -105,10 +105,24 @@ def test_a_parts_first_bar_completes_the_bar_that_closed_the_part_before():
 
 
 def test_only_whole_notes_are_carried_into_the_next_part():
-    assert pickup_from(" ^F2") == "^F2|"
-    assert pickup_from('"D7"(3FGA') == '"D7"(3FGA|'  # a chord symbol and a tuplet are whole
-    for cut_off in ("", "  ", "(FG", "F)G", "{g}F", "F2-", '"D7', "F\\\nG"):
-        assert pickup_from(cut_off) == "", cut_off
+    assert pickup_from("B2A2 G2 ", " ^F2") == "^F2|"
+    assert pickup_from("B2A2 G2 ", '"D7"(3FGA') == '"D7"(3FGA|'  # a chord symbol and a tuplet are whole
+    assert pickup_from("B2=F2 G2 ", "F2") == "=F2|"  # the bar's accidental, written on the note
+    assert pickup_from("B2=F2 G2 ", "^FF") == "^FF|"  # its own accidental holds on
+    for cut_off in ("", "  ", "z2", "(FG", "F)G", "{g}F", "F2-", '"D7', "F\\\nG"):
+        assert pickup_from("B2A2 G2 ", cut_off) == "", cut_off
+
+
+def test_a_closing_bar_is_cut_before_the_chord_symbol_and_decorations_of_the_note_cut_off():
+    for last, closing, carry in [
+        ('B2A2 G2 "D"F2|', "B2A2 G2", '"D"F2|'),
+        ("B2A2 G2 {g}F2|", "B2A2 G2", ""),  # grace notes are not carried: dropped with the note
+        ("B2A2 G2 ~F2|", "B2A2 G2", "~F2|"),
+        ("B2A2 G2 [DF]2|", "B2A2 G2", "[DF]2|"),
+    ]:
+        end, text = bar_end_after("d2|" + "GABc d2B2|" * 7 + last)
+        assert end.action == "shorten", last
+        assert text[text.rstrip("|").rfind("|") + 1 : end.cut].rstrip() == closing and end.carry == carry, last
 
 
 def test_a_parts_last_bars_are_not_left_on_a_staff_line_of_their_own():
