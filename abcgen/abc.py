@@ -9,7 +9,9 @@ and every bar has the duration its meter asks for:
    rhythm, ties, slurs, grace notes, decorations (`!trill!`, `+trill+`, `~.HLMOPSTuv`), chord
    symbols and annotations, inline fields, field lines, comments, `\\` at a line end. A
    character that is none of these, a chord symbol or decoration left open, a stray `]`,
-   `)` or `}`, a slur or grace group never closed, or an X: line (a second tune) fails.
+   `)` or `}`, a slur or grace group never closed, a shorthand decoration (`~`, `T`) with
+   no note before the next bar line, grace notes with none before the tune ends, or an X:
+   line (a second tune) fails.
 3. Repeats and endings pair: a `|:` while a repeat is open fails, a `|:` never closed fails,
    an end repeat with nothing open fails unless it is the tune's first (ABC repeats from the
    start); `[2` needs a `[1` before it, `[1` needs a `[2` after it, and an ending needs a
