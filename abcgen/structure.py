@@ -314,6 +314,7 @@ class BodyRules:
     lexer: Lexer = field(default_factory=Lexer)
     finished: bool = False
     bars_left: Fraction | None = None  # in the part, as the last bar end found (None: unknown)
+    bar_ends: list[tuple[int, Fraction]] = field(default_factory=list)  # (text offset, bars_left) at each
     carry: str = ""  # the pickup to write once the part's closing is written (BarEnd.carry)
 
     @property
@@ -357,7 +358,10 @@ class BodyRules:
         """Follow the text again after a rewind (parts that began after its end are undone)."""
         while len(self.part_starts) > 1 and self.part_starts[-1] > len(text):
             self.part_starts.pop()
-        self.finished, self.bars_left = False, None
+        while self.bar_ends and self.bar_ends[-1][0] > len(text):
+            self.bar_ends.pop()
+        kept = self.bar_ends[-1:] if self.bar_ends and self.bar_ends[-1][0] >= self.part_starts[-1] else []
+        self.finished, self.bars_left = False, kept[0][1] if kept else None  # a bar written again keeps its place
         self.lexer = Lexer()
         for ch in text[self.part_starts[0] :]:
             self.lexer.feed(ch)
@@ -416,6 +420,7 @@ class BodyRules:
         if short_last and len(bars) > 1:
             return BarEnd(REWRITE, reason="a short bar inside a part")
         self.bars_left = part.bars + (pickup if pickup < 1 else 0) - done  # a full first bar is no pickup
+        self.bar_ends.append((len(text), self.bars_left))
         return BarEnd(GO_ON)
 
     def first_bar_wanted(self, text: str) -> Fraction:

@@ -141,6 +141,9 @@ def test_a_parts_last_bars_are_not_left_on_a_staff_line_of_their_own():
     assert "\n" not in rules_after(4, then="\nGABc d2B2|").forbidden()
     assert {"\n", "\\"} <= rules_after(4, then="\nGABc d2B2|GA").forbidden()  # inside a bar
     assert "\n" in rules_after(6).forbidden()  # 2 left: they would make a line of their own
+    rewound = rules_after(6)
+    rewound.replay(HEAD + "GABc d2B2|" * 3 + "\n" + "GABc d2B2|" * 3)  # the next bar written again
+    assert "\n" in rewound.forbidden()
     assert "\n" in rules_after(7, then=" ").forbidden()
     assert rules_after(6, then="\\").forbidden() == BODY_CHARACTERS - {"\n"}  # `\` keeps its line end
 
