@@ -15,7 +15,7 @@ While a tune body is written (constrained decoding, see BodyRules):
   blank line (the end of the tune) before the last part is done, a bar line before a note
   (an empty bar), a bar line, line break or `(` while a tuplet still takes notes, a second
   `/` in a length (`A/2/`), more than 4 grace notes, a chord symbol that does not start with
-  a root or runs past 8 characters; after the bar that brings a staff line to 32 notes, a
+  a root, holds a bar line or space, or runs past 8 characters; after the bar that brings a staff line to 32 notes, a
   line break is the only choice (abcm2ps cannot fit much more on a line; a part's last two
   bars join the line up to 48), and inside a bar, before the line holds 6 notes, or with a
   part's last two bars still to come, none is;
@@ -240,7 +240,8 @@ class Lexer:
         if self.in_quote:  # a chord symbol: a root first, and short (then rewinds judge it)
             if self.previous == '"':
                 return PRINTABLE - set("ABCDEFG")
-            return PRINTABLE - {'"'} if self.quote_length >= MAX_CHORD_SYMBOL else {"\n"}
+            # no bar line or space inside: a quote left open would swallow the bars after it
+            return PRINTABLE - {'"'} if self.quote_length >= MAX_CHORD_SYMBOL else {"\n", "|", " "}
         if self.previous == "\\":
             return BODY_CHARACTERS - {"\n"}
         # chords ([GB]) and inline fields are left out: the model rarely closes them

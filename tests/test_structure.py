@@ -191,6 +191,11 @@ def test_the_lexer_keeps_tuplets_lengths_grace_notes_and_chord_symbols_whole():
     assert '"' not in lexer_after('G"Abbbbbbb').forbidden(False) and "m" in lexer_after('G"Abbbbbbb').forbidden(False)
 
 
+def test_a_chord_symbol_left_open_cannot_swallow_a_bar_line():
+    inside = lexer_after('GABc "Edim').forbidden(False)
+    assert {"|", " ", "\n"} <= inside and '"' not in inside  # close it first
+
+
 def test_a_slur_still_open_ends_on_the_parts_last_note():
     end, text = bar_end_after("GABc (d2B2|" + "GABc d2B2|" * 7)
     assert (end.action, end.closing) == ("close", "):|\n|:")
