@@ -36,7 +36,7 @@ def collection(tmp_path):
     folder = tmp_path / "my-tunes"
     folder.mkdir()
     tunes = [tune(n) for n in range(1, 13)]
-    tunes[4] = tunes[4].replace("|:", "|:{g}", 1).replace(":|", "~:|", 1)
+    tunes[4] = tunes[4].replace("|:", "|:{g}~", 1)  # grace notes and a roll before the first note
     (folder / "tunes.abc").write_text("\n".join(tunes))
     return folder
 
