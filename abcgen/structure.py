@@ -21,7 +21,10 @@ While a tune body is written (constrained decoding, see BodyRules):
   part's last two bars still to come, none is;
 - when a bar ends, the part so far goes through the strict check (abcgen.abc): a bar of the
   wrong length, a tie between different pitches, a part that runs past its length, a last
-  note off the tonic, and the sampler writes that bar again (see sample.watch_bars);
+  note off the tonic, and the sampler writes that bar again (see sample.watch_bars); a bar
+  that is only short takes its bar line back instead, and the model writes on from before
+  it, with no bar line until another note (a model that knows few 9/8 tunes writes 6/8 bars
+  there, and a bar written again from its start was short again);
 - a part that began with a pickup and reaches its length with a full bar is cut at the note
   where, with the pickup, it makes one bar (`d2|...|B2A2 G2:|`), as real tunes close, and
   the notes cut off begin the next part as its pickup (`|:^F2|`);
@@ -54,6 +57,7 @@ PART = re.compile(r"([A-Z])(\d+)?")
 # Outside chord symbols and decorations, the characters a tune body may hold (the others,
 # such as field letters, only begin field lines, which the rules leave out).
 NOTE_END = set("ABCDEFGabcdefgzxZ,'0123456789/]")  # what a length, tie or > may follow
+NOTE_LETTERS = set("ABCDEFGabcdefgzx")
 SLUR_OPEN = re.compile(r"\((?!\d)")
 # A note's pitch with its accidental, or text in which letters are no notes (chord symbols,
 # decorations): to find the accidentals a bar holds for each pitch.
@@ -289,14 +293,15 @@ class Lexer:
         return blocked
 
 
-GO_ON, CLOSE, SHORTEN, REWRITE = "go on", "close", "shorten", "rewrite"
+GO_ON, CLOSE, SHORTEN, REWRITE, EXTEND = "go on", "close", "shorten", "rewrite", "extend"
 
 
 @dataclass(frozen=True)
 class BarEnd:
     """What the rules say when a bar ends: go on; close the part, writing `closing` in place
-    of the bar line; shorten, cutting the bar at text offset `cut` and closing there; or
-    rewrite the bar, for `reason` ("long": the part ran past its length)."""
+    of the bar line; shorten, cutting the bar at text offset `cut` and closing there;
+    extend, taking the bar line back (the bar is short: more notes first); or rewrite the
+    bar, for `reason` ("long": the part ran past its length)."""
 
     action: str
     closing: str = ""
@@ -317,6 +322,7 @@ class BodyRules:
     bars_left: Fraction | None = None  # in the part, as the last bar end found (None: unknown)
     bar_ends: list[tuple[int, Fraction]] = field(default_factory=list)  # (text offset, bars_left) at each
     carry: str = ""  # the pickup to write once the part's closing is written (BarEnd.carry)
+    bar_too_short: bool = False  # a bar line was taken back: none until another note
 
     @property
     def part(self) -> int:
@@ -329,6 +335,8 @@ class BodyRules:
         if self.line_must_end():
             return BODY_CHARACTERS - {"\n"}
         blocked = self.lexer.forbidden(self.finished)
+        if self.bar_too_short:
+            blocked.add("|")
         if self.lexer.previous != "\\" and not self.line_may_end():
             blocked.add("\n")
         if self.lexer.music:
@@ -355,6 +363,12 @@ class BodyRules:
         """Whether only the part's last SHORT_LINE_BARS bars are still to come."""
         return self.bars_left is not None and self.bars_left <= SHORT_LINE_BARS
 
+    def feed(self, ch: str) -> None:
+        """Follow one more character of the body."""
+        self.lexer.feed(ch)
+        if ch in NOTE_LETTERS and not (self.lexer.in_quote or self.lexer.grace):
+            self.bar_too_short = False
+
     def replay(self, text: str) -> None:
         """Follow the text again after a rewind (parts that began after its end are undone)."""
         while len(self.part_starts) > 1 and self.part_starts[-1] > len(text):
@@ -363,6 +377,7 @@ class BodyRules:
             self.bar_ends.pop()
         kept = self.bar_ends[-1:] if self.bar_ends and self.bar_ends[-1][0] >= self.part_starts[-1] else []
         self.finished, self.bars_left = False, kept[0][1] if kept else None  # a bar written again keeps its place
+        self.bar_too_short = False
         self.lexer = Lexer()
         for ch in text[self.part_starts[0] :]:
             self.lexer.feed(ch)
@@ -376,7 +391,7 @@ class BodyRules:
         Once may_rewrite is False (the rewinds are spent), the part is closed as soon as it
         is long enough, so that repeats still pair."""
         end = self._bar_end(text, bar_start)
-        if end.action == REWRITE and not may_rewrite:
+        if end.action in (REWRITE, EXTEND) and not may_rewrite:
             end = (
                 BarEnd(CLOSE, closing=self.closing(self.part == len(self.structure.parts) - 1))
                 if end.reason == "long"
@@ -419,7 +434,7 @@ class BodyRules:
         if done > part.bars:
             return BarEnd(REWRITE, reason="long")
         if short_last and len(bars) > 1:
-            return BarEnd(REWRITE, reason="a short bar inside a part")
+            return BarEnd(EXTEND, reason="a short bar inside a part")
         self.bars_left = part.bars + (pickup if pickup < 1 else 0) - done  # a full first bar is no pickup
         self.bar_ends.append((len(text), self.bars_left))
         return BarEnd(GO_ON)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from abcgen.abc import CheckResult, check_tune
 from abcgen.options import UNIT_LENGTH_VALUE
-from abcgen.structure import CLOSE, REWRITE, SHORTEN
+from abcgen.structure import CLOSE, EXTEND, REWRITE, SHORTEN
 
 if TYPE_CHECKING:
     import numpy as np
@@ -192,6 +192,12 @@ def watch_structure(draft: Draft, watch: BarWatch, ch: str, snapshot: Callable[[
     ends_bar = ch == "|" and rules.lexer.ends_bar() and not draft.closing
     if ends_bar and watch.starts:
         end = rules.bar_end(draft.text, may_rewrite=watch.rewinds < MAX_BAR_REWINDS, bar_start=watch.starts[-1].length)
+        if end.action == EXTEND:  # take the bar line back: the model writes on from before it
+            draft.text = draft.text[:-1]
+            rules.replay(draft.text)
+            rules.bar_too_short = True
+            watch.rewinds += 1
+            return snapshot()
         if end.action in (SHORTEN, REWRITE):
             # shorten: write the bar again as far as the cut, then the closing
             target = watch.starts[-1] if end.action == SHORTEN else watch.rewind_target()
@@ -206,7 +212,7 @@ def watch_structure(draft: Draft, watch: BarWatch, ch: str, snapshot: Callable[[
             ch = end.closing[0]
             if draft.form is not None:
                 draft.form_class = draft.form.feed(draft.text)
-    rules.lexer.feed(ch)
+    rules.feed(ch)
     begun = watch.step(ch, snapshot)
     if begun is not None and not (watch.starts and watch.starts[-1].length == begun.length):
         watch.starts.append(begun)

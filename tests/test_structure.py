@@ -89,6 +89,21 @@ def test_the_last_part_is_cut_only_where_it_ends_on_the_tonic():
     assert off_tonic.action != "shorten"
 
 
+def test_a_short_bar_inside_a_part_takes_its_bar_line_back_and_goes_on():
+    end, _ = bar_end_after("GABc d2B2|" * 3 + "GABc d2|")  # 6/8 of a 4/4 bar
+    assert end.action == "extend"
+    rules = BodyRules(Structure.parse("AABB"), HEAD)
+    rules.start(len(HEAD))
+    rules.replay(HEAD + "GABc d2B2|GABc d2")
+    rules.bar_too_short = True
+    assert "|" in rules.forbidden()
+    for ch in ' "G"':  # a chord symbol is no note: still no bar line
+        rules.feed(ch)
+    assert "|" in rules.forbidden()
+    rules.feed("B")
+    assert "|" not in rules.forbidden()
+
+
 def test_a_parts_first_bar_completes_the_bar_that_closed_the_part_before():
     short_close = "d2|" + "GABc d2B2|" * 7 + "B2A2 G2:|\n|:"  # closes on 3/4 of a bar
     full_close = "GABc d2B2|" * 8 + ":|\n|:"
