@@ -15,7 +15,8 @@ While a tune body is written (constrained decoding, see BodyRules):
   blank line (the end of the tune) before the last part is done, a bar line before a note
   (an empty bar), a bar line, line break or `(` while a tuplet still takes notes, a second
   `/` in a length (`A/2/`), more than 4 grace notes, a chord symbol that does not start with
-  a root, holds a bar line or space, or runs past 8 characters; after the bar that brings a staff line to 32 notes, a
+  a root, holds a character no chord symbol has (a bar line, a space), or runs past 8
+  characters; after the bar that brings a staff line to 32 notes, a
   line break is the only choice (abcm2ps cannot fit much more on a line; a part's last two
   bars join the line up to 48), and inside a bar, before the line holds 6 notes, or with a
   part's last two bars still to come, none is;
@@ -24,7 +25,8 @@ While a tune body is written (constrained decoding, see BodyRules):
   note off the tonic, and the sampler writes that bar again (see sample.watch_bars); a bar
   that is only short takes its bar line back instead, and the model writes on from before
   it, with no bar line until another note (a model that knows few 9/8 tunes writes 6/8 bars
-  there, and a bar written again from its start was short again);
+  there, and a bar written again from its start was short again), as does a tune's first
+  bar, its pickup, when it holds more than half a bar (1.8% of the training tunes' do);
 - a part that began with a pickup and reaches its length with a full bar is cut at the note
   where, with the pickup, it makes one bar (`d2|...|B2A2 G2:|`), as real tunes close, and
   the notes cut off begin the next part as its pickup (`|:^F2|`);
@@ -77,6 +79,7 @@ SHORT_LINE_BARS = 2
 # lines hold fewer): a line of a pickup or a bar or two is one abcm2ps sets "underfull".
 MIN_STAFF_LINE_NOTES = 6
 MAX_CHORD_SYMBOL = 8  # characters: "Bbmaj7/F" is the longest the models write well
+CHORD_CHARACTERS = set('ABCDEFGabcdefg#mjisuM0123456789/+"')  # abcgen.abc.CHORD_SYMBOL's, and the closing quote
 MAX_GRACE_NOTES = 4
 PRINTABLE = set(string.printable)
 STARTS_TOKEN = set('ABCDEFGabcdefgzx^_=" ([{.~')  # a cut before one of these ends a note
@@ -244,8 +247,8 @@ class Lexer:
         if self.in_quote:  # a chord symbol: a root first, and short (then rewinds judge it)
             if self.previous == '"':
                 return PRINTABLE - set("ABCDEFG")
-            # no bar line or space inside: a quote left open would swallow the bars after it
-            return PRINTABLE - {'"'} if self.quote_length >= MAX_CHORD_SYMBOL else {"\n", "|", " "}
+            # only what chord symbols are made of: a quote left open would swallow bar lines
+            return PRINTABLE - {'"'} if self.quote_length >= MAX_CHORD_SYMBOL else PRINTABLE - CHORD_CHARACTERS
         if self.previous == "\\":
             return BODY_CHARACTERS - {"\n"}
         # chords ([GB]) and inline fields are left out: the model rarely closes them
@@ -417,6 +420,8 @@ class BodyRules:
         # the check cannot know yet that a short last bar closes the part: judged below
         if result.bad_bar is not None and not (result.bad_bar == len(result.tune.bars) - 1 and short_last):
             return BarEnd(REWRITE, reason="long" if done >= part.bars else result.reason or "")
+        if len(bars) == 1 and not self.part and short_last and bars[0].duration > (bars[0].expected or 0) / 2:
+            return BarEnd(EXTEND, reason="a pickup of more than half a bar")  # 1.8% of the training tunes
         if len(bars) == 1 and self.part and bars[0].duration != (bars[0].expected or 0) * self.first_bar_wanted(text):
             return BarEnd(REWRITE, reason="a first bar out of step with the bar that closed the part before")
         first = bars[0] if len(bars) > 1 and bars[0].may_be_short else None

@@ -92,6 +92,8 @@ def test_the_last_part_is_cut_only_where_it_ends_on_the_tonic():
 def test_a_short_bar_inside_a_part_takes_its_bar_line_back_and_goes_on():
     end, _ = bar_end_after("GABc d2B2|" * 3 + "GABc d2|")  # 6/8 of a 4/4 bar
     assert end.action == "extend"
+    assert bar_end_after("GABc d2|")[0].action == "extend"  # a tune's pickup of 3/4 of a bar
+    assert bar_end_after("Bc d2|")[0].action == "go on"  # of half a bar
     rules = BodyRules(Structure.parse("AABB"), HEAD)
     rules.start(len(HEAD))
     rules.replay(HEAD + "GABc d2B2|GABc d2")
