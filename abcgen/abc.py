@@ -966,7 +966,7 @@ def _broken_joint(tune: Tune) -> tuple[Bar, Bar] | None:
     sections = tune.sections
     for section, following in zip(sections, sections[1:]):
         before, after = _section_edges(section), _section_edges(following)
-        split_ending = len(section.endings[-1:][0] if section.endings else []) == 1 and _short(tune, section.bars[-1:])
+        split_ending = bool(section.endings) and len(section.endings[-1]) == 1 and _short(tune, section.bars[-1:])
         if before is None or after is None or split_ending:
             continue
         closing, first = tune.bars[before[1]], tune.bars[after[0]]

@@ -49,6 +49,7 @@ import numpy as np
 
 from abcgen.abc import check_tune, ends_on_tonic
 from abcgen.errors import AbcgenError
+from abcgen.form import MUSIC
 
 DEFAULT_STRUCTURE = "AABB"
 PART_BARS = 8
@@ -59,7 +60,6 @@ PART = re.compile(r"([A-Z])(\d+)?")
 # Outside chord symbols and decorations, the characters a tune body may hold (the others,
 # such as field letters, only begin field lines, which the rules leave out).
 NOTE_END = set("ABCDEFGabcdefgzxZ,'0123456789/]")  # what a length, tie or > may follow
-NOTE_LETTERS = set("ABCDEFGabcdefgzx")
 SLUR_OPEN = re.compile(r"\((?!\d)")
 # A note's pitch with its accidental, or text in which letters are no notes (chord symbols,
 # decorations): to find the accidentals a bar holds for each pitch.
@@ -201,7 +201,7 @@ class Lexer:
             if ch in "|:" and not self.chord:
                 self.music = False
                 self.after_bar = True
-            elif ch in "ABCDEFGabcdefgzxZ":
+            elif ch in MUSIC:
                 self.music = not self.chord or self.music
                 self.after_bar = False
                 self.staff_notes += 1
@@ -322,8 +322,7 @@ class BodyRules:
     part_starts: list[int] = field(default_factory=list)  # text offsets where each part began
     lexer: Lexer = field(default_factory=Lexer)
     finished: bool = False
-    bars_left: Fraction | None = None  # in the part, as the last bar end found (None: unknown)
-    bar_ends: list[tuple[int, Fraction]] = field(default_factory=list)  # (text offset, bars_left) at each
+    bar_ends: list[tuple[int, Fraction]] = field(default_factory=list)  # (text offset, bars left) at each
     carry: str = ""  # the pickup to write once the part's closing is written (BarEnd.carry)
     bar_too_short: bool = False  # a bar line was taken back: none until another note
 
@@ -362,6 +361,13 @@ class BodyRules:
             MAX_STAFF_LINE_NOTES if self.last_bars() else STAFF_LINE_NOTES
         )
 
+    @property
+    def bars_left(self) -> Fraction | None:
+        """Bars still to come in the part, as its last bar end found (None: none yet)."""
+        if self.bar_ends and self.bar_ends[-1][0] >= self.part_starts[-1] and not self.finished:
+            return self.bar_ends[-1][1]
+        return None
+
     def last_bars(self) -> bool:
         """Whether only the part's last SHORT_LINE_BARS bars are still to come."""
         return self.bars_left is not None and self.bars_left <= SHORT_LINE_BARS
@@ -369,7 +375,7 @@ class BodyRules:
     def feed(self, ch: str) -> None:
         """Follow one more character of the body."""
         self.lexer.feed(ch)
-        if ch in NOTE_LETTERS and not (self.lexer.in_quote or self.lexer.grace):
+        if ch in MUSIC and not (self.lexer.in_quote or self.lexer.grace):
             self.bar_too_short = False
 
     def replay(self, text: str) -> None:
@@ -378,9 +384,7 @@ class BodyRules:
             self.part_starts.pop()
         while self.bar_ends and self.bar_ends[-1][0] > len(text):
             self.bar_ends.pop()
-        kept = self.bar_ends[-1:] if self.bar_ends and self.bar_ends[-1][0] >= self.part_starts[-1] else []
-        self.finished, self.bars_left = False, kept[0][1] if kept else None  # a bar written again keeps its place
-        self.bar_too_short = False
+        self.finished, self.bar_too_short = False, False  # a bar written again keeps bar_ends' place
         self.lexer = Lexer()
         for ch in text[self.part_starts[0] :]:
             self.lexer.feed(ch)
@@ -440,8 +444,9 @@ class BodyRules:
             return BarEnd(REWRITE, reason="long")
         if short_last and len(bars) > 1:
             return BarEnd(EXTEND, reason="a short bar inside a part")
-        self.bars_left = part.bars + (pickup if pickup < 1 else 0) - done  # a full first bar is no pickup
-        self.bar_ends.append((len(text), self.bars_left))
+        self.bar_ends.append(
+            (len(text), part.bars + (pickup if pickup < 1 else 0) - done)
+        )  # a full first bar is no pickup
         return BarEnd(GO_ON)
 
     def first_bar_wanted(self, text: str) -> Fraction:
@@ -494,7 +499,6 @@ class BodyRules:
         """The closing bar line has been written up to offset: the next part begins.
         Returns the text to write first in it: the notes its closing bar was cut from
         (BarEnd.carry), or ""."""
-        self.bars_left = None
         carry, self.carry = self.carry, ""
         if self.part == len(self.structure.parts) - 1:
             self.finished = True

@@ -19,6 +19,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Callable
 
 from abcgen.abc import CheckResult, check_tune
+from abcgen.form import MUSIC
 from abcgen.options import UNIT_LENGTH_VALUE
 from abcgen.structure import CLOSE, EXTEND, REWRITE, SHORTEN
 
@@ -35,7 +36,6 @@ LINE_TRIES = 8  # tries at a header value the model writes (M:, L:, K:)
 # Between two bars: barline characters, ending numbers, spaces and line breaks. Any other
 # character begins a bar, except a letter that begins a field line (P:B) in the body.
 BETWEEN_BARS = set("|:]0123456789 \t\n\\")
-MUSIC_LETTERS = set("ABCDEFGabcdefgzxZ")
 BODY_METER_OR_LENGTH = re.compile(r"(^|\[)[ML]:", re.M)
 
 
@@ -110,7 +110,7 @@ class BarWatch:
             return bracket
         if ch == "[":
             self.bracket = snapshot()
-        elif self.line_start and ch.isalpha() and ch not in MUSIC_LETTERS:
+        elif self.line_start and ch.isalpha() and ch not in MUSIC:
             self.spot = Spot.FIELD
         elif ch not in BETWEEN_BARS:
             self.spot, self.depth = Spot.BAR, 0

@@ -208,6 +208,16 @@ def test_the_lexer_keeps_tuplets_lengths_grace_notes_and_chord_symbols_whole():
     assert '"' not in lexer_after('G"Abbbbbbb').forbidden(False) and "m" in lexer_after('G"Abbbbbbb').forbidden(False)
 
 
+def test_every_chord_symbol_the_check_knows_can_be_written():
+    from abcgen.abc import CHORD_SYMBOL
+    from abcgen.structure import CHORD_CHARACTERS
+
+    kinds = "m 7 m7 dim 6 aug m6 aug7 maj7 M7 dim7 9 m9 sus4 sus 7sus4 m7b5 + 11 5".split()
+    for symbol in ("C#" + kind + "/F#" for kind in kinds):
+        assert CHORD_SYMBOL.fullmatch(symbol) and set(symbol) <= CHORD_CHARACTERS, symbol
+    assert CHORD_SYMBOL.fullmatch("Bbm/e") and set("Bbm/e") <= CHORD_CHARACTERS
+
+
 def test_a_chord_symbol_left_open_cannot_swallow_a_bar_line():
     inside = lexer_after('GABc "Edim').forbidden(False)
     assert {"|", " ", "\n"} <= inside and '"' not in inside  # close it first
